@@ -1,0 +1,86 @@
+//! Kernel benchmarks on gemma-2b shapes with bf16 weights.
+//!
+//! matvec (decode, n = 1): throughput in bytes of weights read per second.
+//! matmul (prefill, n = 64): throughput in "elements" = floating-point operations
+//! (2 * rows * cols * n), so criterion's Gelem/s reads as GFLOP/s.
+//!
+//! Run: `cargo bench --bench kernels` (filter e.g. `-- matvec`).
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use frugal::kernels::{matmul, matmul_bf16_fast, matmul_with, DType, Isa, MatRef};
+use std::time::Duration;
+
+/// Deterministic pseudo-random bf16 weights in about [-1, 1).
+fn weights(rows: usize, cols: usize) -> Vec<u8> {
+    let mut s = 0x1234_5678_9abc_def0u64;
+    let mut out = Vec::with_capacity(rows * cols * 2);
+    for _ in 0..rows * cols {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let v = (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+        out.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
+    }
+    out
+}
+
+fn activations(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+fn bench_matvec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matvec_bf16");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    for &(rows, cols) in &[
+        (2048, 2048),
+        (256, 2048),
+        (16384, 2048),
+        (2048, 16384),
+        (256000, 2048),
+    ] {
+        let data = weights(rows, cols);
+        let w = MatRef::new(&data, DType::BF16, rows, cols);
+        let x = activations(cols);
+        let mut y = vec![0f32; rows];
+        g.throughput(Throughput::Bytes((rows * cols * 2) as u64));
+        for level in Isa::supported() {
+            if level == Isa::Scalar && rows * cols > 4 << 20 {
+                continue;
+            }
+            g.bench_function(
+                BenchmarkId::new(level.name(), format!("{rows}x{cols}")),
+                |b| b.iter(|| matmul_with(level, &w, black_box(&x), 1, &mut y)),
+            );
+        }
+    }
+    g.finish();
+}
+
+fn bench_matmul(c: &mut Criterion) {
+    let n = 64;
+    let mut g = c.benchmark_group("matmul_bf16_n64");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(10);
+    for &(rows, cols) in &[(2048, 2048), (256, 2048), (16384, 2048), (2048, 16384)] {
+        let data = weights(rows, cols);
+        let w = MatRef::new(&data, DType::BF16, rows, cols);
+        let x = activations(n * cols);
+        let mut y = vec![0f32; n * rows];
+        g.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
+        g.bench_function(BenchmarkId::new("exact", format!("{rows}x{cols}")), |b| {
+            b.iter(|| matmul(&w, black_box(&x), n, &mut y))
+        });
+        g.bench_function(BenchmarkId::new("fast", format!("{rows}x{cols}")), |b| {
+            b.iter(|| matmul_bf16_fast(&w, black_box(&x), n, &mut y))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_matvec, bench_matmul);
+criterion_main!(benches);

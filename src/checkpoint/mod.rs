@@ -1,0 +1,177 @@
+//! Checkpoint formats, each behind one [`TensorIndex`]: a map from tensor name to
+//! (file, dtype, shape, byte range) built from headers alone, with every file memory-mapped.
+//! No tensor data is read while the index is built.
+
+pub mod safetensors;
+
+use crate::kernels::DType;
+use anyhow::{bail, Context, Result};
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Element type of a stored tensor. Types the kernels cannot use are kept by name so errors can
+/// say what was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredDType {
+    /// A dtype the kernels read in place.
+    Float(DType),
+    /// Anything else, by its name in the file.
+    Other(String),
+}
+
+impl StoredDType {
+    /// Bytes per element, when known.
+    pub fn size(&self) -> Option<usize> {
+        match self {
+            StoredDType::Float(d) => Some(d.size()),
+            StoredDType::Other(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StoredDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredDType::Float(d) => f.write_str(d.name()),
+            StoredDType::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Where one tensor lies.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    /// Index into [`TensorIndex::files`].
+    pub file: usize,
+    pub dtype: StoredDType,
+    pub shape: Vec<usize>,
+    /// Absolute byte offset in the file.
+    pub offset: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A memory-mapped checkpoint file.
+pub struct MappedFile {
+    pub path: PathBuf,
+    pub map: Mmap,
+}
+
+impl MappedFile {
+    /// Maps `path` read-only.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        // SAFETY: the map is read-only and private. frugal never writes to it; if another process
+        // truncates the file while it is mapped, reads may fault (SIGBUS), which is the documented
+        // limit of every mmap-based loader. Checkpoints are not expected to change while in use.
+        let map = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("{}: cannot memory-map", path.display()))?;
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            map,
+        })
+    }
+}
+
+/// Every tensor of a checkpoint, by name, with the files that hold them.
+pub struct TensorIndex {
+    pub files: Vec<MappedFile>,
+    pub tensors: BTreeMap<String, TensorInfo>,
+}
+
+impl TensorIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        TensorIndex {
+            files: Vec::new(),
+            tensors: BTreeMap::new(),
+        }
+    }
+
+    /// The bytes of a tensor, straight from the map (no copy).
+    pub fn bytes(&self, t: &TensorInfo) -> &[u8] {
+        &self.files[t.file].map[t.offset..t.offset + t.len]
+    }
+
+    /// Path of the file holding `t`.
+    pub fn path_of(&self, t: &TensorInfo) -> &Path {
+        &self.files[t.file].path
+    }
+
+    /// Total bytes of all tensors.
+    pub fn total_bytes(&self) -> u64 {
+        self.tensors.values().map(|t| t.len as u64).sum()
+    }
+
+    /// Adds a tensor after checking that its range lies inside its file and its length matches
+    /// its shape and dtype.
+    pub fn insert(&mut self, name: String, info: TensorInfo) -> Result<()> {
+        let path = self.files[info.file].path.display().to_string();
+        let file_len = self.files[info.file].map.len();
+        let end = info.offset.checked_add(info.len);
+        if end.is_none_or(|e| e > file_len) {
+            bail!(
+                "{path}: tensor `{name}` spans bytes {}..{} but the file has {file_len} bytes: the file is truncated or its header is corrupt; download or convert it again",
+                info.offset,
+                info.offset as u128 + info.len as u128
+            );
+        }
+        if let Some(sz) = info.dtype.size() {
+            let numel = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if numel.and_then(|n| n.checked_mul(sz)) != Some(info.len) {
+                bail!(
+                    "{path}: tensor `{name}` has shape {:?} of {} but occupies {} bytes",
+                    info.shape,
+                    info.dtype,
+                    info.len
+                );
+            }
+        }
+        if self.tensors.contains_key(&name) {
+            bail!("{path}: tensor `{name}` appears twice in the checkpoint");
+        }
+        self.tensors.insert(name, info);
+        Ok(())
+    }
+
+    /// Checks that no two tensors of the same file share bytes.
+    pub fn check_overlaps(&self) -> Result<()> {
+        let mut by_file: Vec<Vec<(&String, &TensorInfo)>> = vec![Vec::new(); self.files.len()];
+        for (n, t) in &self.tensors {
+            by_file[t.file].push((n, t));
+        }
+        for (fi, list) in by_file.iter_mut().enumerate() {
+            list.sort_by_key(|(_, t)| t.offset);
+            for w in list.windows(2) {
+                let (an, a) = w[0];
+                let (bn, b) = w[1];
+                if a.offset + a.len > b.offset && b.len > 0 && a.len > 0 {
+                    bail!(
+                        "{}: tensors `{an}` and `{bn}` overlap (bytes {}..{} and {}..{}): the header is corrupt",
+                        self.files[fi].path.display(),
+                        a.offset,
+                        a.offset + a.len,
+                        b.offset,
+                        b.offset + b.len
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for TensorIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}

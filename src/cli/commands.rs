@@ -1,0 +1,415 @@
+//! The model commands: run, logits, tokenize, inspect, synth.
+
+use super::{check_ctx, init_threads, ModelArgs};
+use crate::generate::sampler::SamplerConfig;
+use crate::generate::{self, GenerateOptions};
+use crate::load::{plan, Checkpoint};
+use crate::memory::{self, human, Monitor, Report};
+use crate::tokenizer::GemmaTokenizer;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt.
+    #[arg(short = 'p', long = "prompt")]
+    pub prompt: String,
+    /// Most tokens to generate.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
+    pub n: usize,
+    /// Wrap the prompt in Gemma's chat template and stop at <end_of_turn>.
+    #[arg(long)]
+    pub chat: bool,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long = "temp", default_value_t = 0.0)]
+    pub temp: f32,
+    /// Sample among the k most likely tokens (0 = all).
+    #[arg(long = "top-k", default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample among the tokens whose probabilities sum to p.
+    #[arg(long = "top-p", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// A loaded model folder with its tokenizer, and the memory monitor started before loading.
+pub struct Session {
+    pub monitor: Monitor,
+    pub ck: Checkpoint,
+    pub tok: Option<GemmaTokenizer>,
+}
+
+impl Session {
+    /// Starts the memory monitor, sets threads, opens the checkpoint (headers only).
+    pub fn open(m: &ModelArgs) -> Result<Self> {
+        let monitor = Monitor::start();
+        init_threads(m.threads)?;
+        check_ctx(m.ctx)?;
+        let ck = Checkpoint::open(&m.model)?;
+        let tok = match ck.tokenizer_path() {
+            Some(p) => Some(GemmaTokenizer::from_file(&p)?),
+            None => None,
+        };
+        Ok(Session { monitor, ck, tok })
+    }
+
+    /// The tokenizer, or an error saying where it was looked for.
+    pub fn tokenizer(&self) -> Result<&GemmaTokenizer> {
+        self.tok.as_ref().with_context(|| {
+            format!(
+                "{}: no tokenizer.json beside the weights",
+                self.ck.dir.display()
+            )
+        })
+    }
+
+    /// The memory report so far.
+    pub fn report(&self, kv_cache_bytes: u64) -> Report {
+        Report {
+            weights_bytes: self.ck.index.total_bytes(),
+            kv_cache_bytes,
+            peaks: self.monitor.peaks(),
+        }
+    }
+}
+
+fn sampler_config(a: &RunArgs) -> Result<SamplerConfig> {
+    if !(a.temp >= 0.0 && a.temp.is_finite()) {
+        bail!("--temp must be a finite number >= 0, got {}", a.temp);
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1], got {}", a.top_p);
+    }
+    Ok(SamplerConfig {
+        temperature: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    })
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    let sampler = sampler_config(&a)?;
+    let s = Session::open(&a.model)?;
+    let tok = s.tokenizer()?;
+    let model = s.ck.model()?;
+    let prompt = if a.chat {
+        tok.chat_prompt(&a.prompt, model.cfg.bos_token_id)?
+    } else {
+        if a.prompt.is_empty() {
+            bail!("the prompt is empty: give some text with -p");
+        }
+        let mut ids = vec![model.cfg.bos_token_id];
+        ids.extend(tok.encode(&a.prompt)?);
+        ids
+    };
+    let mut stop_ids = model.cfg.eos_token_ids.clone();
+    stop_ids.extend(tok.end_of_turn);
+    let opts = GenerateOptions {
+        max_new_tokens: a.n,
+        ctx: a.model.ctx,
+        sampler,
+        stop_ids: stop_ids.clone(),
+        sample_limit: generate::sample_limit(&model, tok.vocab_size),
+    };
+    let mut stream = tok.stream();
+    let stdout = std::io::stdout();
+    if !a.chat {
+        print!("{}", a.prompt);
+    }
+    let (_, stats) = generate::generate(&model, &prompt, &opts, |t| {
+        if !stop_ids.contains(&t) {
+            let text = stream.push(t)?;
+            let mut o = stdout.lock();
+            o.write_all(text.as_bytes())?;
+            o.flush()?;
+        }
+        Ok(())
+    })?;
+    println!("{}", stream.finish()?);
+    let kv = (stats.prompt_tokens + stats.new_tokens) * model.cfg.kv_bytes_per_token(4);
+    eprintln!(
+        "{} prompt tokens at {:.1} tok/s, {} new tokens at {:.2} tok/s",
+        stats.prompt_tokens,
+        stats.prefill_tok_s(),
+        stats.new_tokens,
+        stats.decode_tok_s()
+    );
+    eprintln!("{}", s.report(kv as u64).text());
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct LogitsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Comma-separated token ids, e.g. 2,17,99.
+    #[arg(long)]
+    pub tokens: String,
+    /// Print JSON: {"logits": [[...], ...]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `2,17,99`.
+pub fn parse_tokens(s: &str) -> Result<Vec<u32>> {
+    let ids: Vec<u32> = s
+        .split(',')
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u32>().with_context(|| {
+                format!("--tokens: `{p}` is not a token id (give ids like 2,17,99)")
+            })
+        })
+        .collect::<Result<_>>()?;
+    if ids.is_empty() {
+        bail!("--tokens is empty: give ids like 2,17,99");
+    }
+    Ok(ids)
+}
+
+pub fn logits(a: LogitsArgs) -> Result<()> {
+    let tokens = parse_tokens(&a.tokens)?;
+    let s = Session::open(&a.model)?;
+    let model = s.ck.model()?;
+    let vocab = model.cfg.vocab_size;
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+        bail!(
+            "--tokens: id {bad} is out of range for {} (vocab_size {vocab} in config.json, ids 0..{})",
+            s.ck.dir.display(),
+            vocab - 1
+        );
+    }
+    let ctx = a.model.ctx.max(tokens.len());
+    let mut cache = model.new_cache(ctx);
+    let logits = model.forward(&tokens, &mut cache, true)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if a.json {
+        let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
+        serde_json::to_writer(&mut out, &serde_json::json!({ "logits": rows }))?;
+        writeln!(out)?;
+    } else {
+        for row in logits.chunks(vocab) {
+            let line: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            writeln!(out, "{}", line.join(" "))?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    eprintln!("{}", s.report(cache.bytes() as u64).text());
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// Model folder holding tokenizer.json.
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Text to tokenize.
+    #[arg(long)]
+    pub text: String,
+    /// Put the BOS id first.
+    #[arg(long)]
+    pub bos: bool,
+    /// Print JSON: {"ids": [...], "pieces": [...]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let dir = if a.model.is_file() {
+        a.model
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default()
+    } else {
+        a.model.clone()
+    };
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        bail!("{}: no tokenizer.json in this folder", dir.display());
+    }
+    let tok = GemmaTokenizer::from_file(&path)?;
+    let mut ids = Vec::new();
+    if a.bos {
+        ids.push(tok.bos.context("this tokenizer has no <bos> token")?);
+    }
+    ids.extend(tok.encode(&a.text)?);
+    let pieces = tok.pieces(&ids);
+    if a.json {
+        println!("{}", serde_json::json!({ "ids": ids, "pieces": pieces }));
+    } else {
+        for (i, p) in ids.iter().zip(&pieces) {
+            println!("{i}\t{p:?}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Model folder.
+    pub model: PathBuf,
+    /// Context the memory estimate assumes.
+    #[arg(long, default_value_t = 4096)]
+    pub ctx: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn inspect(a: InspectArgs) -> Result<()> {
+    check_ctx(a.ctx)?;
+    let ck = Checkpoint::open(&a.model)?;
+    let cfg = &ck.cfg;
+    let p = plan::plan(cfg, &ck.index, a.ctx);
+    // Bytes per component and dtype.
+    let mut by_part: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut by_dtype: std::collections::BTreeMap<String, u64> = Default::default();
+    for (name, t) in &ck.index.tensors {
+        let part = if name.contains("embed_tokens") {
+            "embedding"
+        } else if name.contains("lm_head") {
+            "output head"
+        } else if name.contains("self_attn") && name.ends_with("proj.weight") {
+            "attention"
+        } else if name.contains("mlp.") {
+            "mlp"
+        } else if name.contains("norm") {
+            "norms"
+        } else {
+            "other"
+        };
+        *by_part.entry(part).or_default() += t.len as u64;
+        *by_dtype.entry(t.dtype.to_string()).or_default() += t.len as u64;
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "model_type": cfg.model_type, "family": cfg.family.name(), "layers": cfg.num_layers,
+            "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
+            "heads": cfg.num_heads, "kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
+            "vocab_size": cfg.vocab_size, "sliding_window": cfg.sliding_window,
+            "tensors": ck.index.tensors.len(), "weights_bytes": ck.index.total_bytes(),
+            "bytes_by_component": by_part, "bytes_by_dtype": by_dtype, "plan": p, "ctx": a.ctx,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let local = cfg
+        .layer_kinds
+        .iter()
+        .filter(|k| **k == crate::model::config::LayerKind::Local)
+        .count();
+    println!(
+        "{}: {} ({}), {} layers ({} sliding-window, {} global)",
+        ck.dir.display(),
+        cfg.family.name(),
+        cfg.model_type,
+        cfg.num_layers,
+        local,
+        cfg.num_layers - local
+    );
+    println!(
+        "  hidden {}, intermediate {}, heads {} (kv {}), head_dim {}, vocab {}, window {}",
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+        cfg.vocab_size,
+        cfg.sliding_window
+            .map_or("none".to_string(), |w| w.to_string())
+    );
+    println!(
+        "  rope theta {} (global, x1/{}) / {} (local), softcaps attn {:?} final {:?}, query scale 1/sqrt({})",
+        cfg.rope_global.theta, cfg.rope_global.factor, cfg.rope_local.theta, cfg.attn_softcap, cfg.final_softcap, cfg.query_pre_attn_scalar
+    );
+    println!(
+        "  {} tensors, {} parameters, {} in {} file(s)",
+        ck.index.tensors.len(),
+        cfg.num_params(),
+        human(ck.index.total_bytes()),
+        ck.index.files.len()
+    );
+    for (part, b) in &by_part {
+        println!("    {part:<12} {:>12}", human(*b));
+    }
+    for (d, b) in &by_dtype {
+        println!("    as {d:<9} {:>12}", human(*b));
+    }
+    println!(
+        "  memory for a run with --ctx {} (predicted from headers):",
+        a.ctx
+    );
+    println!(
+        "    weights, in place from the map  {:>12}",
+        human(p.mapped_weight_bytes)
+    );
+    println!(
+        "    norms as f32                    {:>12}",
+        human(p.owned_weight_bytes)
+    );
+    println!(
+        "    KV cache at full context        {:>12}",
+        human(p.kv_cache_bytes)
+    );
+    println!(
+        "    activations and logits          {:>12}",
+        human(p.activation_bytes)
+    );
+    println!(
+        "    runtime                         {:>12}",
+        human(plan::RUNTIME_BYTES)
+    );
+    println!(
+        "    peak RSS                        {:>12}",
+        human(p.peak_rss_bytes)
+    );
+    println!(
+        "    peak anonymous                  {:>12}",
+        human(p.peak_anon_bytes)
+    );
+    let _ = memory::status;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Shape to imitate (gemma-2b, gemma-7b, gemma2-2b, gemma2-9b, gemma2-27b, gemma3-1b,
+    /// gemma3-4b, gemma3-12b, gemma3-27b, or the small test shapes tiny-gemma, tiny-gemma2,
+    /// tiny-gemma3).
+    #[arg(long)]
+    pub shape: String,
+    /// Output folder (must not exist, or be empty, unless --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Storage dtype.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn synth(a: SynthArgs) -> Result<()> {
+    let dtype = crate::synth::parse_dtype(&a.dtype)?;
+    let shape = crate::synth::Shape::by_name(&a.shape)?;
+    let bytes = crate::synth::write(&shape, dtype, &a.out, a.seed, a.force)?;
+    eprintln!(
+        "wrote {} ({}) to {}",
+        shape.name,
+        human(bytes),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `frugal demo`: the README's first command. Makes a synthetic checkpoint once (cached under
+//! the user's cache folder), runs it, prints the tokens and the memory report.
+
+use super::commands::Session;
+use super::ModelArgs;
+use crate::generate::{self, sampler::SamplerConfig, GenerateOptions};
+use crate::load::plan;
+use crate::memory::human;
+use crate::synth::{self, Shape};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Shape of the synthetic model.
+    #[arg(long, default_value = "gemma3-1b")]
+    pub shape: String,
+    /// Tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 32)]
+    pub n: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Where demo models are cached.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("FRUGAL_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("frugal")))
+        .unwrap_or_else(|| std::env::temp_dir().join("frugal"))
+}
+
+pub fn demo(a: DemoArgs) -> Result<()> {
+    let shape = Shape::by_name(&a.shape)?;
+    let dir = cache_dir().join(format!("synth-{}-bf16", shape.name));
+    if !dir.join("config.json").is_file() {
+        eprintln!(
+            "making a synthetic {} checkpoint (random weights, real shapes) in {} ...",
+            shape.name,
+            dir.display()
+        );
+        super::init_threads(a.threads)?;
+        let bytes = synth::write(&shape, crate::kernels::DType::BF16, &dir, 0, true)
+            .with_context(|| format!("writing the demo model to {}", dir.display()))?;
+        eprintln!("  wrote {}", human(bytes));
+    }
+    let m = ModelArgs {
+        model: dir.clone(),
+        threads: a.threads,
+        ctx: 256,
+    };
+    let s = Session::open(&m)?;
+    let tok = s.tokenizer()?;
+    let model = s.ck.model()?;
+    let p = plan::plan(&model.cfg, &s.ck.index, m.ctx);
+    eprintln!(
+        "{}: {} {} layers, {} of bf16 weights used in place; predicted peak RSS {} (anonymous {})",
+        dir.display(),
+        model.cfg.family.name(),
+        model.cfg.num_layers,
+        human(s.ck.index.total_bytes()),
+        human(p.peak_rss_bytes),
+        human(p.peak_anon_bytes)
+    );
+    let text = "The memory-mapped weights";
+    let mut prompt = vec![model.cfg.bos_token_id];
+    prompt.extend(tok.encode(text)?);
+    let opts = GenerateOptions {
+        max_new_tokens: a.n,
+        ctx: m.ctx,
+        sampler: SamplerConfig::default(),
+        stop_ids: vec![],
+        sample_limit: generate::sample_limit(&model, tok.vocab_size),
+    };
+    println!("prompt: {text:?} -> {} tokens {:?}", prompt.len(), prompt);
+    print!("generated ids:");
+    let mut ids = Vec::new();
+    let (_, stats) = generate::generate(&model, &prompt, &opts, |t| {
+        ids.push(t);
+        print!(" {t}");
+        std::io::stdout().flush()?;
+        Ok(())
+    })?;
+    println!();
+    println!(
+        "generated text (random weights, so no meaning): {:?}",
+        tok.decode(&ids)?
+    );
+    println!(
+        "prefill {:.1} tok/s, decode {:.2} tok/s on {} threads",
+        stats.prefill_tok_s(),
+        stats.decode_tok_s(),
+        rayon::current_num_threads()
+    );
+    let kv = (stats.prompt_tokens + stats.new_tokens) * model.cfg.kv_bytes_per_token(4);
+    println!("{}", s.report(kv as u64).text());
+    Ok(())
+}

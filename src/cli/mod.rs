@@ -1,0 +1,91 @@
+//! The `frugal` command line: argument parsing and one function per command. The binary in
+//! `main.rs` only calls [`main`].
+
+mod bench;
+mod commands;
+mod demo;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Run Gemma models on a CPU in the least memory possible.
+#[derive(Parser, Debug)]
+#[command(name = "frugal", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command that loads a model.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model folder (config.json, safetensors, tokenizer.json).
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Context limit in tokens (prompt plus generated). The KV cache grows only with the
+    /// tokens actually held.
+    #[arg(long, default_value_t = 4096)]
+    pub ctx: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate text from a prompt.
+    Run(commands::RunArgs),
+    /// Print the model's logits for every position of a token sequence.
+    Logits(commands::LogitsArgs),
+    /// Show the token ids the model's tokenizer gives for a text.
+    Tokenize(commands::TokenizeArgs),
+    /// Describe a checkpoint: architecture, shapes, dtypes, bytes, and the memory a run needs.
+    Inspect(commands::InspectArgs),
+    /// Write a randomly initialised checkpoint with the real shapes of a Gemma model.
+    Synth(commands::SynthArgs),
+    /// Make (once) a small synthetic model, run it and print the memory report.
+    Demo(demo::DemoArgs),
+    /// Measure load time, time to first token, prefill and decode speed, and memory.
+    Bench(bench::BenchArgs),
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(a) => commands::run(a),
+        Command::Logits(a) => commands::logits(a),
+        Command::Tokenize(a) => commands::tokenize(a),
+        Command::Inspect(a) => commands::inspect(a),
+        Command::Synth(a) => commands::synth(a),
+        Command::Demo(a) => demo::demo(a),
+        Command::Bench(a) => bench::bench(a),
+    }
+}
+
+/// Configures the global thread pool once.
+pub fn init_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(0) = threads {
+        bail!("--threads must be at least 1");
+    }
+    let n = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // Small stacks: the workers need little, and untouched stack is not resident anyway.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .stack_size(1 << 20)
+        .build_global();
+    Ok(())
+}
+
+/// Checks the context limit given on the command line.
+pub fn check_ctx(ctx: usize) -> Result<()> {
+    if ctx == 0 {
+        bail!("--ctx 0: the context must hold at least one token; give --ctx N with N >= 1 (the prompt plus the tokens to generate)");
+    }
+    Ok(())
+}

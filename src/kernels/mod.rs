@@ -1,0 +1,342 @@
+//! Compute kernels: matrix-vector and matrix-matrix products that read weights in their stored
+//! dtype (bf16, f16, f32) straight from the memory map, converting in registers, with f32
+//! activations. Also the small element-wise ops of the forward pass.
+//!
+//! Hand-written because no crate offers products over borrowed bf16/f16 bytes without first
+//! copying the matrix into another dtype, which would break frugal's memory promise.
+//! Every SIMD path has a scalar twin in [`scalar`], and the tests compare them.
+//!
+//! Layout of the work: the rows of `W` are split into blocks, one rayon task each; a task walks
+//! its rows in register tiles of up to 4 rows x [`Kernel::TMAX`] tokens, so every weight
+//! converted into a register is reused for several tokens, and (for long rows) in chunks of
+//! columns so the activations of the chunk stay in the core's L2 cache. Within a tile the
+//! products are accumulated along the columns in SIMD lanes and reduced once at the end.
+
+pub mod ops;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod tests;
+
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Storage dtype of a weight matrix as it lies in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// Lower-case name as used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+}
+
+/// A borrowed row-major matrix `[rows, cols]` of weights in their stored dtype.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// Raw little-endian bytes, exactly `rows * cols * dtype.size()` long.
+    pub data: &'a [u8],
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Wraps raw bytes; panics only on a programming error (callers validate sizes first).
+    pub fn new(data: &'a [u8], dtype: DType, rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols * dtype.size(), "matrix byte length");
+        MatRef {
+            data,
+            dtype,
+            rows,
+            cols,
+        }
+    }
+
+    /// The bytes of row `r`.
+    pub fn row_bytes(&self, r: usize) -> &'a [u8] {
+        let n = self.cols * self.dtype.size();
+        &self.data[r * n..(r + 1) * n]
+    }
+
+    /// A view of rows `start..end` (no copy).
+    pub fn rows_range(&self, start: usize, end: usize) -> MatRef<'a> {
+        let n = self.cols * self.dtype.size();
+        MatRef {
+            data: &self.data[start * n..end * n],
+            dtype: self.dtype,
+            rows: end - start,
+            cols: self.cols,
+        }
+    }
+
+    /// Converts row `r` to f32 into `out` (used for embedding lookups).
+    pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
+        scalar::to_f32(self.row_bytes(r), self.dtype, out);
+    }
+}
+
+/// An instruction-set level the kernels can run at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, no SIMD intrinsics.
+    Scalar,
+    /// AVX2 + FMA + F16C, 8 f32 lanes.
+    Avx2,
+    /// AVX-512F, 16 f32 lanes.
+    Avx512,
+}
+
+impl Isa {
+    /// Lower-case name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// Whether this CPU can run `self`.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::Avx2::detect().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::Avx512::detect().is_some(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every level this CPU supports, slowest first.
+    pub fn supported() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| i.is_supported())
+            .collect()
+    }
+}
+
+/// The best instruction-set level of this CPU, detected once.
+pub fn isa() -> Isa {
+    static BEST: OnceLock<Isa> = OnceLock::new();
+    *BEST.get_or_init(|| Isa::supported().into_iter().last().unwrap_or(Isa::Scalar))
+}
+
+/// Whether [`matmul_bf16_fast`] really takes the bf16 dot-product path on this CPU
+/// (AVX512_BF16 present) rather than falling back to [`matmul`].
+pub fn has_bf16_dot() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            x86::Avx512Bf16::detect().is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// `y[t * w.rows + r] = sum_c w[r, c] * x[t * w.cols + c]` for `t < n`: every token's activations
+/// times the weight matrix, in parallel over row blocks on the current rayon pool, with the best
+/// SIMD level of this CPU. Weights are converted to f32 exactly; accumulation is in f32.
+pub fn matmul(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+    matmul_with(isa(), w, x, n, y);
+}
+
+/// [`matmul`] at a chosen instruction-set level (for tests and benchmarks).
+/// Panics if this CPU does not support `level` (see [`Isa::is_supported`]).
+pub fn matmul_with(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+    check_shapes(w, x.len(), n, y.len());
+    match level {
+        Isa::Scalar => run(&scalar::ScalarKernel, w, x, n, y),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => run(
+            &x86::Avx2::detect().expect("CPU lacks AVX2/FMA/F16C"),
+            w,
+            x,
+            n,
+            y,
+        ),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => run(
+            &x86::Avx512::detect().expect("CPU lacks AVX-512F"),
+            w,
+            x,
+            n,
+            y,
+        ),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => panic!("{} is not available on this architecture", level.name()),
+    }
+}
+
+/// Opt-in faster, slightly less exact product for bf16 weights: the activations are rounded to
+/// bf16 once per call (round-to-nearest-even) and multiplied with AVX512_BF16 `vdpbf16ps`, which
+/// does two bf16 products per f32 lane and accumulates in f32 (about twice the f32 FMA rate).
+/// This is what llama.cpp does for bf16 prefill. Same layout as [`matmul`]; the result equals
+/// [`scalar::matmul_bf16_fast`] up to accumulation order. Falls back to the exact [`matmul`] for
+/// other dtypes or when the CPU lacks AVX512_BF16.
+pub fn matmul_bf16_fast(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+    check_shapes(w, x.len(), n, y.len());
+    #[cfg(target_arch = "x86_64")]
+    if w.dtype == DType::BF16 && has_bf16_dot() {
+        if let Some(k) = x86::Avx512Bf16::detect() {
+            let xb = scalar::round_to_bf16(x);
+            run(&k, w, &xb, n, y);
+            return;
+        }
+    }
+    matmul(w, x, n, y);
+}
+
+fn check_shapes(w: &MatRef, xlen: usize, n: usize, ylen: usize) {
+    assert_eq!(
+        w.data.len(),
+        w.rows * w.cols * w.dtype.size(),
+        "matrix byte length"
+    );
+    assert_eq!(xlen, n * w.cols, "activation length");
+    assert_eq!(ylen, n * w.rows, "output length");
+}
+
+/// Largest register tile: rows x tokens. Every kernel's `TMAX` is at most `TILE_T`.
+pub(crate) const TILE_R: usize = 4;
+pub(crate) const TILE_T: usize = 8;
+
+/// Accumulator block a kernel adds one tile's dot products into: `acc[r][t]`.
+pub(crate) type Acc = [[f32; TILE_T]; TILE_R];
+
+/// One instruction-set implementation of the register-tile product.
+pub(crate) trait Kernel: Sync {
+    /// Activation element type (f32, or bf16 bits for the fast path).
+    type X: Copy + Sync;
+    /// Most tokens in one register tile (at most [`TILE_T`]).
+    const TMAX: usize;
+
+    /// `acc[r][t] += sum_{c in c0..c1} w[r0 + r, c] * x[(t0 + t) * w.cols + c]`
+    /// for `r < nr <= TILE_R`, `t < nt <= TMAX`. Handles any `c0..c1`, ragged tails included.
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        w: &MatRef,
+        r0: usize,
+        nr: usize,
+        x: &[Self::X],
+        t0: usize,
+        nt: usize,
+        c0: usize,
+        c1: usize,
+        acc: &mut Acc,
+    );
+}
+
+/// Columns per chunk for `n` tokens: the chunk of activations (`n * kc` f32) should stay in
+/// about half of a 1 MiB L2 cache while the weights stream past. Multiple of 64.
+fn col_chunk(n: usize, cols: usize) -> usize {
+    if n <= TILE_T {
+        return cols.max(1);
+    }
+    let kc = ((512 * 1024) / (4 * n)).clamp(512, 8192) / 64 * 64;
+    if cols <= kc + kc / 2 {
+        cols.max(1)
+    } else {
+        kc
+    }
+}
+
+/// Rows per rayon task, a multiple of [`TILE_R`]: enough tasks to balance, not so many that
+/// scheduling costs show.
+fn rows_per_task(rows: usize, cols: usize, n: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let tasks = threads * 8;
+    let mut rpt = rows.div_ceil(tasks);
+    // At least ~32k multiply-adds per task.
+    let min_rows = (32 * 1024 / (cols * n).max(1)).max(1);
+    rpt = rpt.max(min_rows);
+    rpt.div_ceil(TILE_R) * TILE_R
+}
+
+/// Drives a kernel over the whole product.
+fn run<K: Kernel>(k: &K, w: &MatRef, x: &[K::X], n: usize, y: &mut [f32]) {
+    let rows = w.rows;
+    if rows == 0 || n == 0 {
+        return;
+    }
+    let rpt = rows_per_task(rows, w.cols, n);
+    if n == 1 {
+        y.par_chunks_mut(rpt).enumerate().for_each(|(b, ys)| {
+            block(k, w, x, 1, b * rpt, &mut [ys]);
+        });
+        return;
+    }
+    // Task b owns rows b*rpt.. of every token's output: gather those slices per task.
+    let ntasks = rows.div_ceil(rpt);
+    let mut per_task: Vec<Vec<&mut [f32]>> = (0..ntasks).map(|_| Vec::with_capacity(n)).collect();
+    for yt in y.chunks_mut(rows) {
+        for (b, s) in yt.chunks_mut(rpt).enumerate() {
+            per_task[b].push(s);
+        }
+    }
+    per_task
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, mut outs)| {
+            block(k, w, x, n, b * rpt, &mut outs);
+        });
+}
+
+/// Computes rows `r0 .. r0 + outs[0].len()` for all `n` tokens into `outs[t]`.
+fn block<K: Kernel>(k: &K, w: &MatRef, x: &[K::X], n: usize, r0: usize, outs: &mut [&mut [f32]]) {
+    let nrows = outs[0].len();
+    for o in outs.iter_mut() {
+        o.fill(0.0);
+    }
+    let cols = w.cols;
+    let kc = col_chunk(n, cols);
+    let mut c0 = 0;
+    while c0 < cols.max(1) {
+        let c1 = (c0 + kc).min(cols);
+        let mut rt = 0;
+        while rt < nrows {
+            let nr = TILE_R.min(nrows - rt);
+            let mut tt = 0;
+            while tt < n {
+                let nt = K::TMAX.min(n - tt);
+                let mut acc: Acc = [[0.0; TILE_T]; TILE_R];
+                k.tile(w, r0 + rt, nr, x, tt, nt, c0, c1, &mut acc);
+                for (t, o) in outs[tt..tt + nt].iter_mut().enumerate() {
+                    for (r, a) in acc[..nr].iter().enumerate() {
+                        o[rt + r] += a[t];
+                    }
+                }
+                tt += nt;
+            }
+            rt += nr;
+        }
+        c0 = c1.max(c0 + 1);
+    }
+}

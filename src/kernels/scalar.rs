@@ -1,0 +1,125 @@
+//! Portable scalar kernels: the reference every SIMD path is tested against.
+
+use super::{Acc, DType, Kernel, MatRef, TILE_T};
+use half::{bf16, f16};
+
+/// Converts little-endian bytes of `dtype` to f32.
+pub fn to_f32(bytes: &[u8], dtype: DType, out: &mut [f32]) {
+    assert_eq!(bytes.len(), out.len() * dtype.size());
+    match dtype {
+        DType::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        DType::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+    }
+}
+
+/// Dot product of one stored row with f32 activations, accumulated in f32.
+pub fn dot(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
+    assert_eq!(row.len(), x.len() * dtype.size());
+    let mut acc = 0f32;
+    match dtype {
+        DType::F32 => {
+            for (c, &xv) in row.chunks_exact(4).zip(x) {
+                acc += f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * xv;
+            }
+        }
+        DType::F16 => {
+            for (c, &xv) in row.chunks_exact(2).zip(x) {
+                acc += f16::from_le_bytes([c[0], c[1]]).to_f32() * xv;
+            }
+        }
+        DType::BF16 => {
+            for (c, &xv) in row.chunks_exact(2).zip(x) {
+                acc += bf16::from_le_bytes([c[0], c[1]]).to_f32() * xv;
+            }
+        }
+    }
+    acc
+}
+
+/// Rounds f32 activations to bf16 bits, round-to-nearest-even (NaN stays NaN), as the fast
+/// bf16 path does once per call.
+pub fn round_to_bf16(x: &[f32]) -> Vec<u16> {
+    x.iter().map(|&v| bf16::from_f32(v).to_bits()).collect()
+}
+
+/// Dot product of bf16 weight bytes with bf16 activation bits; every product is exact in f32
+/// (8-bit significands), accumulated in f32 as `vdpbf16ps` does.
+pub fn dot_bf16(row: &[u8], x: &[u16]) -> f32 {
+    assert_eq!(row.len(), x.len() * 2);
+    let mut acc = 0f32;
+    for (c, &xb) in row.chunks_exact(2).zip(x) {
+        let wv = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+        acc += wv * f32::from_bits((xb as u32) << 16);
+    }
+    acc
+}
+
+/// Naive single-threaded reference for [`super::matmul`]: the same layout, one dot per output.
+pub fn matmul(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+    assert_eq!(x.len(), n * w.cols);
+    assert_eq!(y.len(), n * w.rows);
+    for t in 0..n {
+        let xt = &x[t * w.cols..(t + 1) * w.cols];
+        for r in 0..w.rows {
+            y[t * w.rows + r] = dot(w.row_bytes(r), w.dtype, xt);
+        }
+    }
+}
+
+/// Scalar twin of [`super::matmul_bf16_fast`] for bf16 weights: activations rounded to bf16
+/// (nearest-even), exact products, f32 accumulation. Panics for other dtypes.
+pub fn matmul_bf16_fast(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+    assert_eq!(w.dtype, DType::BF16, "the fast path is for bf16 weights");
+    assert_eq!(x.len(), n * w.cols);
+    assert_eq!(y.len(), n * w.rows);
+    let xb = round_to_bf16(x);
+    for t in 0..n {
+        let xt = &xb[t * w.cols..(t + 1) * w.cols];
+        for r in 0..w.rows {
+            y[t * w.rows + r] = dot_bf16(w.row_bytes(r), xt);
+        }
+    }
+}
+
+/// The portable register-tile kernel of [`super::matmul_with`]`(Isa::Scalar, ..)`.
+pub(crate) struct ScalarKernel;
+
+impl Kernel for ScalarKernel {
+    type X = f32;
+    const TMAX: usize = TILE_T;
+
+    fn tile(
+        &self,
+        w: &MatRef,
+        r0: usize,
+        nr: usize,
+        x: &[f32],
+        t0: usize,
+        nt: usize,
+        c0: usize,
+        c1: usize,
+        acc: &mut Acc,
+    ) {
+        let es = w.dtype.size();
+        for (r, ar) in acc[..nr].iter_mut().enumerate() {
+            let row = &w.row_bytes(r0 + r)[c0 * es..c1 * es];
+            for (t, a) in ar[..nt].iter_mut().enumerate() {
+                let xt = &x[(t0 + t) * w.cols + c0..(t0 + t) * w.cols + c1];
+                *a += dot(row, w.dtype, xt);
+            }
+        }
+    }
+}

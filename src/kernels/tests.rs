@@ -1,0 +1,196 @@
+//! Every SIMD path against the scalar reference, on random shapes including ragged tails.
+
+use super::*;
+use half::{bf16, f16};
+
+/// SplitMix64: small deterministic generator, enough for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Random weights of `dtype` as raw bytes, at an odd offset inside the returned buffer when
+/// `misalign` (to exercise unaligned loads): returns (buffer, offset).
+fn random_matrix(
+    rng: &mut Rng,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    misalign: bool,
+) -> (Vec<u8>, usize) {
+    let off = if misalign { dtype.size() } else { 0 };
+    let mut buf = vec![0u8; off];
+    for _ in 0..rows * cols {
+        let v = rng.f32() * 2.0;
+        match dtype {
+            DType::F32 => buf.extend_from_slice(&v.to_le_bytes()),
+            DType::F16 => buf.extend_from_slice(&f16::from_f32(v).to_le_bytes()),
+            DType::BF16 => buf.extend_from_slice(&bf16::from_f32(v).to_le_bytes()),
+        }
+    }
+    (buf, off)
+}
+
+/// `sum_c |w[r,c] * x[t,c]|` for every output: the scale of the rounding error.
+fn abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
+    let mut wa = vec![0f32; w.cols];
+    let mut out = vec![0f32; n * w.rows];
+    for r in 0..w.rows {
+        w.row_to_f32(r, &mut wa);
+        for t in 0..n {
+            out[t * w.rows + r] = wa
+                .iter()
+                .zip(&x[t * w.cols..(t + 1) * w.cols])
+                .map(|(a, b)| (a * b).abs())
+                .sum();
+        }
+    }
+    out
+}
+
+fn assert_close(got: &[f32], want: &[f32], scale: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len());
+    for i in 0..got.len() {
+        let tol = 2e-6 * scale[i] + 1e-30;
+        assert!(
+            (got[i] - want[i]).abs() <= tol,
+            "{what}: index {i}: got {} want {} (tol {tol})",
+            got[i],
+            want[i]
+        );
+    }
+}
+
+fn check_shape(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n: usize) {
+    let (buf, off) = random_matrix(rng, dtype, rows, cols, rng.0 % 2 == 1);
+    let w = MatRef::new(&buf[off..], dtype, rows, cols);
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
+    let mut want = vec![0f32; n * rows];
+    scalar::matmul(&w, &x, n, &mut want);
+    let scale = abs_scale(&w, &x, n);
+    for level in Isa::supported() {
+        let mut got = vec![f32::NAN; n * rows];
+        matmul_with(level, &w, &x, n, &mut got);
+        let what = format!("{} {} {rows}x{cols} n={n}", level.name(), dtype.name());
+        assert_close(&got, &want, &scale, &what);
+    }
+    let mut got = vec![f32::NAN; n * rows];
+    matmul(&w, &x, n, &mut got);
+    assert_close(&got, &want, &scale, "matmul");
+}
+
+const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+#[test]
+fn simd_matches_scalar_small_ragged() {
+    let mut rng = Rng(1);
+    for dtype in DTYPES {
+        for cols in 1..=70 {
+            let rows = 1 + rng.below(37);
+            let n = 1 + rng.below(9);
+            check_shape(&mut rng, dtype, rows, cols, n);
+        }
+        for rows in 1..=37 {
+            for n in 1..=9 {
+                let cols = 1 + rng.below(70);
+                check_shape(&mut rng, dtype, rows, cols, n);
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_matches_scalar_large() {
+    let mut rng = Rng(2);
+    for dtype in DTYPES {
+        for &(rows, cols, n) in &[
+            (300, 2048, 1),
+            (129, 1000, 13),
+            (64, 4099, 3),
+            (37, 5000, 70),
+            (1024, 256, 1),
+        ] {
+            check_shape(&mut rng, dtype, rows, cols, n);
+        }
+    }
+}
+
+#[test]
+fn empty_shapes() {
+    let w = MatRef::new(&[], DType::BF16, 0, 5);
+    let mut y = [];
+    matmul(&w, &[0.0; 10], 2, &mut y);
+    let w = MatRef::new(&[], DType::F32, 3, 0);
+    let mut y = [1.0; 6];
+    matmul(&w, &[], 2, &mut y);
+    assert_eq!(y, [0.0; 6]);
+}
+
+#[test]
+fn round_to_bf16_is_nearest_even() {
+    // 1 + 2^-8 is exactly halfway between bf16 1.0 and 1 + 2^-7: ties to even (1.0).
+    let halfway = f32::from_bits(0x3F80_8000);
+    let above = f32::from_bits(0x3F80_8001);
+    let odd_halfway = f32::from_bits(0x3F81_8000);
+    assert_eq!(
+        scalar::round_to_bf16(&[halfway, above, odd_halfway]),
+        vec![0x3F80, 0x3F81, 0x3F82]
+    );
+}
+
+#[test]
+fn bf16_fast_matches_twin() {
+    let mut rng = Rng(3);
+    let mut shapes: Vec<(usize, usize, usize)> = Vec::new();
+    for cols in 1..=70 {
+        shapes.push((1 + rng.below(37), cols, 1 + rng.below(9)));
+    }
+    shapes.extend_from_slice(&[(300, 2048, 1), (129, 1000, 13), (37, 4099, 70)]);
+    for (rows, cols, n) in shapes {
+        let (buf, off) = random_matrix(&mut rng, DType::BF16, rows, cols, cols % 2 == 1);
+        let w = MatRef::new(&buf[off..], DType::BF16, rows, cols);
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
+        let mut want = vec![0f32; n * rows];
+        scalar::matmul_bf16_fast(&w, &x, n, &mut want);
+        let mut got = vec![f32::NAN; n * rows];
+        matmul_bf16_fast(&w, &x, n, &mut got);
+        let scale = abs_scale(&w, &x, n);
+        if has_bf16_dot() {
+            assert_close(
+                &got,
+                &want,
+                &scale,
+                &format!("bf16 fast {rows}x{cols} n={n}"),
+            );
+        } else {
+            let mut exact = vec![0f32; n * rows];
+            scalar::matmul(&w, &x, n, &mut exact);
+            assert_close(
+                &got,
+                &exact,
+                &scale,
+                &format!("bf16 fast fallback {rows}x{cols} n={n}"),
+            );
+        }
+        // The rounding of the activations stays within bf16 precision of the exact product.
+        let mut exact = vec![0f32; n * rows];
+        scalar::matmul(&w, &x, n, &mut exact);
+        for i in 0..exact.len() {
+            assert!((want[i] - exact[i]).abs() <= 2f32.powi(-8) * scale[i] + 1e-30);
+        }
+    }
+}

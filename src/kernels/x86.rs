@@ -1,0 +1,501 @@
+//! x86-64 SIMD register-tile kernels: AVX-512F (16 lanes), AVX2 + FMA + F16C (8 lanes) and the
+//! AVX512_BF16 dot-product kernel of the fast bf16 path.
+//!
+//! Each instruction set is represented by a zero-sized token that can only be made by
+//! `detect()`, after run-time feature detection; the safe `Kernel::tile` methods take `&self`,
+//! so holding a token proves the CPU can run the `#[target_feature]` functions they call.
+//! Weights are read with unaligned loads (the memory map only guarantees element alignment).
+
+use super::scalar;
+use super::{Acc, DType, Kernel, MatRef, TILE_R, TILE_T};
+use std::arch::x86_64::*;
+
+/// Weight dtype as a const-generic parameter, so the conversion is chosen at compile time.
+const F32: u8 = 0;
+const F16: u8 = 1;
+const BF16: u8 = 2;
+
+/// `acc[r0 + r][t0 + t] += part[r][t]`.
+#[inline(always)]
+fn add_into<const R: usize, const T: usize>(
+    acc: &mut Acc,
+    r0: usize,
+    t0: usize,
+    part: [[f32; T]; R],
+) {
+    for (a, p) in acc[r0..r0 + R].iter_mut().zip(part.iter()) {
+        for (av, pv) in a[t0..t0 + T].iter_mut().zip(p.iter()) {
+            *av += pv;
+        }
+    }
+}
+
+/// Checks the arguments of `Kernel::tile` so the unsafe kernels below can read without bounds
+/// checks: rows `r0..r0+nr` and columns `c0..c1` lie inside `w`, tokens `t0..t0+nt` inside `x`.
+#[allow(clippy::too_many_arguments)]
+fn check_tile<X>(
+    w: &MatRef,
+    r0: usize,
+    nr: usize,
+    x: &[X],
+    t0: usize,
+    nt: usize,
+    c0: usize,
+    c1: usize,
+    tmax: usize,
+) {
+    assert!(nr <= TILE_R && nt <= tmax && tmax <= TILE_T, "tile size");
+    assert!(
+        r0 + nr <= w.rows && c0 <= c1 && c1 <= w.cols,
+        "tile inside the matrix"
+    );
+    assert!((t0 + nt) * w.cols <= x.len(), "tile inside the activations");
+    assert_eq!(
+        w.data.len(),
+        w.rows * w.cols * w.dtype.size(),
+        "matrix byte length"
+    );
+}
+
+/// Adds the scalar dot products of columns `c0..c1` (a ragged tail) to `acc`.
+#[allow(clippy::too_many_arguments)]
+fn tail_f32(
+    w: &MatRef,
+    r0: usize,
+    nr: usize,
+    x: &[f32],
+    t0: usize,
+    nt: usize,
+    c0: usize,
+    c1: usize,
+    acc: &mut Acc,
+) {
+    if c0 == c1 {
+        return;
+    }
+    let es = w.dtype.size();
+    for (r, ar) in acc[..nr].iter_mut().enumerate() {
+        let row = &w.row_bytes(r0 + r)[c0 * es..c1 * es];
+        for (t, a) in ar[..nt].iter_mut().enumerate() {
+            let b = (t0 + t) * w.cols;
+            *a += scalar::dot(row, w.dtype, &x[b + c0..b + c1]);
+        }
+    }
+}
+
+/// Splits a tile of `nr x nt` into sub-tiles of rows {4, 1} and tokens from `tsizes`
+/// (descending, ending in 1) and calls `f(r, rr, t, tt)` for each.
+#[inline(always)]
+fn for_subtiles(
+    nr: usize,
+    nt: usize,
+    tsizes: &[usize],
+    mut f: impl FnMut(usize, usize, usize, usize),
+) {
+    let mut r = 0;
+    while r < nr {
+        let rr = if nr - r >= 4 { 4 } else { 1 };
+        let mut t = 0;
+        while t < nt {
+            let tt = tsizes.iter().copied().find(|&s| s <= nt - t).unwrap_or(1);
+            f(r, rr, t, tt);
+            t += tt;
+        }
+        r += rr;
+    }
+}
+
+/// Calls `$kern::<D, R, T>($args)` for the runtime `(dtype, rr, tt)` and adds the result to
+/// `$acc` at `($r, $t)`; the listed `(R, T)` pairs are the only sizes instantiated.
+macro_rules! dispatch {
+    ($kern:ident, $dtype:expr, $rr:expr, $tt:expr, $acc:expr, $r:expr, $t:expr, $args:tt,
+     [$(($R:literal, $T:literal)),*]) => {
+        match ($dtype, $rr, $tt) {
+            $(
+                (DType::F32, $R, $T) => add_into($acc, $r, $t, $kern::<F32, $R, $T> $args),
+                (DType::F16, $R, $T) => add_into($acc, $r, $t, $kern::<F16, $R, $T> $args),
+                (DType::BF16, $R, $T) => add_into($acc, $r, $t, $kern::<BF16, $R, $T> $args),
+            )*
+            _ => unreachable!("sub-tile size"),
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512F
+
+/// Proof that the CPU has AVX-512F.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512 {
+    _private: (),
+}
+
+impl Avx512 {
+    pub(crate) fn detect() -> Option<Self> {
+        (is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw"))
+        .then_some(Avx512 { _private: () })
+    }
+}
+
+/// Loads 16 weights of dtype `D` at `p` as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw")]
+unsafe fn load16<const D: u8>(p: *const u8) -> __m512 {
+    // SAFETY: the caller guarantees 16 elements of dtype D are readable at p; loads are unaligned.
+    unsafe {
+        match D {
+            F32 => _mm512_loadu_ps(p as *const f32),
+            F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                _mm256_loadu_si256(p as *const __m256i),
+            ))),
+        }
+    }
+}
+
+/// Dot products of `R` weight rows (at `w`, `ws` bytes apart) with `T` activation rows (at `x`,
+/// `xs` floats apart) over `len` columns, `len` a multiple of 16.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw")]
+unsafe fn kern512<const D: u8, const R: usize, const T: usize>(
+    w: *const u8,
+    ws: usize,
+    x: *const f32,
+    xs: usize,
+    len: usize,
+) -> [[f32; T]; R] {
+    let es = if D == F32 { 4 } else { 2 };
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    let mut c = 0;
+    while c < len {
+        let mut wv = [_mm512_setzero_ps(); R];
+        for (r, v) in wv.iter_mut().enumerate() {
+            // SAFETY: row r, columns c..c+16 are inside the matrix (checked by the caller).
+            *v = unsafe { load16::<D>(w.add(r * ws + c * es)) };
+        }
+        for t in 0..T {
+            // SAFETY: token t, columns c..c+16 are inside the activations (checked by the caller).
+            let xv = unsafe { _mm512_loadu_ps(x.add(t * xs + c)) };
+            for r in 0..R {
+                acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+            }
+        }
+        c += 16;
+    }
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+        }
+    }
+    out
+}
+
+impl Kernel for Avx512 {
+    type X = f32;
+    const TMAX: usize = 6;
+
+    fn tile(
+        &self,
+        w: &MatRef,
+        r0: usize,
+        nr: usize,
+        x: &[f32],
+        t0: usize,
+        nt: usize,
+        c0: usize,
+        c1: usize,
+        acc: &mut Acc,
+    ) {
+        check_tile(w, r0, nr, x, t0, nt, c0, c1, Self::TMAX);
+        let len = (c1 - c0) / 16 * 16;
+        let es = w.dtype.size();
+        let ws = w.cols * es;
+        if len > 0 {
+            for_subtiles(nr, nt, &[6, 4, 2, 1], |r, rr, t, tt| {
+                let wp = w.data[(r0 + r) * ws + c0 * es..].as_ptr();
+                let xp = x[(t0 + t) * w.cols + c0..].as_ptr();
+                // SAFETY: `self` proves AVX-512F; check_tile showed rows r0+r..r0+r+rr, columns
+                // c0..c0+len and tokens t0+t..t0+t+tt lie inside `w` and `x`.
+                unsafe {
+                    dispatch!(
+                        kern512,
+                        w.dtype,
+                        rr,
+                        tt,
+                        acc,
+                        r,
+                        t,
+                        (wp, ws, xp, w.cols, len),
+                        [
+                            (4, 6),
+                            (4, 4),
+                            (4, 2),
+                            (4, 1),
+                            (1, 6),
+                            (1, 4),
+                            (1, 2),
+                            (1, 1)
+                        ]
+                    )
+                }
+            });
+        }
+        tail_f32(w, r0, nr, x, t0, nt, c0 + len, c1, acc);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX512_BF16: the fast bf16 path
+
+/// Proof that the CPU has AVX-512F and AVX512_BF16.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Bf16 {
+    _private: (),
+}
+
+impl Avx512Bf16 {
+    pub(crate) fn detect() -> Option<Self> {
+        (Avx512::detect().is_some() && is_x86_feature_detected!("avx512bf16"))
+            .then_some(Avx512Bf16 { _private: () })
+    }
+}
+
+/// Like [`kern512`] for bf16 weights and bf16 activations with `vdpbf16ps`; `len` a multiple
+/// of 32. `D` is unused (always bf16) and only keeps the shape of [`dispatch!`].
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512bf16")]
+unsafe fn kern_bf16<const D: u8, const R: usize, const T: usize>(
+    w: *const u8,
+    ws: usize,
+    x: *const u16,
+    xs: usize,
+    len: usize,
+) -> [[f32; T]; R] {
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    let mut c = 0;
+    while c < len {
+        let mut wv = [zero_bh(); R];
+        for (r, v) in wv.iter_mut().enumerate() {
+            // SAFETY: row r, columns c..c+32 (64 bytes) are inside the matrix (checked by caller).
+            *v = unsafe { (w.add(r * ws + c * 2) as *const __m512bh).read_unaligned() };
+        }
+        for t in 0..T {
+            // SAFETY: token t, columns c..c+32 are inside the activations (checked by the caller).
+            let xv = unsafe { (x.add(t * xs + c) as *const __m512bh).read_unaligned() };
+            for r in 0..R {
+                acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
+            }
+        }
+        c += 32;
+    }
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+        }
+    }
+    out
+}
+
+/// A zero `__m512bh` (all bits clear is +0.0 in bf16).
+#[inline(always)]
+fn zero_bh() -> __m512bh {
+    // SAFETY: __m512bh is plain 64 bytes of data; all-zero bits are a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+impl Kernel for Avx512Bf16 {
+    type X = u16;
+    const TMAX: usize = 6;
+
+    fn tile(
+        &self,
+        w: &MatRef,
+        r0: usize,
+        nr: usize,
+        x: &[u16],
+        t0: usize,
+        nt: usize,
+        c0: usize,
+        c1: usize,
+        acc: &mut Acc,
+    ) {
+        check_tile(w, r0, nr, x, t0, nt, c0, c1, Self::TMAX);
+        assert_eq!(w.dtype, DType::BF16, "the fast path is for bf16 weights");
+        let len = (c1 - c0) / 32 * 32;
+        let ws = w.cols * 2;
+        if len > 0 {
+            for_subtiles(nr, nt, &[6, 4, 2, 1], |r, rr, t, tt| {
+                let wp = w.data[(r0 + r) * ws + c0 * 2..].as_ptr();
+                let xp = x[(t0 + t) * w.cols + c0..].as_ptr();
+                // SAFETY: `self` proves AVX-512F + AVX512_BF16; check_tile showed rows
+                // r0+r..r0+r+rr, columns c0..c0+len and tokens t0+t..t0+t+tt are in bounds.
+                unsafe {
+                    match (rr, tt) {
+                        (4, 6) => {
+                            add_into(acc, r, t, kern_bf16::<BF16, 4, 6>(wp, ws, xp, w.cols, len))
+                        }
+                        (4, 4) => {
+                            add_into(acc, r, t, kern_bf16::<BF16, 4, 4>(wp, ws, xp, w.cols, len))
+                        }
+                        (4, 2) => {
+                            add_into(acc, r, t, kern_bf16::<BF16, 4, 2>(wp, ws, xp, w.cols, len))
+                        }
+                        (4, 1) => {
+                            add_into(acc, r, t, kern_bf16::<BF16, 4, 1>(wp, ws, xp, w.cols, len))
+                        }
+                        (1, 6) => {
+                            add_into(acc, r, t, kern_bf16::<BF16, 1, 6>(wp, ws, xp, w.cols, len))
+                        }
+                        (1, 4) => {
+                            add_into(acc, r, t, kern_bf16::<BF16, 1, 4>(wp, ws, xp, w.cols, len))
+                        }
+                        (1, 2) => {
+                            add_into(acc, r, t, kern_bf16::<BF16, 1, 2>(wp, ws, xp, w.cols, len))
+                        }
+                        (1, 1) => {
+                            add_into(acc, r, t, kern_bf16::<BF16, 1, 1>(wp, ws, xp, w.cols, len))
+                        }
+                        _ => unreachable!("sub-tile size"),
+                    }
+                }
+            });
+        }
+        let (c0, c1) = (c0 + len, c1);
+        if c0 < c1 {
+            for (r, ar) in acc[..nr].iter_mut().enumerate() {
+                let row = &w.row_bytes(r0 + r)[c0 * 2..c1 * 2];
+                for (t, a) in ar[..nt].iter_mut().enumerate() {
+                    let b = (t0 + t) * w.cols;
+                    *a += scalar::dot_bf16(row, &x[b + c0..b + c1]);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2 + FMA + F16C
+
+/// Proof that the CPU has AVX2, FMA and F16C.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2 {
+    _private: (),
+}
+
+impl Avx2 {
+    pub(crate) fn detect() -> Option<Self> {
+        (is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        .then_some(Avx2 { _private: () })
+    }
+}
+
+/// Loads 8 weights of dtype `D` at `p` as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8<const D: u8>(p: *const u8) -> __m256 {
+    // SAFETY: the caller guarantees 8 elements of dtype D are readable at p; loads are unaligned.
+    unsafe {
+        match D {
+            F32 => _mm256_loadu_ps(p as *const f32),
+            F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(p as *const __m128i),
+            ))),
+        }
+    }
+}
+
+/// Horizontal sum of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// AVX2 twin of [`kern512`]; `len` a multiple of 8.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn kern256<const D: u8, const R: usize, const T: usize>(
+    w: *const u8,
+    ws: usize,
+    x: *const f32,
+    xs: usize,
+    len: usize,
+) -> [[f32; T]; R] {
+    let es = if D == F32 { 4 } else { 2 };
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut c = 0;
+    while c < len {
+        let mut wv = [_mm256_setzero_ps(); R];
+        for (r, v) in wv.iter_mut().enumerate() {
+            // SAFETY: row r, columns c..c+8 are inside the matrix (checked by the caller).
+            *v = unsafe { load8::<D>(w.add(r * ws + c * es)) };
+        }
+        for t in 0..T {
+            // SAFETY: token t, columns c..c+8 are inside the activations (checked by the caller).
+            let xv = unsafe { _mm256_loadu_ps(x.add(t * xs + c)) };
+            for r in 0..R {
+                acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+            }
+        }
+        c += 8;
+    }
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum256(acc[r][t]);
+        }
+    }
+    out
+}
+
+impl Kernel for Avx2 {
+    type X = f32;
+    const TMAX: usize = 2;
+
+    fn tile(
+        &self,
+        w: &MatRef,
+        r0: usize,
+        nr: usize,
+        x: &[f32],
+        t0: usize,
+        nt: usize,
+        c0: usize,
+        c1: usize,
+        acc: &mut Acc,
+    ) {
+        check_tile(w, r0, nr, x, t0, nt, c0, c1, Self::TMAX);
+        let len = (c1 - c0) / 8 * 8;
+        let es = w.dtype.size();
+        let ws = w.cols * es;
+        if len > 0 {
+            for_subtiles(nr, nt, &[2, 1], |r, rr, t, tt| {
+                let wp = w.data[(r0 + r) * ws + c0 * es..].as_ptr();
+                let xp = x[(t0 + t) * w.cols + c0..].as_ptr();
+                // SAFETY: `self` proves AVX2+FMA+F16C; check_tile showed rows r0+r..r0+r+rr,
+                // columns c0..c0+len and tokens t0+t..t0+t+tt lie inside `w` and `x`.
+                unsafe {
+                    dispatch!(
+                        kern256,
+                        w.dtype,
+                        rr,
+                        tt,
+                        acc,
+                        r,
+                        t,
+                        (wp, ws, xp, w.cols, len),
+                        [(4, 2), (4, 1), (1, 2), (1, 1)]
+                    )
+                }
+            });
+        }
+        tail_f32(w, r0, nr, x, t0, nt, c0 + len, c1, acc);
+    }
+}

@@ -1,0 +1,15 @@
+//! frugal: run Google's Gemma language models on a CPU in the least memory possible.
+//!
+//! Data flows one way: checkpoint formats ([`checkpoint`]) -> load plan and weights in memory
+//! ([`load`]) -> model ([`model`]) -> generation ([`generate`]) -> command line ([`cli`]).
+//! Weights stored in a dtype the [`kernels`] can read are used in place from the memory map.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod generate;
+pub mod kernels;
+pub mod load;
+pub mod memory;
+pub mod model;
+pub mod synth;
+pub mod tokenizer;

@@ -1,0 +1,56 @@
+//! Opening a model: find the checkpoint and config in a path, build the tensor index from
+//! headers, predict the resident memory ([`plan`]), and bind the weights in place.
+
+pub mod plan;
+
+use crate::checkpoint::{safetensors, TensorIndex};
+use crate::model::config::GemmaConfig;
+use crate::model::gemma::Gemma;
+use crate::model::weights;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+/// A model folder whose headers have been read and checked, its files mapped.
+pub struct Checkpoint {
+    /// The model folder.
+    pub dir: PathBuf,
+    pub cfg: GemmaConfig,
+    pub index: TensorIndex,
+}
+
+impl Checkpoint {
+    /// Opens a Hugging Face model folder (config.json + safetensors). Reads headers only.
+    pub fn open(path: &Path) -> Result<Self> {
+        let dir = if path.is_file() {
+            path.parent().unwrap_or(Path::new(".")).to_path_buf()
+        } else {
+            path.to_path_buf()
+        };
+        if !dir.is_dir() {
+            bail!("{}: no such model folder", path.display());
+        }
+        if !safetensors::is_safetensors_dir(&dir) {
+            bail!(
+                "{}: no model.safetensors or model.safetensors.index.json here; give -m the folder of a Hugging Face Gemma checkpoint (or make one with `frugal synth`)",
+                dir.display()
+            );
+        }
+        let cfg = GemmaConfig::from_file(&dir.join("config.json"))?;
+        let index = safetensors::open_dir(&dir)?;
+        // Validate the whole binding now, so errors surface before any data is read.
+        weights::bind(&cfg, &index, &dir.display().to_string())?;
+        Ok(Checkpoint { dir, cfg, index })
+    }
+
+    /// Binds the weights in place and builds the model.
+    pub fn model(&self) -> Result<Gemma<'_>> {
+        let w = weights::bind(&self.cfg, &self.index, &self.dir.display().to_string())?;
+        Ok(Gemma::new(self.cfg.clone(), w))
+    }
+
+    /// Path of the tokenizer.json beside the weights, if any.
+    pub fn tokenizer_path(&self) -> Option<PathBuf> {
+        let p = self.dir.join("tokenizer.json");
+        p.is_file().then_some(p)
+    }
+}

@@ -1,0 +1,8 @@
+//! The `frugal` binary: a thin wrapper around [`frugal::cli`].
+
+fn main() {
+    if let Err(e) = frugal::cli::main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

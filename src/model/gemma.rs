@@ -1,0 +1,317 @@
+//! The Gemma 1, 2 and 3 text forward pass and its KV cache. Every constant comes from the
+//! [`GemmaConfig`]; matrices are read in their stored dtype by [`crate::kernels`].
+
+use super::config::{GemmaConfig, LayerKind};
+use super::weights::Weights;
+use crate::kernels::{self, ops};
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+/// Tokens processed per forward chunk when prefilling: bounds the activation memory.
+pub const PREFILL_CHUNK: usize = 64;
+
+/// Cached keys and values of one layer. Global layers grow with the tokens held; local layers
+/// keep a ring of at most `sliding_window` tokens.
+struct LayerCache {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Token capacity: `ctx` for global layers, `min(window, ctx)` for local ones.
+    cap: usize,
+}
+
+/// The KV cache of a sequence. Memory grows with the tokens actually held, never beyond `ctx`.
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    /// Values per token per layer (`num_kv_heads * head_dim`).
+    width: usize,
+    /// Tokens processed so far (the next position).
+    pub pos: usize,
+    /// The context limit.
+    pub ctx: usize,
+}
+
+impl KvCache {
+    /// Bytes currently allocated.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| (l.k.capacity() + l.v.capacity()) * 4)
+            .sum()
+    }
+
+    /// The most bytes this cache can grow to with `ctx` tokens.
+    pub fn max_bytes(cfg: &GemmaConfig, ctx: usize) -> usize {
+        let width = cfg.num_kv_heads * cfg.head_dim;
+        layer_caps(cfg, ctx).iter().map(|c| c * width * 2 * 4).sum()
+    }
+
+    fn slot(&self, layer: usize, pos: usize) -> usize {
+        pos % self.layers[layer].cap
+    }
+}
+
+fn layer_caps(cfg: &GemmaConfig, ctx: usize) -> Vec<usize> {
+    cfg.layer_kinds
+        .iter()
+        .map(|k| match k {
+            LayerKind::Global => ctx,
+            LayerKind::Local => cfg.sliding_window.unwrap_or(ctx).min(ctx),
+        })
+        .collect()
+}
+
+/// A Gemma model bound to its weights.
+pub struct Gemma<'a> {
+    pub cfg: GemmaConfig,
+    pub w: Weights<'a>,
+    /// Rotary inverse frequencies per layer, already divided by the linear scaling factor.
+    inv_freq: Vec<Vec<f32>>,
+}
+
+impl<'a> Gemma<'a> {
+    /// Binds a config to its weights.
+    pub fn new(cfg: GemmaConfig, w: Weights<'a>) -> Self {
+        let hd = cfg.head_dim;
+        let inv_freq = (0..cfg.num_layers)
+            .map(|l| {
+                let r = cfg.rope(l);
+                (0..hd / 2)
+                    .map(|k| {
+                        // As the reference: theta ^ (2k / hd) in f32, then divided by the factor.
+                        let f = 1.0f32 / (r.theta as f32).powf((2 * k) as f32 / hd as f32);
+                        f / r.factor as f32
+                    })
+                    .collect()
+            })
+            .collect();
+        Gemma { cfg, w, inv_freq }
+    }
+
+    /// An empty cache for up to `ctx` tokens; nothing is allocated until tokens arrive.
+    pub fn new_cache(&self, ctx: usize) -> KvCache {
+        let layers = layer_caps(&self.cfg, ctx)
+            .into_iter()
+            .map(|cap| LayerCache {
+                k: Vec::new(),
+                v: Vec::new(),
+                cap,
+            })
+            .collect();
+        KvCache {
+            layers,
+            width: self.cfg.num_kv_heads * self.cfg.head_dim,
+            pos: 0,
+            ctx,
+        }
+    }
+
+    /// Runs `tokens` through the model, appending them to `cache`. Returns the logits of every
+    /// position (`all = true`, `[n, vocab]`) or of the last one (`[vocab]`).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all: bool) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            bail!("no tokens to process: the prompt is empty");
+        }
+        let vocab = self.cfg.vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            bail!(
+                "token id {bad} is out of range: the model's vocabulary has {vocab} ids (0..{})",
+                vocab - 1
+            );
+        }
+        if cache.pos + tokens.len() > cache.ctx {
+            bail!(
+                "the context limit is {} tokens and {} are needed: raise --ctx",
+                cache.ctx,
+                cache.pos + tokens.len()
+            );
+        }
+        let mut out = Vec::new();
+        let chunks: Vec<&[u32]> = tokens.chunks(PREFILL_CHUNK).collect();
+        for (ci, chunk) in chunks.iter().enumerate() {
+            let last = ci + 1 == chunks.len();
+            let logits = self.forward_chunk(chunk, cache, all, last)?;
+            out.extend_from_slice(&logits);
+        }
+        Ok(out)
+    }
+
+    fn forward_chunk(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all: bool,
+        last: bool,
+    ) -> Result<Vec<f32>> {
+        let cfg = &self.cfg;
+        let n = tokens.len();
+        let h = cfg.hidden_size;
+        let scale = cfg.embed_scale();
+        let mut x = vec![0f32; n * h];
+        for (t, &tok) in tokens.iter().enumerate() {
+            let row = &mut x[t * h..(t + 1) * h];
+            self.w.embed.row_to_f32(tok as usize, row);
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
+        let mut xn = vec![0f32; n * h];
+        for l in 0..cfg.num_layers {
+            self.layer(l, &mut x, &mut xn, cache, n);
+        }
+        cache.pos += n;
+        if !all && !last {
+            return Ok(Vec::new());
+        }
+        // Final norm and output projection for the positions wanted.
+        let rows: Vec<usize> = if all { (0..n).collect() } else { vec![n - 1] };
+        let mut hsel = Vec::with_capacity(rows.len() * h);
+        for &r in &rows {
+            let mut v = x[r * h..(r + 1) * h].to_vec();
+            ops::rms_norm(&mut v, &self.w.final_norm, cfg.rms_norm_eps);
+            hsel.extend_from_slice(&v);
+        }
+        let out_w = self.w.output();
+        let mut logits = vec![0f32; rows.len() * cfg.vocab_size];
+        kernels::matmul(out_w, &hsel, rows.len(), &mut logits);
+        if let Some(cap) = cfg.final_softcap {
+            ops::softcap(&mut logits, cap);
+        }
+        Ok(logits)
+    }
+
+    fn norm_rows(x: &[f32], out: &mut [f32], w: &[f32], eps: f32) {
+        let h = w.len();
+        out.copy_from_slice(x);
+        out.par_chunks_mut(h).for_each(|r| ops::rms_norm(r, w, eps));
+    }
+
+    fn layer(&self, l: usize, x: &mut [f32], xn: &mut [f32], cache: &mut KvCache, n: usize) {
+        let cfg = &self.cfg;
+        let lw = &self.w.layers[l];
+        let h = cfg.hidden_size;
+        let hd = cfg.head_dim;
+        let nh = cfg.num_heads;
+        let nkv = cfg.num_kv_heads;
+        let eps = cfg.rms_norm_eps;
+        let p0 = cache.pos;
+
+        Self::norm_rows(x, xn, &lw.input_norm, eps);
+        let mut q = vec![0f32; n * nh * hd];
+        let mut k = vec![0f32; n * nkv * hd];
+        let mut v = vec![0f32; n * nkv * hd];
+        kernels::matmul(&lw.q, xn, n, &mut q);
+        kernels::matmul(&lw.k, xn, n, &mut k);
+        kernels::matmul(&lw.v, xn, n, &mut v);
+
+        // Per-head q/k norms (Gemma 3), then rotary embeddings.
+        let inv_freq = &self.inv_freq[l];
+        let prep = |buf: &mut [f32], heads: usize, norm: Option<&Vec<f32>>| {
+            buf.par_chunks_mut(hd).enumerate().for_each(|(i, head)| {
+                if let Some(w) = norm {
+                    ops::rms_norm(head, w, eps);
+                }
+                ops::rope(head, p0 + i / heads, inv_freq);
+            });
+        };
+        prep(&mut q, nh, lw.q_norm.as_ref());
+        prep(&mut k, nkv, lw.k_norm.as_ref());
+
+        // Attention over cached positions and this chunk's fresh keys.
+        let window = match cfg.layer_kinds[l] {
+            LayerKind::Local => cfg.sliding_window,
+            LayerKind::Global => None,
+        };
+        let qscale = (cfg.query_pre_attn_scalar as f32).powf(-0.5);
+        let softcap = cfg.attn_softcap;
+        let group = nh / nkv;
+        let kvw = nkv * hd;
+        let lc = &cache.layers[l];
+        let cap = lc.cap;
+        let mut att = vec![0f32; n * nh * hd];
+        att.par_chunks_mut(hd).enumerate().for_each(|(i, out)| {
+            let t = i / nh;
+            let head = i % nh;
+            let kvh = head / group;
+            let pos = p0 + t;
+            let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let qv = &q[i * hd..(i + 1) * hd];
+            let key = |j: usize| -> (&[f32], &[f32]) {
+                let (kb, vb, r) = if j >= p0 {
+                    (&k, &v, j - p0)
+                } else {
+                    (&lc.k, &lc.v, j % cap)
+                };
+                let o = r * kvw + kvh * hd;
+                (&kb[o..o + hd], &vb[o..o + hd])
+            };
+            let mut scores: Vec<f32> = (lo..=pos)
+                .map(|j| {
+                    let kj = key(j).0;
+                    qv.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * qscale
+                })
+                .collect();
+            if let Some(c) = softcap {
+                ops::softcap(&mut scores, c);
+            }
+            ops::softmax(&mut scores);
+            out.fill(0.0);
+            for (j, p) in (lo..=pos).zip(&scores) {
+                let vj = key(j).1;
+                for (o, vv) in out.iter_mut().zip(vj) {
+                    *o += p * vv;
+                }
+            }
+        });
+        self.store_kv(cache, l, &k, &v, n);
+
+        let mut o = vec![0f32; n * h];
+        kernels::matmul(&lw.o, &att, n, &mut o);
+        drop(att);
+        if let Some(w) = &lw.post_attn_norm {
+            o.par_chunks_mut(h).for_each(|r| ops::rms_norm(r, w, eps));
+        }
+        ops::add_assign(x, &o);
+
+        // MLP.
+        Self::norm_rows(x, xn, &lw.pre_ffw_norm, eps);
+        let inter = cfg.intermediate_size;
+        let mut gate = vec![0f32; n * inter];
+        let mut up = vec![0f32; n * inter];
+        kernels::matmul(&lw.gate, xn, n, &mut gate);
+        kernels::matmul(&lw.up, xn, n, &mut up);
+        gate.par_chunks_mut(inter)
+            .zip(up.par_chunks(inter))
+            .for_each(|(g, u)| ops::gelu_mul(g, u));
+        drop(up);
+        kernels::matmul(&lw.down, &gate, n, &mut o);
+        if let Some(w) = &lw.post_ffw_norm {
+            o.par_chunks_mut(h).for_each(|r| ops::rms_norm(r, w, eps));
+        }
+        ops::add_assign(x, &o);
+    }
+
+    fn store_kv(&self, cache: &mut KvCache, l: usize, k: &[f32], v: &[f32], n: usize) {
+        let width = cache.width;
+        let p0 = cache.pos;
+        // Every token is written in order, so the ring fills sequentially and then wraps.
+        for t in 0..n {
+            let slot = cache.slot(l, p0 + t);
+            let lc = &mut cache.layers[l];
+            let cap = lc.cap;
+            let held = lc.k.len() / width;
+            if slot == held {
+                // Growing: reserve in steps so memory follows the tokens actually held.
+                if lc.k.capacity() < (held + 1) * width {
+                    let want = (held + 1).max(held + held / 4).max(held + 16).min(cap);
+                    lc.k.reserve_exact(want * width - lc.k.len());
+                    lc.v.reserve_exact(want * width - lc.v.len());
+                }
+                lc.k.extend_from_slice(&k[t * width..(t + 1) * width]);
+                lc.v.extend_from_slice(&v[t * width..(t + 1) * width]);
+            } else {
+                lc.k[slot * width..(slot + 1) * width]
+                    .copy_from_slice(&k[t * width..(t + 1) * width]);
+                lc.v[slot * width..(slot + 1) * width]
+                    .copy_from_slice(&v[t * width..(t + 1) * width]);
+            }
+        }
+    }
+}

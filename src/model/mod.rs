@@ -1,0 +1,6 @@
+//! The Gemma model: configuration ([`config`]), weights bound to the checkpoint ([`weights`]),
+//! and the forward pass with its KV cache ([`gemma`]).
+
+pub mod config;
+pub mod gemma;
+pub mod weights;

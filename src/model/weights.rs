@@ -1,0 +1,294 @@
+//! Binds a checkpoint's tensors to a [`GemmaConfig`]: every expected tensor's presence, shape,
+//! dtype and byte range is checked before any data is read; matrices stay in place in the map.
+
+use super::config::{Family, GemmaConfig};
+use crate::checkpoint::{StoredDType, TensorIndex, TensorInfo};
+use crate::kernels::{DType, MatRef};
+use anyhow::{bail, Result};
+use std::collections::BTreeSet;
+
+/// The weights of one decoder layer. Norm vectors hold `1 + w` in f32 (a few KB); matrices are
+/// borrowed from the map.
+pub struct LayerWeights<'a> {
+    pub q: MatRef<'a>,
+    pub k: MatRef<'a>,
+    pub v: MatRef<'a>,
+    pub o: MatRef<'a>,
+    pub gate: MatRef<'a>,
+    pub up: MatRef<'a>,
+    pub down: MatRef<'a>,
+    pub input_norm: Vec<f32>,
+    /// Gemma 2/3: applied to the attention output before the residual add.
+    pub post_attn_norm: Option<Vec<f32>>,
+    /// The norm before the MLP (Gemma 1 calls it `post_attention_layernorm`).
+    pub pre_ffw_norm: Vec<f32>,
+    /// Gemma 2/3: applied to the MLP output before the residual add.
+    pub post_ffw_norm: Option<Vec<f32>>,
+    /// Gemma 3: per-head norms of queries and keys.
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+}
+
+/// All weights of a Gemma text model.
+pub struct Weights<'a> {
+    pub embed: MatRef<'a>,
+    /// Present only when the output projection is not tied to the embedding.
+    pub lm_head: Option<MatRef<'a>>,
+    pub final_norm: Vec<f32>,
+    pub layers: Vec<LayerWeights<'a>>,
+}
+
+impl<'a> Weights<'a> {
+    /// The output projection (the embedding when tied).
+    pub fn output(&self) -> &MatRef<'a> {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Bytes of the matrices used in place from the map.
+    pub fn mapped_bytes(&self) -> u64 {
+        let mut b = self.embed.data.len() as u64 + self.lm_head.map_or(0, |m| m.data.len() as u64);
+        for l in &self.layers {
+            for m in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
+                b += m.data.len() as u64;
+            }
+        }
+        b
+    }
+}
+
+/// The names under which a checkpoint stores the text model.
+pub struct Naming {
+    /// Prefix of the decoder (`model.`, `language_model.model.` or `model.language_model.`).
+    pub prefix: String,
+    /// Name of an untied output projection.
+    pub lm_head: String,
+    /// Tensors outside this prefix are ignored (vision tower of a multimodal checkpoint).
+    pub ignore_outside: Option<String>,
+}
+
+/// Works out the prefix from which tensors exist.
+pub fn naming(cfg: &GemmaConfig, index: &TensorIndex) -> Naming {
+    if cfg.multimodal {
+        for (p, head, outer) in [
+            (
+                "language_model.model.",
+                "language_model.lm_head.weight",
+                "language_model.",
+            ),
+            (
+                "model.language_model.",
+                "lm_head.weight",
+                "model.language_model.",
+            ),
+        ] {
+            if index
+                .tensors
+                .contains_key(&format!("{p}embed_tokens.weight"))
+            {
+                return Naming {
+                    prefix: p.into(),
+                    lm_head: head.into(),
+                    ignore_outside: Some(outer.into()),
+                };
+            }
+        }
+        return Naming {
+            prefix: "language_model.model.".into(),
+            lm_head: "language_model.lm_head.weight".into(),
+            ignore_outside: Some("language_model.".into()),
+        };
+    }
+    Naming {
+        prefix: "model.".into(),
+        lm_head: "lm_head.weight".into(),
+        ignore_outside: None,
+    }
+}
+
+/// One expected tensor.
+struct Expect {
+    name: String,
+    shape: Vec<usize>,
+}
+
+/// The full list of tensors a config requires, in order.
+fn expected(cfg: &GemmaConfig, nm: &Naming) -> Vec<Expect> {
+    let p = &nm.prefix;
+    let h = cfg.hidden_size;
+    let q = cfg.num_heads * cfg.head_dim;
+    let kv = cfg.num_kv_heads * cfg.head_dim;
+    let i = cfg.intermediate_size;
+    let mut v = vec![Expect {
+        name: format!("{p}embed_tokens.weight"),
+        shape: vec![cfg.vocab_size, h],
+    }];
+    for l in 0..cfg.num_layers {
+        let b = format!("{p}layers.{l}.");
+        let mut add = |n: &str, s: Vec<usize>| {
+            v.push(Expect {
+                name: format!("{b}{n}"),
+                shape: s,
+            })
+        };
+        add("self_attn.q_proj.weight", vec![q, h]);
+        add("self_attn.k_proj.weight", vec![kv, h]);
+        add("self_attn.v_proj.weight", vec![kv, h]);
+        add("self_attn.o_proj.weight", vec![h, q]);
+        add("mlp.gate_proj.weight", vec![i, h]);
+        add("mlp.up_proj.weight", vec![i, h]);
+        add("mlp.down_proj.weight", vec![h, i]);
+        add("input_layernorm.weight", vec![h]);
+        add("post_attention_layernorm.weight", vec![h]);
+        if cfg.family != Family::Gemma1 {
+            add("pre_feedforward_layernorm.weight", vec![h]);
+            add("post_feedforward_layernorm.weight", vec![h]);
+        }
+        if cfg.family == Family::Gemma3 {
+            add("self_attn.q_norm.weight", vec![cfg.head_dim]);
+            add("self_attn.k_norm.weight", vec![cfg.head_dim]);
+        }
+    }
+    v.push(Expect {
+        name: format!("{p}norm.weight"),
+        shape: vec![h],
+    });
+    if !cfg.tie_word_embeddings {
+        v.push(Expect {
+            name: nm.lm_head.clone(),
+            shape: vec![cfg.vocab_size, h],
+        });
+    }
+    v
+}
+
+/// Checks every expected tensor against the index and binds them. `source` names the checkpoint
+/// in errors.
+pub fn bind<'a>(cfg: &GemmaConfig, index: &'a TensorIndex, source: &str) -> Result<Weights<'a>> {
+    let nm = naming(cfg, index);
+    let exp = expected(cfg, &nm);
+    let wanted: BTreeSet<&str> = exp.iter().map(|e| e.name.as_str()).collect();
+    let missing: Vec<&str> = exp
+        .iter()
+        .map(|e| e.name.as_str())
+        .filter(|n| !index.tensors.contains_key(*n))
+        .collect();
+    let extra: Vec<&str> = index
+        .tensors
+        .keys()
+        .map(|s| s.as_str())
+        .filter(|n| !wanted.contains(n))
+        .filter(|n| {
+            nm.ignore_outside
+                .as_ref()
+                .is_none_or(|o| n.starts_with(o.as_str()))
+        })
+        // An untied head stored although the config ties it is harmless: it is ignored.
+        .filter(|n| !(cfg.tie_word_embeddings && *n == nm.lm_head))
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        let mut msg = format!(
+            "{source}: the checkpoint does not match its config ({} {} layers)",
+            cfg.family.name(),
+            cfg.num_layers
+        );
+        if !missing.is_empty() {
+            msg += &format!(
+                "\n  missing tensors ({}): {}",
+                missing.len(),
+                list(&missing)
+            );
+        }
+        if !extra.is_empty() {
+            msg += &format!("\n  unexpected tensors ({}): {}", extra.len(), list(&extra));
+        }
+        msg += "\n  check that config.json belongs to these weights";
+        bail!(msg);
+    }
+    for e in &exp {
+        let t = &index.tensors[&e.name];
+        if t.shape != e.shape {
+            bail!(
+                "{}: tensor `{}` has shape {:?} but the config implies {:?}",
+                index.path_of(t).display(),
+                e.name,
+                t.shape,
+                e.shape
+            );
+        }
+        if !matches!(t.dtype, StoredDType::Float(_)) {
+            bail!(
+                "{}: tensor `{}` is stored as {}; frugal reads bf16, f16 and f32 weights in place",
+                index.path_of(t).display(),
+                e.name,
+                t.dtype
+            );
+        }
+    }
+    let mat = |n: &str| -> MatRef<'a> {
+        let t = &index.tensors[n];
+        MatRef::new(index.bytes(t), dtype(t), t.shape[0], t.shape[1])
+    };
+    let norm = |n: &str| -> Vec<f32> {
+        let t = &index.tensors[n];
+        let mut out = vec![0f32; t.numel()];
+        crate::kernels::scalar::to_f32(index.bytes(t), dtype(t), &mut out);
+        for x in &mut out {
+            *x += 1.0;
+        }
+        out
+    };
+    let p = &nm.prefix;
+    let layers = (0..cfg.num_layers)
+        .map(|l| {
+            let b = format!("{p}layers.{l}.");
+            let g = |n: &str| format!("{b}{n}");
+            let g1 = cfg.family == Family::Gemma1;
+            LayerWeights {
+                q: mat(&g("self_attn.q_proj.weight")),
+                k: mat(&g("self_attn.k_proj.weight")),
+                v: mat(&g("self_attn.v_proj.weight")),
+                o: mat(&g("self_attn.o_proj.weight")),
+                gate: mat(&g("mlp.gate_proj.weight")),
+                up: mat(&g("mlp.up_proj.weight")),
+                down: mat(&g("mlp.down_proj.weight")),
+                input_norm: norm(&g("input_layernorm.weight")),
+                post_attn_norm: (!g1).then(|| norm(&g("post_attention_layernorm.weight"))),
+                pre_ffw_norm: if g1 {
+                    norm(&g("post_attention_layernorm.weight"))
+                } else {
+                    norm(&g("pre_feedforward_layernorm.weight"))
+                },
+                post_ffw_norm: (!g1).then(|| norm(&g("post_feedforward_layernorm.weight"))),
+                q_norm: (cfg.family == Family::Gemma3).then(|| norm(&g("self_attn.q_norm.weight"))),
+                k_norm: (cfg.family == Family::Gemma3).then(|| norm(&g("self_attn.k_norm.weight"))),
+            }
+        })
+        .collect();
+    Ok(Weights {
+        embed: mat(&format!("{p}embed_tokens.weight")),
+        lm_head: (!cfg.tie_word_embeddings).then(|| mat(&nm.lm_head)),
+        final_norm: norm(&format!("{p}norm.weight")),
+        layers,
+    })
+}
+
+fn dtype(t: &TensorInfo) -> DType {
+    match t.dtype {
+        StoredDType::Float(d) => d,
+        StoredDType::Other(_) => unreachable!("checked in bind"),
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    const SHOW: usize = 12;
+    let mut s = names
+        .iter()
+        .take(SHOW)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOW {
+        s += &format!(", ... and {} more", names.len() - SHOW);
+    }
+    s
+}

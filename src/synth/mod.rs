@@ -1,0 +1,514 @@
+//! Synthetic checkpoints: random weights with the real shapes of Gemma models, a valid
+//! config.json and a tokenizer, written as Hugging Face safetensors shards. Written streaming
+//! (one chunk in memory at a time) into a temporary folder renamed at the end, so a failed run
+//! never leaves a half-written model. Used by the demo, the benchmarks and the memory tests.
+
+use crate::kernels::DType;
+use crate::model::config::GemmaConfig;
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use serde_json::json;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The tokenizer written beside every synthetic model (trained by scripts/make_fixtures.py on
+/// the CPython standard library; about 2048 ids, Gemma's layout and special tokens).
+pub const TOKENIZER_JSON: &[u8] = include_bytes!("../../assets/tokenizer/tokenizer.json");
+/// The same tokenizer as a SentencePiece model.
+pub const TOKENIZER_MODEL: &[u8] = include_bytes!("../../assets/tokenizer/tokenizer.model");
+
+/// Largest shard written, in bytes.
+const SHARD_BYTES: u64 = 4 << 30;
+/// Elements generated per chunk.
+const CHUNK: usize = 1 << 22;
+
+/// The shape of a Gemma model.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    pub name: &'static str,
+    pub model_type: &'static str,
+    pub vocab: usize,
+    pub hidden: usize,
+    pub inter: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv: usize,
+    pub head_dim: usize,
+    pub qpas: usize,
+    pub window: Option<usize>,
+    pub softcaps: Option<(f64, f64)>,
+    /// Gemma 3 linear scaling of global layers.
+    pub rope_factor: Option<f64>,
+}
+
+const fn shape(
+    name: &'static str,
+    model_type: &'static str,
+    vocab: usize,
+    hidden: usize,
+    inter: usize,
+    layers: usize,
+    heads: usize,
+    kv: usize,
+    head_dim: usize,
+    qpas: usize,
+) -> Shape {
+    Shape {
+        name,
+        model_type,
+        vocab,
+        hidden,
+        inter,
+        layers,
+        heads,
+        kv,
+        head_dim,
+        qpas,
+        window: None,
+        softcaps: None,
+        rope_factor: None,
+    }
+}
+
+/// Every shape `synth` knows.
+pub fn shapes() -> Vec<Shape> {
+    let g2 = |mut s: Shape| {
+        s.window = Some(4096);
+        s.softcaps = Some((50.0, 30.0));
+        s
+    };
+    let g3 = |mut s: Shape, w: usize, f: Option<f64>| {
+        s.window = Some(w);
+        s.rope_factor = f;
+        s
+    };
+    vec![
+        shape("gemma-2b", "gemma", 256000, 2048, 16384, 18, 8, 1, 256, 256),
+        shape(
+            "gemma-7b", "gemma", 256000, 3072, 24576, 28, 16, 16, 256, 256,
+        ),
+        g2(shape(
+            "gemma2-2b",
+            "gemma2",
+            256000,
+            2304,
+            9216,
+            26,
+            8,
+            4,
+            256,
+            256,
+        )),
+        g2(shape(
+            "gemma2-9b",
+            "gemma2",
+            256000,
+            3584,
+            14336,
+            42,
+            16,
+            8,
+            256,
+            256,
+        )),
+        g2(shape(
+            "gemma2-27b",
+            "gemma2",
+            256000,
+            4608,
+            36864,
+            46,
+            32,
+            16,
+            128,
+            144,
+        )),
+        g3(
+            shape(
+                "gemma3-1b",
+                "gemma3_text",
+                262144,
+                1152,
+                6912,
+                26,
+                4,
+                1,
+                256,
+                256,
+            ),
+            512,
+            None,
+        ),
+        g3(
+            shape(
+                "gemma3-4b",
+                "gemma3_text",
+                262208,
+                2560,
+                10240,
+                34,
+                8,
+                4,
+                256,
+                256,
+            ),
+            1024,
+            Some(8.0),
+        ),
+        g3(
+            shape(
+                "gemma3-12b",
+                "gemma3_text",
+                262208,
+                3840,
+                15360,
+                48,
+                16,
+                8,
+                256,
+                256,
+            ),
+            1024,
+            Some(8.0),
+        ),
+        g3(
+            shape(
+                "gemma3-27b",
+                "gemma3_text",
+                262208,
+                5376,
+                21504,
+                62,
+                32,
+                16,
+                128,
+                168,
+            ),
+            1024,
+            Some(8.0),
+        ),
+        // Small shapes for tests: the vocabulary is the bundled tokenizer's.
+        shape("tiny-gemma", "gemma", 2048, 64, 128, 2, 4, 1, 32, 32),
+        g2(shape(
+            "tiny-gemma2",
+            "gemma2",
+            2048,
+            64,
+            128,
+            4,
+            4,
+            2,
+            32,
+            32,
+        )),
+        g3(
+            shape("tiny-gemma3", "gemma3_text", 2048, 64, 128, 7, 4, 2, 32, 32),
+            16,
+            Some(8.0),
+        ),
+    ]
+}
+
+impl Shape {
+    /// Looks a shape up by name.
+    pub fn by_name(name: &str) -> Result<Shape> {
+        let all = shapes();
+        all.iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .with_context(|| {
+                let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+                format!(
+                    "--shape: unknown shape `{name}`; known shapes: {}",
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// The config.json of this shape (the older, widely read keys).
+    pub fn config_json(&self, dtype: DType) -> serde_json::Value {
+        let mut c = json!({
+            "architectures": [match self.model_type { "gemma" => "GemmaForCausalLM", "gemma2" => "Gemma2ForCausalLM", _ => "Gemma3ForCausalLM" }],
+            "model_type": self.model_type,
+            "vocab_size": self.vocab,
+            "hidden_size": self.hidden,
+            "intermediate_size": self.inter,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv,
+            "head_dim": self.head_dim,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0,
+            "max_position_embeddings": 8192,
+            "bos_token_id": 2,
+            "eos_token_id": 1,
+            "pad_token_id": 0,
+            "tie_word_embeddings": true,
+            "torch_dtype": match dtype { DType::BF16 => "bfloat16", DType::F16 => "float16", DType::F32 => "float32" },
+        });
+        let o = c.as_object_mut().expect("object");
+        if self.model_type != "gemma" {
+            o.insert("query_pre_attn_scalar".into(), json!(self.qpas));
+            o.insert("sliding_window".into(), json!(self.window));
+        }
+        if let Some((a, f)) = self.softcaps {
+            o.insert("attn_logit_softcapping".into(), json!(a));
+            o.insert("final_logit_softcapping".into(), json!(f));
+        }
+        if self.model_type == "gemma3_text" {
+            o.insert("rope_theta".into(), json!(1_000_000.0));
+            o.insert("rope_local_base_freq".into(), json!(10000.0));
+            o.insert("sliding_window_pattern".into(), json!(6));
+            o.insert(
+                "rope_scaling".into(),
+                self.rope_factor
+                    .map_or(json!(null), |f| json!({"rope_type": "linear", "factor": f})),
+            );
+            o.insert("attn_logit_softcapping".into(), json!(null));
+            o.insert("final_logit_softcapping".into(), json!(null));
+        }
+        c
+    }
+}
+
+/// Parses `bf16`, `f16` or `f32`.
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    Ok(match s {
+        "bf16" | "bfloat16" => DType::BF16,
+        "f16" | "float16" => DType::F16,
+        "f32" | "float32" => DType::F32,
+        other => bail!("--dtype: `{other}` is not one of bf16, f16, f32"),
+    })
+}
+
+/// One tensor to write: name, shape, and the standard deviation of its values (norm weights
+/// get a small spread around 0, i.e. around 1 after Gemma's `1 + w`).
+struct Spec {
+    name: String,
+    shape: Vec<usize>,
+    std: f32,
+}
+
+fn specs(s: &Shape) -> Vec<Spec> {
+    let cfg = GemmaConfig::from_json(&s.config_json(DType::BF16), s.name)
+        .expect("built-in shapes are valid");
+    let mut v = Vec::new();
+    let h = s.hidden;
+    let mat_std = |fan_in: usize| (1.0 / fan_in as f32).sqrt();
+    v.push(Spec {
+        name: "model.embed_tokens.weight".into(),
+        shape: vec![s.vocab, h],
+        std: 0.03,
+    });
+    let q = s.heads * s.head_dim;
+    let kv = s.kv * s.head_dim;
+    for l in 0..s.layers {
+        let p = format!("model.layers.{l}.");
+        let mut add = |n: &str, shape: Vec<usize>, std: f32| {
+            v.push(Spec {
+                name: format!("{p}{n}"),
+                shape,
+                std,
+            })
+        };
+        add("input_layernorm.weight", vec![h], 0.1);
+        add("self_attn.q_proj.weight", vec![q, h], mat_std(h));
+        add("self_attn.k_proj.weight", vec![kv, h], mat_std(h));
+        add("self_attn.v_proj.weight", vec![kv, h], mat_std(h));
+        add("self_attn.o_proj.weight", vec![h, q], mat_std(q));
+        if cfg.family == crate::model::config::Family::Gemma3 {
+            add("self_attn.q_norm.weight", vec![s.head_dim], 0.1);
+            add("self_attn.k_norm.weight", vec![s.head_dim], 0.1);
+        }
+        add("post_attention_layernorm.weight", vec![h], 0.1);
+        if cfg.family != crate::model::config::Family::Gemma1 {
+            add("pre_feedforward_layernorm.weight", vec![h], 0.1);
+            add("post_feedforward_layernorm.weight", vec![h], 0.1);
+        }
+        add("mlp.gate_proj.weight", vec![s.inter, h], mat_std(h));
+        add("mlp.up_proj.weight", vec![s.inter, h], mat_std(h));
+        add("mlp.down_proj.weight", vec![h, s.inter], mat_std(s.inter));
+    }
+    v.push(Spec {
+        name: "model.norm.weight".into(),
+        shape: vec![h],
+        std: 0.1,
+    });
+    v
+}
+
+/// A fast deterministic generator (SplitMix64) for reproducible weights.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Fills `out` with little-endian values of `dtype`: uniform with standard deviation `std`.
+fn fill(out: &mut [u8], dtype: DType, std: f32, seed: u64) {
+    let a = std * 3f32.sqrt();
+    let es = dtype.size();
+    out.par_chunks_mut(es * 4096)
+        .enumerate()
+        .for_each(|(ci, chunk)| {
+            let mut st = seed ^ (ci as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            for e in chunk.chunks_exact_mut(es) {
+                let r = splitmix(&mut st);
+                let u = (r >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+                let x = (2.0 * u - 1.0) * a;
+                match dtype {
+                    DType::F32 => e.copy_from_slice(&x.to_le_bytes()),
+                    DType::F16 => e.copy_from_slice(&half::f16::from_f32(x).to_le_bytes()),
+                    DType::BF16 => e.copy_from_slice(&half::bf16::from_f32(x).to_le_bytes()),
+                }
+            }
+        });
+}
+
+/// Writes a synthetic checkpoint of `shape` to `out`; returns the bytes of weights written.
+pub fn write(shape: &Shape, dtype: DType, out: &Path, seed: u64, force: bool) -> Result<u64> {
+    if out.exists() {
+        let empty = out.is_dir()
+            && std::fs::read_dir(out)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+        if !empty && !force {
+            bail!(
+                "{}: already exists; choose another --out or pass --force to replace it",
+                out.display()
+            );
+        }
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("{}: cannot create", parent.display()))?;
+    let tmp: PathBuf = parent.join(format!(
+        ".{}.partial-{}",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("synth"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let result = write_into(shape, dtype, &tmp, seed);
+    match result {
+        Ok(bytes) => {
+            if out.exists() {
+                std::fs::remove_dir_all(out)
+                    .with_context(|| format!("{}: cannot replace", out.display()))?;
+            }
+            std::fs::rename(&tmp, out)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+            Ok(bytes)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn write_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result<u64> {
+    let specs = specs(shape);
+    let es = dtype.size() as u64;
+    // Split into shards of at most SHARD_BYTES (a tensor never spans two).
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut cur = 0u64;
+    for (i, s) in specs.iter().enumerate() {
+        let b = s.shape.iter().product::<usize>() as u64 * es;
+        if cur > 0 && cur + b > SHARD_BYTES {
+            shards.push(Vec::new());
+            cur = 0;
+        }
+        shards.last_mut().expect("one shard").push(i);
+        cur += b;
+    }
+    let nshards = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    let mut total = 0u64;
+    let mut buf = Vec::new();
+    for (si, list) in shards.iter().enumerate() {
+        let fname = if nshards == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{:05}-of-{:05}.safetensors", si + 1, nshards)
+        };
+        // Header.
+        let mut header = serde_json::Map::new();
+        header.insert(
+            "__metadata__".into(),
+            json!({"format": "pt", "generator": "frugal synth"}),
+        );
+        let mut off = 0u64;
+        for &i in list {
+            let s = &specs[i];
+            let b = s.shape.iter().product::<usize>() as u64 * es;
+            header.insert(
+                s.name.clone(),
+                json!({"dtype": match dtype { DType::BF16 => "BF16", DType::F16 => "F16", DType::F32 => "F32" }, "shape": s.shape, "data_offsets": [off, off + b]}),
+            );
+            weight_map.insert(s.name.clone(), json!(fname));
+            off += b;
+        }
+        let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
+        while h.len() % 8 != 0 {
+            h.push(b' ');
+        }
+        let path = dir.join(&fname);
+        let mut f = BufWriter::with_capacity(
+            1 << 20,
+            File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?,
+        );
+        f.write_all(&(h.len() as u64).to_le_bytes())?;
+        f.write_all(&h)?;
+        for &i in list {
+            let s = &specs[i];
+            let n = s.shape.iter().product::<usize>();
+            let mut done = 0;
+            let mut ci = 0u64;
+            while done < n {
+                let m = CHUNK.min(n - done);
+                buf.resize(m * es as usize, 0);
+                let tseed = seed ^ splitmix(&mut (i as u64 * 1_000_003 + ci));
+                fill(&mut buf, dtype, s.std, tseed);
+                f.write_all(&buf).with_context(|| {
+                    format!(
+                        "{}: write failed (is the disk full? `df -h`)",
+                        path.display()
+                    )
+                })?;
+                done += m;
+                ci += 1;
+            }
+            total += n as u64 * es;
+        }
+        f.flush()
+            .with_context(|| format!("{}: write failed (is the disk full?)", path.display()))?;
+    }
+    if nshards > 1 {
+        let idx = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            serde_json::to_vec_pretty(&idx)?,
+        )?;
+    }
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&shape.config_json(dtype))?,
+    )?;
+    std::fs::write(dir.join("tokenizer.json"), TOKENIZER_JSON)?;
+    std::fs::write(dir.join("tokenizer.model"), TOKENIZER_MODEL)?;
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        serde_json::to_vec_pretty(
+            &json!({"tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>", "add_bos_token": true, "add_eos_token": false}),
+        )?,
+    )?;
+    Ok(total)
+}

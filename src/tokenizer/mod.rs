@@ -1,0 +1,116 @@
+//! Text to token ids and back with the model's `tokenizer.json` (the `tokenizers` crate), the
+//! Gemma chat template, and streaming decode that never splits a UTF-8 character.
+
+use anyhow::{anyhow, Context, Result};
+use std::path::Path;
+
+/// A loaded tokenizer and the special ids generation needs.
+pub struct GemmaTokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Number of ids the tokenizer can decode (base vocabulary plus added tokens).
+    pub vocab_size: usize,
+    pub bos: Option<u32>,
+    pub start_of_turn: Option<u32>,
+    pub end_of_turn: Option<u32>,
+}
+
+impl GemmaTokenizer {
+    /// Loads `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("{}: cannot load the tokenizer: {e}", path.display()))?;
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(GemmaTokenizer {
+            bos: inner.token_to_id("<bos>"),
+            start_of_turn: inner.token_to_id("<start_of_turn>"),
+            end_of_turn: inner.token_to_id("<end_of_turn>"),
+            vocab_size,
+            inner,
+        })
+    }
+
+    /// Token ids of `text`, with no BOS or other added token (special tokens written in the
+    /// text, like `<start_of_turn>`, are recognised).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("tokenizing failed: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The piece each id stands for.
+    pub fn pieces(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&i| self.inner.id_to_token(i).unwrap_or_default())
+            .collect()
+    }
+
+    /// Text of `ids`, special tokens kept.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| anyhow!("decoding failed: {e}"))
+    }
+
+    /// A prompt in Gemma's chat format for one user turn, starting with BOS.
+    pub fn chat_prompt(&self, user: &str, bos_id: u32) -> Result<Vec<u32>> {
+        self.start_of_turn.context(
+            "this tokenizer has no <start_of_turn> token, so --chat cannot be used with it",
+        )?;
+        self.end_of_turn.context(
+            "this tokenizer has no <end_of_turn> token, so --chat cannot be used with it",
+        )?;
+        let mut ids = vec![bos_id];
+        ids.extend(self.encode(&format!(
+            "<start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n"
+        ))?);
+        Ok(ids)
+    }
+
+    /// A streaming decoder: feed ids one at a time, get text as soon as it is complete.
+    pub fn stream(&self) -> TextStream<'_> {
+        TextStream {
+            tok: self,
+            ids: Vec::new(),
+            emitted: 0,
+        }
+    }
+}
+
+/// Incremental decoding: emits only text that can no longer change.
+pub struct TextStream<'a> {
+    tok: &'a GemmaTokenizer,
+    ids: Vec<u32>,
+    emitted: usize,
+}
+
+impl TextStream<'_> {
+    /// Adds one id and returns the new complete text, if any.
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let text = self.tok.decode(&self.ids)?;
+        // A trailing replacement character may be an incomplete byte sequence: wait for more.
+        if text.ends_with('\u{FFFD}')
+            || text.len() < self.emitted
+            || !text.is_char_boundary(self.emitted)
+        {
+            return Ok(String::new());
+        }
+        let new = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(new)
+    }
+
+    /// Whatever is left at the end (including incomplete bytes shown as U+FFFD).
+    pub fn finish(&mut self) -> Result<String> {
+        let text = self.tok.decode(&self.ids)?;
+        let new = if text.is_char_boundary(self.emitted) && self.emitted <= text.len() {
+            text[self.emitted..].to_string()
+        } else {
+            String::new()
+        };
+        self.emitted = text.len();
+        Ok(new)
+    }
+}

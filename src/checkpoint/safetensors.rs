@@ -7,7 +7,7 @@ use super::{MappedFile, StoredDType, TensorIndex, TensorInfo};
 use crate::kernels::DType;
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::SafeTensors;
-use safetensors::Dtype;
+use safetensors::{Dtype, SafeTensorError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -45,8 +45,12 @@ pub fn add_file(index: &mut TensorIndex, path: &Path) -> Result<Vec<String>> {
             len - 8
         );
     }
-    let (header_len, meta) = SafeTensors::read_metadata(&mapped.map).map_err(|e| {
-        anyhow::anyhow!("{}: invalid safetensors header: {e}; the file is corrupt or truncated, download or convert it again", path.display())
+    let (header_len, meta) = SafeTensors::read_metadata(&mapped.map).map_err(|e| match e {
+        SafeTensorError::InvalidOffset(name) => anyhow::anyhow!(
+            "{}: tensor `{name}`: its byte range overlaps another tensor's or leaves a gap (safetensors data must be contiguous); the header is corrupt, download or convert the file again",
+            path.display()
+        ),
+        e => anyhow::anyhow!("{}: invalid safetensors header: {e}; the file is corrupt or truncated, download or convert it again", path.display()),
     })?;
     let data_start = 8 + header_len;
     let file = index.files.len();

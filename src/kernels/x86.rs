@@ -158,6 +158,7 @@ unsafe fn load16<const D: u8>(p: *const u8) -> __m512 {
 /// Dot products of `R` weight rows (at `w`, `ws` bytes apart) with `T` activation rows (at `x`,
 /// `xs` floats apart) over `len` columns, `len` a multiple of 16.
 #[target_feature(enable = "avx512f,avx512vl,avx512bw")]
+#[allow(clippy::needless_range_loop)]
 unsafe fn kern512<const D: u8, const R: usize, const T: usize>(
     w: *const u8,
     ws: usize,
@@ -265,6 +266,7 @@ impl Avx512Bf16 {
 /// Like [`kern512`] for bf16 weights and bf16 activations with `vdpbf16ps`; `len` a multiple
 /// of 32. `D` is unused (always bf16) and only keeps the shape of [`dispatch!`].
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512bf16")]
+#[allow(clippy::needless_range_loop)]
 unsafe fn kern_bf16<const D: u8, const R: usize, const T: usize>(
     w: *const u8,
     ws: usize,
@@ -421,6 +423,7 @@ fn hsum256(v: __m256) -> f32 {
 
 /// AVX2 twin of [`kern512`]; `len` a multiple of 8.
 #[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)]
 unsafe fn kern256<const D: u8, const R: usize, const T: usize>(
     w: *const u8,
     ws: usize,

@@ -1,0 +1,181 @@
+//! The commands end to end: synth writes a loadable model; run, logits, tokenize, inspect and
+//! bench work on it and report memory.
+
+use std::process::Command;
+
+fn frugal(args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args)
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&out.stdout).to_string();
+    let se = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "frugal {args:?} failed:\n{se}");
+    (so, se)
+}
+
+#[test]
+fn synth_then_run_bench_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shape in ["tiny-gemma", "tiny-gemma2", "tiny-gemma3"] {
+        let dir = tmp.path().join(shape);
+        let d = dir.to_str().unwrap();
+        frugal(&["synth", "--shape", shape, "--out", d, "--dtype", "f16"]);
+        // Refuses to overwrite without --force, and leaves no partial folder behind.
+        let out = Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args(["synth", "--shape", shape, "--out", d])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+
+        let (so, se) = frugal(&[
+            "run",
+            "-m",
+            d,
+            "-p",
+            "def main():",
+            "-n",
+            "8",
+            "--temp",
+            "0.8",
+            "--top-k",
+            "40",
+            "--top-p",
+            "0.9",
+            "--seed",
+            "3",
+        ]);
+        assert!(so.starts_with("def main():"), "{so}");
+        assert!(
+            se.contains("peak RSS") && se.contains("peak anonymous") && se.contains("peak file"),
+            "{se}"
+        );
+        let (so2, _) = frugal(&[
+            "run",
+            "-m",
+            d,
+            "-p",
+            "def main():",
+            "-n",
+            "8",
+            "--temp",
+            "0.8",
+            "--top-k",
+            "40",
+            "--top-p",
+            "0.9",
+            "--seed",
+            "3",
+        ]);
+        assert_eq!(so, so2, "same seed, same text");
+        frugal(&["run", "-m", d, "-p", "hello", "-n", "4", "--chat"]);
+
+        let (so, _) = frugal(&[
+            "bench",
+            "-m",
+            d,
+            "--prompt-tokens",
+            "8",
+            "--gen-tokens",
+            "4",
+            "--runs",
+            "2",
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+        for k in [
+            "load_s",
+            "ttft_s",
+            "prefill_tok_s",
+            "decode_tok_s",
+            "weights_bytes",
+            "peak_rss_bytes",
+            "peak_anon_bytes",
+            "peak_file_bytes",
+        ] {
+            assert!(
+                v[k].as_f64().is_some_and(|x| x >= 0.0),
+                "bench --json lacks {k}: {so}"
+            );
+        }
+        assert!(v["peak_rss_bytes"].as_u64().unwrap() > v["peak_anon_bytes"].as_u64().unwrap());
+
+        let (so, _) = frugal(&["logits", "-m", d, "--tokens", "2,100,200", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+        let rows = v["logits"].as_array().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].as_array().unwrap().len(), 2048);
+        assert!(rows
+            .iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .all(|x| x.as_f64().unwrap().is_finite()));
+
+        let (so, _) = frugal(&["inspect", d, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+        assert!(
+            v["plan"]["peak_rss_bytes"].as_u64().unwrap() > v["weights_bytes"].as_u64().unwrap()
+        );
+    }
+}
+
+#[test]
+fn tokenize_json() {
+    let (so, _) = frugal(&[
+        "tokenize",
+        "-m",
+        "tests/fixtures/models/gemma2-gqa-bf16",
+        "--text",
+        "Hello, world!",
+        "--bos",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+    let ids: Vec<u64> = v["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![2, 1858, 330, 342, 1816, 1184, 1224, 1876]);
+    assert_eq!(v["pieces"][0], "<bos>");
+}
+
+#[test]
+fn logits_json_equals_reference() {
+    let dir = "tests/fixtures/models/gemma3-bf16";
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/reference.json")).unwrap())
+            .unwrap();
+    let toks: Vec<String> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    let (so, _) = frugal(&["logits", "-m", dir, "--tokens", &toks.join(","), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+    let ours: Vec<f32> = v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let raw = std::fs::read(format!("{dir}/logits.f32")).unwrap();
+    let reference: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(ours.len(), reference.len());
+    let max_ref = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let max_diff = ours
+        .iter()
+        .zip(&reference)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(max_diff / max_ref <= 1e-4, "{}", max_diff / max_ref);
+}

@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// Wrap the prompt in Gemma's chat template and stop at <end_of_turn>.
     #[arg(long)]
     pub chat: bool,
+    /// With --chat: a system message, put at the start of the user turn.
+    #[arg(long)]
+    pub system: Option<String>,
     /// Sampling temperature (0 = greedy).
     #[arg(long = "temp", default_value_t = 0.0)]
     pub temp: f32,
@@ -96,11 +99,14 @@ fn sampler_config(a: &RunArgs) -> Result<SamplerConfig> {
 
 pub fn run(a: RunArgs) -> Result<()> {
     let sampler = sampler_config(&a)?;
+    if a.system.is_some() && !a.chat {
+        bail!("--system needs --chat: a system message only exists in the chat template");
+    }
     let s = Session::open(&a.model)?;
     let tok = s.tokenizer()?;
     let model = s.ck.model()?;
     let prompt = if a.chat {
-        tok.chat_prompt(&a.prompt, model.cfg.bos_token_id)?
+        tok.chat_prompt_with_system(a.system.as_deref(), &a.prompt, model.cfg.bos_token_id)?
     } else {
         if a.prompt.is_empty() {
             bail!("the prompt is empty: give some text with -p");

@@ -254,13 +254,15 @@ pub(crate) trait Kernel: Sync {
     );
 }
 
-/// Columns per chunk for `n` tokens: the chunk of activations (`n * kc` f32) should stay in
-/// about half of a 1 MiB L2 cache while the weights stream past. Multiple of 64.
-fn col_chunk(n: usize, cols: usize) -> usize {
-    if n <= TILE_T {
+/// Columns per chunk for `n` tokens with `xbytes`-byte activations: one token tile of
+/// activations (`tmax * kc` values) should stay in the 32 KiB L1 cache while the weight rows
+/// stream past it from L2. Multiple of 64; the whole row when it is short or `n` is one tile.
+fn col_chunk(n: usize, cols: usize, tmax: usize, xbytes: usize) -> usize {
+    if n <= tmax {
         return cols.max(1);
     }
-    let kc = ((512 * 1024) / (4 * n)).clamp(512, 8192) / 64 * 64;
+    let budget: usize = std::env::var("FRUGAL_KC_BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(12 * 1024);
+    let kc = (budget / (tmax * xbytes)).max(64) / 64 * 64;
     if cols <= kc + kc / 2 {
         cols.max(1)
     } else {
@@ -316,10 +318,33 @@ fn block<K: Kernel>(k: &K, w: &MatRef, x: &[K::X], n: usize, r0: usize, outs: &m
         o.fill(0.0);
     }
     let cols = w.cols;
-    let kc = col_chunk(n, cols);
+    let kc = col_chunk(n, cols, K::TMAX, std::mem::size_of::<K::X>());
+    let xorder = std::env::var("FRUGAL_XORDER").is_ok();
     let mut c0 = 0;
     while c0 < cols.max(1) {
         let c1 = (c0 + kc).min(cols);
+        if xorder {
+            // Token tile outer: its activations stay in L1 while the task's weight rows pass.
+            let mut tt = 0;
+            while tt < n {
+                let nt = K::TMAX.min(n - tt);
+                let mut rt = 0;
+                while rt < nrows {
+                    let nr = TILE_R.min(nrows - rt);
+                    let mut acc: Acc = [[0.0; TILE_T]; TILE_R];
+                    k.tile(w, r0 + rt, nr, x, tt, nt, c0, c1, &mut acc);
+                    for (t, o) in outs[tt..tt + nt].iter_mut().enumerate() {
+                        for (r, a) in acc[..nr].iter().enumerate() {
+                            o[rt + r] += a[t];
+                        }
+                    }
+                    rt += nr;
+                }
+                tt += nt;
+            }
+            c0 = c1.max(c0 + 1);
+            continue;
+        }
         let mut rt = 0;
         while rt < nrows {
             let nr = TILE_R.min(nrows - rt);

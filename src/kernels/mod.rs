@@ -254,15 +254,16 @@ pub(crate) trait Kernel: Sync {
     );
 }
 
-/// Columns per chunk for `n` tokens with `xbytes`-byte activations: one token tile of
-/// activations (`tmax * kc` values) should stay in the 32 KiB L1 cache while the weight rows
-/// stream past it from L2. Multiple of 64; the whole row when it is short or `n` is one tile.
+/// Columns per chunk for `n` tokens with `xbytes`-byte activations. Every chunk ends with a
+/// horizontal reduction of each tile's accumulators, so chunks must be long (at least 2048
+/// columns); within that, the chunk of activations of all `n` tokens should fit in about half a
+/// 1 MiB L2 cache so it is re-read from there for each row tile. Multiple of 64; the whole row
+/// when it is short or `n` fits one tile.
 fn col_chunk(n: usize, cols: usize, tmax: usize, xbytes: usize) -> usize {
     if n <= tmax {
         return cols.max(1);
     }
-    let budget: usize = std::env::var("FRUGAL_KC_BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(12 * 1024);
-    let kc = (budget / (tmax * xbytes)).max(64) / 64 * 64;
+    let kc: usize = std::env::var("FRUGAL_KC").ok().and_then(|v| v.parse().ok()).unwrap_or(((512 * 1024) / (n * xbytes)).max(2048) / 64 * 64);
     if cols <= kc + kc / 2 {
         cols.max(1)
     } else {

@@ -62,7 +62,7 @@ fn header(file: &Path) -> (serde_json::Map<String, serde_json::Value>, Vec<u8>) 
 /// Writes a safetensors file from a header map and data.
 fn write_st(file: &Path, h: &serde_json::Map<String, serde_json::Value>, data: &[u8]) {
     let mut hb = serde_json::to_vec(h).unwrap();
-    while hb.len() % 8 != 0 {
+    while !hb.len().is_multiple_of(8) {
         hb.push(b' ');
     }
     let mut out = (hb.len() as u64).to_le_bytes().to_vec();

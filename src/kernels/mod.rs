@@ -7,10 +7,11 @@
 //! Every SIMD path has a scalar twin in [`scalar`], and the tests compare them.
 //!
 //! Layout of the work: the rows of `W` are split into blocks, one rayon task each; a task walks
-//! its rows in register tiles of up to 4 rows x [`Kernel::TMAX`] tokens, so every weight
-//! converted into a register is reused for several tokens, and (for long rows) in chunks of
-//! columns so the activations of the chunk stay in the core's L2 cache. Within a tile the
-//! products are accumulated along the columns in SIMD lanes and reduced once at the end.
+//! its rows in register tiles of up to 4 rows x `Kernel::TMAX` tokens (4 x 6 on AVX-512), so
+//! every weight converted into a register is reused for several tokens. Within a tile the
+//! products are accumulated along whole rows in SIMD lanes and reduced once at the end. More
+//! than 64 tokens are done in groups of 64 to bound the activations streamed per row tile.
+//! Decode (`n == 1`) writes straight into `y` chunks, with no allocation.
 
 pub mod ops;
 pub mod scalar;
@@ -254,23 +255,6 @@ pub(crate) trait Kernel: Sync {
     );
 }
 
-/// Columns per chunk for `n` tokens with `xbytes`-byte activations. Every chunk ends with a
-/// horizontal reduction of each tile's accumulators, so chunks must be long (at least 2048
-/// columns); within that, the chunk of activations of all `n` tokens should fit in about half a
-/// 1 MiB L2 cache so it is re-read from there for each row tile. Multiple of 64; the whole row
-/// when it is short or `n` fits one tile.
-fn col_chunk(n: usize, cols: usize, tmax: usize, xbytes: usize) -> usize {
-    if n <= tmax {
-        return cols.max(1);
-    }
-    let kc: usize = std::env::var("FRUGAL_KC").ok().and_then(|v| v.parse().ok()).unwrap_or(((512 * 1024) / (n * xbytes)).max(2048) / 64 * 64);
-    if cols <= kc + kc / 2 {
-        cols.max(1)
-    } else {
-        kc
-    }
-}
-
 /// Rows per rayon task, a multiple of [`TILE_R`]: enough tasks to balance, not so many that
 /// scheduling costs show.
 fn rows_per_task(rows: usize, cols: usize, n: usize) -> usize {
@@ -283,10 +267,22 @@ fn rows_per_task(rows: usize, cols: usize, n: usize) -> usize {
     rpt.div_ceil(TILE_R) * TILE_R
 }
 
+/// Most tokens computed in one pass over the weights.
+const TOKEN_GROUP: usize = 64;
+
 /// Drives a kernel over the whole product.
 fn run<K: Kernel>(k: &K, w: &MatRef, x: &[K::X], n: usize, y: &mut [f32]) {
     let rows = w.rows;
     if rows == 0 || n == 0 {
+        return;
+    }
+    if n > TOKEN_GROUP {
+        // Bounds the activations streamed per row tile; the weights are re-read once per group,
+        // which costs little next to 2 * TOKEN_GROUP flops per weight.
+        let (xc, yc) = (TOKEN_GROUP * w.cols, TOKEN_GROUP * rows);
+        for (xg, yg) in x.chunks(xc).zip(y.chunks_mut(yc)) {
+            run(k, w, xg, yg.len() / rows, yg);
+        }
         return;
     }
     let rpt = rows_per_task(rows, w.cols, n);
@@ -312,57 +308,28 @@ fn run<K: Kernel>(k: &K, w: &MatRef, x: &[K::X], n: usize, y: &mut [f32]) {
         });
 }
 
-/// Computes rows `r0 .. r0 + outs[0].len()` for all `n` tokens into `outs[t]`.
+/// Computes rows `r0 .. r0 + outs[0].len()` for all `n` tokens into `outs[t]`: row tiles
+/// outer, so a tile's converted weights stay in L1 while the token tiles' activations stream
+/// from L2/L3. Whole rows at a time: each tile ends with a horizontal reduction of its
+/// accumulators, and measurements showed splitting the columns into chunks (to keep the
+/// activations in L2) costs more in extra reductions than it gains, up to 64 tokens.
 fn block<K: Kernel>(k: &K, w: &MatRef, x: &[K::X], n: usize, r0: usize, outs: &mut [&mut [f32]]) {
     let nrows = outs[0].len();
-    for o in outs.iter_mut() {
-        o.fill(0.0);
-    }
-    let cols = w.cols;
-    let kc = col_chunk(n, cols, K::TMAX, std::mem::size_of::<K::X>());
-    let xorder = std::env::var("FRUGAL_XORDER").is_ok();
-    let mut c0 = 0;
-    while c0 < cols.max(1) {
-        let c1 = (c0 + kc).min(cols);
-        if xorder {
-            // Token tile outer: its activations stay in L1 while the task's weight rows pass.
-            let mut tt = 0;
-            while tt < n {
-                let nt = K::TMAX.min(n - tt);
-                let mut rt = 0;
-                while rt < nrows {
-                    let nr = TILE_R.min(nrows - rt);
-                    let mut acc: Acc = [[0.0; TILE_T]; TILE_R];
-                    k.tile(w, r0 + rt, nr, x, tt, nt, c0, c1, &mut acc);
-                    for (t, o) in outs[tt..tt + nt].iter_mut().enumerate() {
-                        for (r, a) in acc[..nr].iter().enumerate() {
-                            o[rt + r] += a[t];
-                        }
-                    }
-                    rt += nr;
+    let mut rt = 0;
+    while rt < nrows {
+        let nr = TILE_R.min(nrows - rt);
+        let mut tt = 0;
+        while tt < n {
+            let nt = K::TMAX.min(n - tt);
+            let mut acc: Acc = [[0.0; TILE_T]; TILE_R];
+            k.tile(w, r0 + rt, nr, x, tt, nt, 0, w.cols, &mut acc);
+            for (t, o) in outs[tt..tt + nt].iter_mut().enumerate() {
+                for (r, a) in acc[..nr].iter().enumerate() {
+                    o[rt + r] = a[t];
                 }
-                tt += nt;
             }
-            c0 = c1.max(c0 + 1);
-            continue;
+            tt += nt;
         }
-        let mut rt = 0;
-        while rt < nrows {
-            let nr = TILE_R.min(nrows - rt);
-            let mut tt = 0;
-            while tt < n {
-                let nt = K::TMAX.min(n - tt);
-                let mut acc: Acc = [[0.0; TILE_T]; TILE_R];
-                k.tile(w, r0 + rt, nr, x, tt, nt, c0, c1, &mut acc);
-                for (t, o) in outs[tt..tt + nt].iter_mut().enumerate() {
-                    for (r, a) in acc[..nr].iter().enumerate() {
-                        o[rt + r] += a[t];
-                    }
-                }
-                tt += nt;
-            }
-            rt += nr;
-        }
-        c0 = c1.max(c0 + 1);
+        rt += nr;
     }
 }

@@ -121,6 +121,21 @@ macro_rules! dispatch {
     };
 }
 
+/// Horizontal sums of all `R x T` accumulators.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw")]
+fn reduce_tile<const R: usize, const T: usize>(acc: [[__m512; T]; R]) -> [[f32; T]; R] {
+    // A transposing tree of shuffles (45 ops per 16 sums instead of 112) was tried here and
+    // measured 5-10% slower on gemma shapes, so each accumulator is reduced on its own.
+    let mut out = [[0f32; T]; R];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        for (ov, av) in o.iter_mut().zip(a) {
+            *ov = _mm512_reduce_add_ps(*av);
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // AVX-512F
 
@@ -184,13 +199,7 @@ unsafe fn kern512<const D: u8, const R: usize, const T: usize>(
         }
         c += 16;
     }
-    let mut out = [[0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
-        }
-    }
-    out
+    reduce_tile(acc)
 }
 
 impl Kernel for Avx512 {
@@ -291,13 +300,7 @@ unsafe fn kern_bf16<const D: u8, const R: usize, const T: usize>(
         }
         c += 32;
     }
-    let mut out = [[0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
-        }
-    }
-    out
+    reduce_tile(acc)
 }
 
 /// A zero `__m512bh` (all bits clear is +0.0 in bf16).

@@ -42,6 +42,8 @@ pub struct Shape {
     pub rope_factor: Option<f64>,
 }
 
+// A table row: positional arguments keep the table below one line per model.
+#[allow(clippy::too_many_arguments)]
 const fn shape(
     name: &'static str,
     model_type: &'static str,
@@ -457,7 +459,7 @@ fn write_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result<u64>
             off += b;
         }
         let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
-        while h.len() % 8 != 0 {
+        while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
         let path = dir.join(&fname);

@@ -55,7 +55,12 @@ impl GemmaTokenizer {
 
     /// A prompt in Gemma's chat format for one user turn, starting with BOS. A system message,
     /// as Gemma 3's template does, goes at the start of the user turn followed by a blank line.
-    pub fn chat_prompt_with_system(&self, system: Option<&str>, user: &str, bos_id: u32) -> Result<Vec<u32>> {
+    pub fn chat_prompt_with_system(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        bos_id: u32,
+    ) -> Result<Vec<u32>> {
         match system {
             Some(sys) if !sys.is_empty() => self.chat_prompt(&format!("{sys}\n\n{user}"), bos_id),
             _ => self.chat_prompt(user, bos_id),

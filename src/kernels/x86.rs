@@ -190,6 +190,14 @@ unsafe fn kern512<const D: u8, const R: usize, const T: usize>(
             // SAFETY: row r, columns c..c+16 are inside the matrix (checked by the caller).
             *v = unsafe { load16::<D>(w.add(r * ws + c * es)) };
         }
+        if T == 1 && (c * es) % 64 == 0 {
+            // Decoding is bound by memory: rows often span a single 4 KiB page, where the
+            // hardware prefetcher stops, so fetch the next row tile's lines ahead of time. A
+            // prefetch never faults, and the address is only computed (wrapping), not read.
+            for r in 0..R {
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((R + r) * ws + c * es) as *const i8);
+            }
+        }
         for t in 0..T {
             // SAFETY: token t, columns c..c+16 are inside the activations (checked by the caller).
             let xv = unsafe { _mm512_loadu_ps(x.add(t * xs + c)) };

@@ -139,7 +139,6 @@ pub fn run(a: RunArgs) -> Result<()> {
         Ok(())
     })?;
     println!("{}", stream.finish()?);
-    let kv = (stats.prompt_tokens + stats.new_tokens) * model.cfg.kv_bytes_per_token(4);
     eprintln!(
         "{} prompt tokens at {:.1} tok/s, {} new tokens at {:.2} tok/s",
         stats.prompt_tokens,
@@ -147,7 +146,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         stats.new_tokens,
         stats.decode_tok_s()
     );
-    eprintln!("{}", s.report(kv as u64).text());
+    eprintln!("{}", s.report(stats.kv_cache_bytes as u64).text());
     Ok(())
 }
 

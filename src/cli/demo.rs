@@ -71,7 +71,13 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let opts = GenerateOptions {
         max_new_tokens: a.n,
         ctx: m.ctx,
-        sampler: SamplerConfig::default(),
+        // Random weights make greedy decoding repeat one token; sampling shows the machinery.
+        sampler: SamplerConfig {
+            temperature: 1.0,
+            top_k: 40,
+            top_p: 0.95,
+            seed: 1,
+        },
         stop_ids: vec![],
         sample_limit: generate::sample_limit(&model, tok.vocab_size),
     };
@@ -86,7 +92,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     })?;
     println!();
     println!(
-        "generated text (random weights, so no meaning): {:?}",
+        "generated text (random weights, sampled at temperature 1: no meaning): {:?}",
         tok.decode(&ids)?
     );
     println!(
@@ -95,7 +101,6 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         stats.decode_tok_s(),
         rayon::current_num_threads()
     );
-    let kv = (stats.prompt_tokens + stats.new_tokens) * model.cfg.kv_bytes_per_token(4);
-    println!("{}", s.report(kv as u64).text());
+    println!("{}", s.report(stats.kv_cache_bytes as u64).text());
     Ok(())
 }

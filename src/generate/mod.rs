@@ -49,6 +49,8 @@ pub struct GenerateStats {
     pub decode: Duration,
     /// True if an end token stopped generation.
     pub stopped: bool,
+    /// Bytes the KV cache held at the end.
+    pub kv_cache_bytes: usize,
 }
 
 impl GenerateStats {
@@ -118,5 +120,6 @@ pub fn generate(
     }
     stats.decode = t1.elapsed();
     stats.new_tokens = out.len();
+    stats.kv_cache_bytes = cache.bytes();
     Ok((out, stats))
 }

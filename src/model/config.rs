@@ -472,11 +472,6 @@ impl GemmaConfig {
         let emb = self.vocab_size as u64 * h;
         emb * if self.tie_word_embeddings { 1 } else { 2 } + per_layer * self.num_layers as u64 + h
     }
-
-    /// Bytes of K and V cached per token over all layers, at `bytes_per_value`.
-    pub fn kv_bytes_per_token(&self, bytes_per_value: usize) -> usize {
-        2 * self.num_kv_heads * self.head_dim * self.num_layers * bytes_per_value
-    }
 }
 
 fn parse_rope(o: &Map<String, Value>, path: &str, field: &str, default_theta: f64) -> Result<Rope> {

@@ -38,7 +38,7 @@ impl Checkpoint {
         let cfg = GemmaConfig::from_file(&dir.join("config.json"))?;
         let index = safetensors::open_dir(&dir)?;
         // Validate the whole binding now, so errors surface before any data is read.
-        weights::bind(&cfg, &index, &dir.display().to_string())?;
+        weights::check(&cfg, &index, &dir.display().to_string())?;
         Ok(Checkpoint { dir, cfg, index })
     }
 

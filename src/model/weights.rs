@@ -161,9 +161,9 @@ fn expected(cfg: &GemmaConfig, nm: &Naming) -> Vec<Expect> {
     v
 }
 
-/// Checks every expected tensor against the index and binds them. `source` names the checkpoint
-/// in errors.
-pub fn bind<'a>(cfg: &GemmaConfig, index: &'a TensorIndex, source: &str) -> Result<Weights<'a>> {
+/// Checks every expected tensor's presence, shape and dtype against the index, listing missing
+/// and unexpected tensors; reads no tensor data. `source` names the checkpoint in errors.
+pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Naming> {
     let nm = naming(cfg, index);
     let exp = expected(cfg, &nm);
     let wanted: BTreeSet<&str> = exp.iter().map(|e| e.name.as_str()).collect();
@@ -224,6 +224,12 @@ pub fn bind<'a>(cfg: &GemmaConfig, index: &'a TensorIndex, source: &str) -> Resu
             );
         }
     }
+    Ok(nm)
+}
+
+/// Checks (as [`check`]) and binds every expected tensor in place.
+pub fn bind<'a>(cfg: &GemmaConfig, index: &'a TensorIndex, source: &str) -> Result<Weights<'a>> {
+    let nm = check(cfg, index, source)?;
     let mat = |n: &str| -> MatRef<'a> {
         let t = &index.tensors[n];
         MatRef::new(index.bytes(t), dtype(t), t.shape[0], t.shape[1])

@@ -195,10 +195,14 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     let ctx = a.model.ctx.max(tokens.len());
     let mut cache = model.new_cache(ctx);
     let logits = model.forward(&tokens, &mut cache, true)?;
+    let report = s.report(cache.bytes() as u64);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
         let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
-        serde_json::to_writer(&mut out, &serde_json::json!({ "logits": rows }))?;
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({ "logits": rows, "memory": report }),
+        )?;
         writeln!(out)?;
     } else {
         for row in logits.chunks(vocab) {
@@ -208,7 +212,7 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     }
     out.flush()?;
     drop(out);
-    eprintln!("{}", s.report(cache.bytes() as u64).text());
+    eprintln!("{}", report.text());
     Ok(())
 }
 

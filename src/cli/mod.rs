@@ -82,10 +82,16 @@ pub fn init_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// Largest context accepted (no Gemma model is trained beyond 128K tokens).
+pub const MAX_CTX: usize = 1 << 24;
+
 /// Checks the context limit given on the command line.
 pub fn check_ctx(ctx: usize) -> Result<()> {
     if ctx == 0 {
         bail!("--ctx 0: the context must hold at least one token; give --ctx N with N >= 1 (the prompt plus the tokens to generate)");
+    }
+    if ctx > MAX_CTX {
+        bail!("--ctx {ctx}: at most {MAX_CTX} tokens are supported");
     }
     Ok(())
 }

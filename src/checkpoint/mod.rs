@@ -3,6 +3,7 @@
 //! No tensor data is read while the index is built.
 
 pub mod pickle;
+pub mod pytorch;
 pub mod safetensors;
 
 use crate::kernels::DType;

@@ -520,7 +520,10 @@ impl<'a> Machine<'a> {
                 b'b' => {
                     let state = self.pop()?;
                     let target = self.top_mut()?;
-                    let trivial = match &state {
+                    // state_dict()'s OrderedDict carries a `_metadata` attribute: plain data,
+                    // set through BUILD. It is dropped; nothing runs either way.
+                    let dict_attrs = matches!((&*target, &state), (Value::Dict(_), Value::Dict(_)));
+                    let trivial = dict_attrs || match &state {
                         Value::None => true,
                         Value::Dict(d) => d.is_empty(),
                         Value::Tuple(t) => t.iter().all(|x| matches!(x, Value::None) || matches!(x, Value::Dict(d) if d.is_empty())),
@@ -540,7 +543,7 @@ impl<'a> Machine<'a> {
 }
 
 fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         bail!("pickle: odd number of items for a dict at byte {at}");
     }
     let mut out = Vec::with_capacity(items.len() / 2);

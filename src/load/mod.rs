@@ -3,7 +3,7 @@
 
 pub mod plan;
 
-use crate::checkpoint::{safetensors, TensorIndex};
+use crate::checkpoint::{pytorch, safetensors, TensorIndex};
 use crate::model::config::GemmaConfig;
 use crate::model::gemma::Gemma;
 use crate::model::weights;
@@ -19,7 +19,8 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens a Hugging Face model folder (config.json + safetensors). Reads headers only.
+    /// Opens a model folder (config.json + safetensors or PyTorch weights), or a PyTorch
+    /// weights file with config.json beside it. Reads headers only.
     pub fn open(path: &Path) -> Result<Self> {
         let dir = if path.is_file() {
             path.parent().unwrap_or(Path::new(".")).to_path_buf()
@@ -29,14 +30,17 @@ impl Checkpoint {
         if !dir.is_dir() {
             bail!("{}: no such model folder", path.display());
         }
-        if !safetensors::is_safetensors_dir(&dir) {
+        let index = if safetensors::is_safetensors_dir(&dir) && !path.is_file() {
+            safetensors::open_dir(&dir)?
+        } else if pytorch::is_pytorch(path) {
+            pytorch::open(path)?
+        } else {
             bail!(
-                "{}: no model.safetensors or model.safetensors.index.json here; give -m the folder of a Hugging Face Gemma checkpoint (or make one with `frugal synth`)",
-                dir.display()
+                "{}: no model.safetensors, model.safetensors.index.json, pytorch_model.bin or .ckpt here; give -m the folder of a Gemma checkpoint (or make one with `frugal synth`)",
+                path.display()
             );
-        }
+        };
         let cfg = GemmaConfig::from_file(&dir.join("config.json"))?;
-        let index = safetensors::open_dir(&dir)?;
         // Validate the whole binding now, so errors surface before any data is read.
         weights::check(&cfg, &index, &dir.display().to_string())?;
         Ok(Checkpoint { dir, cfg, index })

@@ -1,0 +1,263 @@
+//! PyTorch checkpoints (`torch.save` zip archives): gemma_pytorch `.ckpt` files and Hugging Face
+//! `pytorch_model.bin`, single or sharded (`pytorch_model.bin.index.json`). The zip's central
+//! directory is read by the `zip` crate; `data.pkl` is run by frugal's own allowlist
+//! interpreter ([`super::pickle`]); storages are used in place from the map of the archive, at
+//! each record's data offset (torch stores records uncompressed).
+
+use super::pickle::{self, StorageDType, TensorRef, Value};
+use super::{MappedFile, StoredDType, TensorIndex, TensorInfo};
+use crate::kernels::DType;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::Path;
+
+/// Name of the Hugging Face shard index for PyTorch weights.
+pub const INDEX: &str = "pytorch_model.bin.index.json";
+
+/// One stored record of the archive.
+struct Record {
+    data_start: u64,
+    size: u64,
+}
+
+fn stored_dtype(d: StorageDType) -> StoredDType {
+    match d {
+        StorageDType::F32 => StoredDType::Float(DType::F32),
+        StorageDType::F16 => StoredDType::Float(DType::F16),
+        StorageDType::BF16 => StoredDType::Float(DType::BF16),
+        other => StoredDType::Other(other.name().to_string()),
+    }
+}
+
+/// Maps one torch.save archive and adds its tensors to `index`; returns their names.
+pub fn add_archive(index: &mut TensorIndex, path: &Path) -> Result<Vec<String>> {
+    let mapped = MappedFile::open(path)?;
+    let shown = path.display().to_string();
+    let (records, pkl_name) = {
+        let mut zip = zip::ZipArchive::new(Cursor::new(&mapped.map[..])).map_err(|e| {
+            anyhow::anyhow!("{shown}: not a readable PyTorch zip checkpoint ({e}); the file may be truncated or in the legacy pre-1.6 format, which frugal does not read")
+        })?;
+        let mut records = HashMap::new();
+        let mut pkl = None;
+        for i in 0..zip.len() {
+            let f = zip
+                .by_index_raw(i)
+                .map_err(|e| anyhow::anyhow!("{shown}: zip entry {i} is corrupt: {e}"))?;
+            let name = f
+                .name()
+                .map_err(|e| anyhow::anyhow!("{shown}: zip entry {i} has an unreadable name: {e}"))?
+                .to_string();
+            if f.compression() != zip::CompressionMethod::Stored {
+                bail!("{shown}: record `{name}` is compressed; torch.save stores records uncompressed, so this file cannot be used in place");
+            }
+            let start = f.data_start().unwrap_or(0);
+            let size = f.size();
+            if start
+                .checked_add(size)
+                .is_none_or(|e| e > mapped.map.len() as u64)
+            {
+                bail!("{shown}: record `{name}` extends past the end of the file: the file is truncated");
+            }
+            if name.ends_with("/data.pkl") || name == "data.pkl" {
+                if pkl.is_some() {
+                    bail!("{shown}: more than one data.pkl in the archive");
+                }
+                pkl = Some(name.clone());
+            }
+            records.insert(
+                name,
+                Record {
+                    data_start: start,
+                    size,
+                },
+            );
+        }
+        (
+            records,
+            pkl.with_context(|| {
+                format!("{shown}: no data.pkl in the archive: not a torch.save checkpoint")
+            })?,
+        )
+    };
+    let prefix = pkl_name.strip_suffix("data.pkl").unwrap_or("").to_string();
+    let rec = &records[&pkl_name];
+    let pkl = &mapped.map[rec.data_start as usize..(rec.data_start + rec.size) as usize];
+    let root = pickle::load(pkl).with_context(|| format!("{shown}: refusing {pkl_name}"))?;
+    let state = state_dict(root).with_context(|| format!("{shown}: {pkl_name}"))?;
+
+    let file = index.files.len();
+    let mut entries = Vec::new();
+    for (name, t) in state {
+        let info = locate(&t, &name, &prefix, &records, file)
+            .with_context(|| format!("{shown}: tensor `{name}`"))?;
+        entries.push((name, info));
+    }
+    index.files.push(mapped);
+    let mut names = Vec::new();
+    for (name, info) in entries {
+        names.push(name.clone());
+        index.insert(name, info)?;
+    }
+    Ok(names)
+}
+
+/// The flat name -> tensor map: the root dict, or its `model_state_dict` / `state_dict` entry.
+fn state_dict(root: Value) -> Result<Vec<(String, TensorRef)>> {
+    let Value::Dict(mut d) = root else {
+        bail!("the pickled object is not a dict of tensors")
+    };
+    if let Some(i) = d.iter().position(
+        |(k, _)| matches!(k, Value::Str(s) if s == "model_state_dict" || s == "state_dict"),
+    ) {
+        match d.swap_remove(i).1 {
+            Value::Dict(inner) => d = inner,
+            _ => bail!("`model_state_dict` is not a dict"),
+        }
+    }
+    let mut out = Vec::new();
+    for (k, v) in d {
+        let Value::Str(name) = k else { continue };
+        if let Value::Tensor(t) = v {
+            out.push((name, t));
+        }
+    }
+    if out.is_empty() {
+        bail!("no tensors found in the state dict");
+    }
+    Ok(out)
+}
+
+/// Checks a tensor against its storage record and places it in the file.
+fn locate(
+    t: &TensorRef,
+    name: &str,
+    prefix: &str,
+    records: &HashMap<String, Record>,
+    file: usize,
+) -> Result<TensorInfo> {
+    let key = format!("{prefix}data/{}", t.key);
+    let rec = records
+        .get(&key)
+        .with_context(|| format!("its storage `{key}` is missing from the archive"))?;
+    let es = t.dtype.size() as u64;
+    let storage_bytes = t
+        .storage_numel
+        .checked_mul(es)
+        .context("storage size overflows")?;
+    if storage_bytes > rec.size {
+        bail!("its storage claims {} elements ({storage_bytes} bytes) but record `{key}` holds {} bytes: the file is corrupt", t.storage_numel, rec.size);
+    }
+    let numel = t.numel();
+    if t.offset
+        .checked_add(numel)
+        .is_none_or(|e| e > t.storage_numel)
+        && numel > 0
+    {
+        bail!(
+            "elements {}..{} lie outside its storage of {} elements",
+            t.offset,
+            t.offset as u128 + numel as u128,
+            t.storage_numel
+        );
+    }
+    if !t.is_contiguous() {
+        bail!(
+            "it is not contiguous (shape {:?}, strides {:?}); frugal uses tensors in place and cannot gather strided data: save it with .contiguous()",
+            t.shape,
+            t.stride
+        );
+    }
+    let _ = name;
+    Ok(TensorInfo {
+        file,
+        dtype: stored_dtype(t.dtype),
+        shape: t.shape.iter().map(|&d| d as usize).collect(),
+        offset: (rec.data_start + t.offset * es) as usize,
+        len: (numel * es) as usize,
+    })
+}
+
+/// Reads a folder or file of PyTorch weights: a `.ckpt`/`.bin` file, a folder with one
+/// `pytorch_model.bin`, or shards listed by `pytorch_model.bin.index.json`.
+pub fn open(path: &Path) -> Result<TensorIndex> {
+    let mut index = TensorIndex::new();
+    if path.is_file() {
+        add_archive(&mut index, path)?;
+        return Ok(index);
+    }
+    let idx = path.join(INDEX);
+    if idx.is_file() {
+        let text = std::fs::read_to_string(&idx)
+            .with_context(|| format!("{}: cannot read", idx.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not valid JSON", idx.display()))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .with_context(|| format!("{}: missing object `weight_map`", idx.display()))?;
+        let mut shards: Vec<&str> = map.values().filter_map(|f| f.as_str()).collect();
+        shards.sort();
+        shards.dedup();
+        for s in shards {
+            if s.contains('/') || s.contains('\\') || s.starts_with('.') {
+                bail!(
+                    "{}: shard `{s}` is not a plain file name in the folder",
+                    idx.display()
+                );
+            }
+            add_archive(&mut index, &path.join(s))?;
+        }
+        for name in map.keys() {
+            if !index.tensors.contains_key(name) {
+                bail!(
+                    "{}: tensor `{name}` is listed but no shard holds it",
+                    idx.display()
+                );
+            }
+        }
+        return Ok(index);
+    }
+    let single = path.join("pytorch_model.bin");
+    if single.is_file() {
+        add_archive(&mut index, &single)?;
+        return Ok(index);
+    }
+    let ckpts: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("{}: cannot list", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .collect();
+    match ckpts.as_slice() {
+        [one] => {
+            add_archive(&mut index, one)?;
+            Ok(index)
+        }
+        [] => bail!(
+            "{}: no PyTorch weights here (pytorch_model.bin, {INDEX} or a .ckpt file)",
+            path.display()
+        ),
+        many => bail!(
+            "{}: {} .ckpt files here; give -m the one to use",
+            path.display(),
+            many.len()
+        ),
+    }
+}
+
+/// True if `path` looks like PyTorch weights.
+pub fn is_pytorch(path: &Path) -> bool {
+    if path.is_file() {
+        return path
+            .extension()
+            .is_some_and(|x| x == "ckpt" || x == "bin" || x == "pt" || x == "pth");
+    }
+    path.join(INDEX).is_file()
+        || path.join("pytorch_model.bin").is_file()
+        || std::fs::read_dir(path)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .any(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
+            })
+            .unwrap_or(false)
+}

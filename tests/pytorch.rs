@@ -1,0 +1,75 @@
+//! PyTorch checkpoints: a Hugging Face pytorch_model.bin written by torch.save runs like its
+//! safetensors twin; hostile and broken archives are refused by name, and no code runs.
+
+use frugal::load::Checkpoint;
+use std::path::Path;
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn pytorch_model_bin_matches_transformers() {
+    let ck = Checkpoint::open(&root().join("tests/fixtures/pytorch/hf-gemma1-bf16")).unwrap();
+    let model = ck.model().unwrap();
+    let refdir = root().join("tests/fixtures/models/gemma1-mqa-bf16");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(refdir.join("reference.json")).unwrap())
+            .unwrap();
+    let tokens: Vec<u32> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let raw = std::fs::read(refdir.join("logits.f32")).unwrap();
+    let reference: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let mut cache = model.new_cache(tokens.len());
+    let ours = model.forward(&tokens, &mut cache, true).unwrap();
+    let max_ref = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let max_diff = ours
+        .iter()
+        .zip(&reference)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        max_diff / max_ref <= 1e-4,
+        "relative error {}",
+        max_diff / max_ref
+    );
+}
+
+#[test]
+fn hostile_archives_are_refused() {
+    let dir = root().join("tests/fixtures/pytorch/hostile");
+    let marker = std::env::temp_dir().join("frugal-pwned-marker");
+    let _ = std::fs::remove_file(&marker);
+    for (file, want) in [
+        ("os_system.ckpt", "refusing global `posix.system`"),
+        ("eval.ckpt", "refusing global `__builtin__.eval`"),
+        ("nested_reduce.ckpt", "refusing global `__builtin__.exec`"),
+        ("storage_too_big.ckpt", "holds 16 bytes"),
+        ("missing_storage.ckpt", "is missing from the archive"),
+        ("truncated.ckpt", "not a readable PyTorch zip checkpoint"),
+        ("non_contiguous.ckpt", "not contiguous"),
+    ] {
+        let path = dir.join(file);
+        let out = Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .arg("inspect")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {err}");
+        assert!(
+            err.contains(file) && err.contains(want),
+            "{file}: expected `{want}` in: {err}"
+        );
+        assert!(!err.contains("panicked"), "{file}: {err}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("pwned"), "{file}: code ran");
+    }
+}

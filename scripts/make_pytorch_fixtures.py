@@ -56,6 +56,40 @@ def main():
     torch.save(sd, os.path.join(hf, "pytorch_model.bin"))
     shutil.copy(os.path.join(src, "config.json"), hf)
 
+    # gemma_pytorch layout: fused qkv, query_norm/key_norm, RoPE buffers, model_state_dict wrapper.
+    gp = os.path.join(OUT, "gemma_pytorch")
+    os.makedirs(gp)
+    for name in ["gemma2-gqa-bf16", "gemma3-bf16"]:
+        src = os.path.join(ROOT, "tests", "fixtures", "models", name)
+        sd = {}
+        for f in sorted(os.listdir(src)):
+            if f.endswith(".safetensors"):
+                sd.update(load_file(os.path.join(src, f)))
+        out = {}
+        layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("model.layers.")})
+        for k, v in sd.items():
+            if k == "model.embed_tokens.weight":
+                out["embedder.weight"] = v
+            elif ".self_attn.q_proj." in k:
+                p = k.replace("q_proj.weight", "")
+                out[p + "qkv_proj.weight"] = torch.cat([sd[p + "q_proj.weight"], sd[p + "k_proj.weight"], sd[p + "v_proj.weight"]], 0).contiguous()
+            elif ".self_attn.k_proj." in k or ".self_attn.v_proj." in k:
+                continue
+            else:
+                out[k.replace("self_attn.q_norm", "self_attn.query_norm").replace("self_attn.k_norm", "self_attn.key_norm")] = v
+        hd = out["model.layers.0.self_attn.query_norm.weight"].shape[0] if "gemma3" in name else 32
+        freqs = torch.polar(torch.ones(32, hd // 2), torch.outer(torch.arange(32.0), torch.rand(hd // 2)))
+        if "gemma3" in name:
+            out["local_freqs_cis"] = freqs
+            out["global_freqs_cis"] = freqs.clone()
+        else:
+            out["freqs_cis"] = freqs
+        torch.save({"model_state_dict": out}, os.path.join(gp, f"{name}.ckpt"))
+        if name == "gemma2-gqa-bf16":
+            # One layer only: a shape no known variant has, for the inference error.
+            odd = {k: v for k, v in out.items() if not k.startswith("model.layers.") or k.startswith("model.layers.0.")}
+            torch.save({"model_state_dict": odd}, os.path.join(OUT, "odd-shape.ckpt"))
+
     hostile = os.path.join(OUT, "hostile")
     os.makedirs(hostile)
     w = torch.arange(12, dtype=torch.float32).reshape(3, 4)

@@ -12,34 +12,7 @@ fn root() -> &'static Path {
 #[test]
 fn pytorch_model_bin_matches_transformers() {
     let ck = Checkpoint::open(&root().join("tests/fixtures/pytorch/hf-gemma1-bf16")).unwrap();
-    let model = ck.model().unwrap();
-    let refdir = root().join("tests/fixtures/models/gemma1-mqa-bf16");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(refdir.join("reference.json")).unwrap())
-            .unwrap();
-    let tokens: Vec<u32> = r["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
-    let raw = std::fs::read(refdir.join("logits.f32")).unwrap();
-    let reference: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    let mut cache = model.new_cache(tokens.len());
-    let ours = model.forward(&tokens, &mut cache, true).unwrap();
-    let max_ref = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let max_diff = ours
-        .iter()
-        .zip(&reference)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        max_diff / max_ref <= 1e-4,
-        "relative error {}",
-        max_diff / max_ref
-    );
+    check_against(&ck, "gemma1-mqa-bf16");
 }
 
 #[test]
@@ -72,4 +45,80 @@ fn hostile_archives_are_refused() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(!stdout.contains("pwned"), "{file}: code ran");
     }
+}
+
+/// Logits of `ck`'s model on a fixture's tokens against that fixture's transformers logits.
+fn check_against(ck: &Checkpoint, fixture: &str) {
+    let model = ck.model().unwrap();
+    let refdir = root().join("tests/fixtures/models").join(fixture);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(refdir.join("reference.json")).unwrap())
+            .unwrap();
+    let tokens: Vec<u32> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let raw = std::fs::read(refdir.join("logits.f32")).unwrap();
+    let reference: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let mut cache = model.new_cache(tokens.len());
+    let ours = model.forward(&tokens, &mut cache, true).unwrap();
+    let max_ref = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let max_diff = ours
+        .iter()
+        .zip(&reference)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        max_diff / max_ref <= 1e-4,
+        "{fixture}: relative error {}",
+        max_diff / max_ref
+    );
+}
+
+#[test]
+fn gemma_pytorch_layout_matches_transformers() {
+    use frugal::load::OpenOptions;
+    for name in ["gemma2-gqa-bf16", "gemma3-bf16"] {
+        let ckpt = root().join(format!("tests/fixtures/pytorch/gemma_pytorch/{name}.ckpt"));
+        let config = Some(root().join(format!("tests/fixtures/models/{name}/config.json")));
+        let ck = Checkpoint::open_with(
+            &ckpt,
+            &OpenOptions {
+                config,
+                variant: None,
+            },
+        )
+        .unwrap();
+        // The fused qkv matrix is split by row ranges, not copied.
+        let w = ck.model().unwrap();
+        let l0 = &w.w.layers[0];
+        assert_eq!(l0.q.data.as_ptr_range().end, l0.k.data.as_ptr());
+        check_against(&ck, name);
+    }
+}
+
+#[test]
+fn gemma_pytorch_variant_inference() {
+    // No config.json beside it: the shape is matched against the known variants.
+    let ck =
+        Checkpoint::open(&root().join("tests/fixtures/pytorch/gemma_pytorch/gemma2-gqa-bf16.ckpt"))
+            .unwrap();
+    assert_eq!(ck.cfg.num_layers, 4);
+    assert_eq!(ck.cfg.model_type, "gemma2");
+    let out = Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(["inspect", "tests/fixtures/pytorch/odd-shape.ckpt"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("no known Gemma variant")
+            && err.contains("nearest: ")
+            && err.contains("--variant"),
+        "{err}"
+    );
 }

@@ -54,7 +54,7 @@ impl Session {
         let monitor = Monitor::start();
         init_threads(m.threads)?;
         check_ctx(m.ctx)?;
-        let ck = Checkpoint::open(&m.model)?;
+        let ck = Checkpoint::open_with(&m.model, &m.open_options())?;
         let tok = match ck.tokenizer_path() {
             Some(p) => Some(GemmaTokenizer::from_file(&p)?),
             None => None,
@@ -283,7 +283,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     let mut by_part: std::collections::BTreeMap<&str, u64> = Default::default();
     let mut by_dtype: std::collections::BTreeMap<String, u64> = Default::default();
     for (name, t) in &ck.index.tensors {
-        let part = if name.contains("embed_tokens") {
+        let part = if name.contains("embed") {
             "embedding"
         } else if name.contains("lm_head") {
             "output head"

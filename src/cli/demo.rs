@@ -51,6 +51,8 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         model: dir.clone(),
         threads: a.threads,
         ctx: 256,
+        variant: None,
+        config: None,
     };
     let s = Session::open(&m)?;
     let tok = s.tokenizer()?;

@@ -30,6 +30,22 @@ pub struct ModelArgs {
     /// tokens actually held.
     #[arg(long, default_value_t = 4096)]
     pub ctx: usize,
+    /// The model variant when the checkpoint has no config.json (e.g. gemma-7b, gemma2-9b).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// A Hugging Face style config.json for a checkpoint that has none.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The config choices for [`crate::load::Checkpoint::open_with`].
+    pub fn open_options(&self) -> crate::load::OpenOptions {
+        crate::load::OpenOptions {
+            variant: self.variant.clone(),
+            config: self.config.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

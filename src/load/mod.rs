@@ -6,9 +6,18 @@ pub mod plan;
 use crate::checkpoint::{pytorch, safetensors, TensorIndex};
 use crate::model::config::GemmaConfig;
 use crate::model::gemma::Gemma;
-use crate::model::weights;
+use crate::model::{variants, weights};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
+
+/// How to find a checkpoint's config when the folder does not say.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// A known variant's name (as `frugal synth --shape`).
+    pub variant: Option<String>,
+    /// A Hugging Face style config.json.
+    pub config: Option<PathBuf>,
+}
 
 /// A model folder whose headers have been read and checked, its files mapped.
 pub struct Checkpoint {
@@ -22,6 +31,39 @@ impl Checkpoint {
     /// Opens a model folder (config.json + safetensors or PyTorch weights), or a PyTorch
     /// weights file with config.json beside it. Reads headers only.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, &OpenOptions::default())
+    }
+
+    /// Where the config comes from, in order: `--config FILE`, `--variant NAME`, config.json
+    /// beside the weights, or (gemma_pytorch checkpoints) inferred from tensor shapes.
+    fn resolve_config(dir: &Path, index: &TensorIndex, opts: &OpenOptions) -> Result<GemmaConfig> {
+        if let Some(f) = &opts.config {
+            return GemmaConfig::from_file(f);
+        }
+        if let Some(v) = &opts.variant {
+            let shape =
+                variants::Shape::by_name(v).map_err(|e| anyhow::anyhow!("--variant: {e}"))?;
+            let mut c = shape.config_json(crate::kernels::DType::BF16);
+            if let Some(t) = index
+                .tensors
+                .get("embedder.weight")
+                .or_else(|| index.tensors.get("model.embed_tokens.weight"))
+            {
+                c["vocab_size"] = serde_json::json!(t.shape[0]);
+            }
+            return GemmaConfig::from_json(&c, &format!("--variant {v}"));
+        }
+        let file = dir.join("config.json");
+        if file.is_file() || !weights::is_gemma_pytorch(index) {
+            return GemmaConfig::from_file(&file);
+        }
+        let (cfg, name) = variants::infer(index, &dir.display().to_string())?;
+        eprintln!("{}: no config.json; inferred variant {name} from tensor shapes (name another with --variant or --config)", dir.display());
+        Ok(cfg)
+    }
+
+    /// Opens with explicit config choices.
+    pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self> {
         let dir = if path.is_file() {
             path.parent().unwrap_or(Path::new(".")).to_path_buf()
         } else {
@@ -40,7 +82,7 @@ impl Checkpoint {
                 path.display()
             );
         };
-        let cfg = GemmaConfig::from_file(&dir.join("config.json"))?;
+        let cfg = Self::resolve_config(&dir, &index, opts)?;
         // Validate the whole binding now, so errors surface before any data is read.
         weights::check(&cfg, &index, &dir.display().to_string())?;
         Ok(Checkpoint { dir, cfg, index })

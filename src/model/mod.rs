@@ -3,4 +3,5 @@
 
 pub mod config;
 pub mod gemma;
+pub mod variants;
 pub mod weights;

@@ -64,10 +64,32 @@ pub struct Naming {
     pub lm_head: String,
     /// Tensors outside this prefix are ignored (vision tower of a multimodal checkpoint).
     pub ignore_outside: Option<String>,
+    /// The token embedding's name.
+    pub embed: String,
+    /// gemma_pytorch layout: Q, K and V fused in `self_attn.qkv_proj` (rows: all Q heads, then K,
+    /// then V), q/k norms named `query_norm`/`key_norm`, RoPE buffers stored and ignored.
+    pub gemma_pytorch: bool,
+}
+
+/// Buffers of gemma_pytorch checkpoints that are not weights (precomputed RoPE tables).
+pub const GEMMA_PYTORCH_BUFFERS: [&str; 3] = ["freqs_cis", "local_freqs_cis", "global_freqs_cis"];
+
+/// True if the index holds a gemma_pytorch-layout checkpoint.
+pub fn is_gemma_pytorch(index: &TensorIndex) -> bool {
+    index.tensors.contains_key("embedder.weight")
 }
 
 /// Works out the prefix from which tensors exist.
 pub fn naming(cfg: &GemmaConfig, index: &TensorIndex) -> Naming {
+    if is_gemma_pytorch(index) {
+        return Naming {
+            prefix: "model.".into(),
+            lm_head: "lm_head.weight".into(),
+            ignore_outside: None,
+            embed: "embedder.weight".into(),
+            gemma_pytorch: true,
+        };
+    }
     if cfg.multimodal {
         for (p, head, outer) in [
             (
@@ -89,6 +111,8 @@ pub fn naming(cfg: &GemmaConfig, index: &TensorIndex) -> Naming {
                     prefix: p.into(),
                     lm_head: head.into(),
                     ignore_outside: Some(outer.into()),
+                    embed: format!("{p}embed_tokens.weight"),
+                    gemma_pytorch: false,
                 };
             }
         }
@@ -96,12 +120,25 @@ pub fn naming(cfg: &GemmaConfig, index: &TensorIndex) -> Naming {
             prefix: "language_model.model.".into(),
             lm_head: "language_model.lm_head.weight".into(),
             ignore_outside: Some("language_model.".into()),
+            embed: "language_model.model.embed_tokens.weight".into(),
+            gemma_pytorch: false,
         };
     }
     Naming {
         prefix: "model.".into(),
         lm_head: "lm_head.weight".into(),
         ignore_outside: None,
+        embed: "model.embed_tokens.weight".into(),
+        gemma_pytorch: false,
+    }
+}
+
+/// Names of the Gemma 3 per-head q and k norms.
+fn qk_norm_names(nm: &Naming) -> (&'static str, &'static str) {
+    if nm.gemma_pytorch {
+        ("self_attn.query_norm.weight", "self_attn.key_norm.weight")
+    } else {
+        ("self_attn.q_norm.weight", "self_attn.k_norm.weight")
     }
 }
 
@@ -119,7 +156,7 @@ fn expected(cfg: &GemmaConfig, nm: &Naming) -> Vec<Expect> {
     let kv = cfg.num_kv_heads * cfg.head_dim;
     let i = cfg.intermediate_size;
     let mut v = vec![Expect {
-        name: format!("{p}embed_tokens.weight"),
+        name: nm.embed.clone(),
         shape: vec![cfg.vocab_size, h],
     }];
     for l in 0..cfg.num_layers {
@@ -130,9 +167,13 @@ fn expected(cfg: &GemmaConfig, nm: &Naming) -> Vec<Expect> {
                 shape: s,
             })
         };
-        add("self_attn.q_proj.weight", vec![q, h]);
-        add("self_attn.k_proj.weight", vec![kv, h]);
-        add("self_attn.v_proj.weight", vec![kv, h]);
+        if nm.gemma_pytorch {
+            add("self_attn.qkv_proj.weight", vec![q + 2 * kv, h]);
+        } else {
+            add("self_attn.q_proj.weight", vec![q, h]);
+            add("self_attn.k_proj.weight", vec![kv, h]);
+            add("self_attn.v_proj.weight", vec![kv, h]);
+        }
         add("self_attn.o_proj.weight", vec![h, q]);
         add("mlp.gate_proj.weight", vec![i, h]);
         add("mlp.up_proj.weight", vec![i, h]);
@@ -144,8 +185,9 @@ fn expected(cfg: &GemmaConfig, nm: &Naming) -> Vec<Expect> {
             add("post_feedforward_layernorm.weight", vec![h]);
         }
         if cfg.family == Family::Gemma3 {
-            add("self_attn.q_norm.weight", vec![cfg.head_dim]);
-            add("self_attn.k_norm.weight", vec![cfg.head_dim]);
+            let (qn, kn) = qk_norm_names(nm);
+            add(qn, vec![cfg.head_dim]);
+            add(kn, vec![cfg.head_dim]);
         }
     }
     v.push(Expect {
@@ -184,6 +226,7 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Nam
         })
         // An untied head stored although the config ties it is harmless: it is ignored.
         .filter(|n| !(cfg.tie_word_embeddings && *n == nm.lm_head))
+        .filter(|n| !(nm.gemma_pytorch && GEMMA_PYTORCH_BUFFERS.contains(n)))
         .collect();
     if !missing.is_empty() || !extra.is_empty() {
         let mut msg = format!(
@@ -249,10 +292,30 @@ pub fn bind<'a>(cfg: &GemmaConfig, index: &'a TensorIndex, source: &str) -> Resu
             let b = format!("{p}layers.{l}.");
             let g = |n: &str| format!("{b}{n}");
             let g1 = cfg.family == Family::Gemma1;
+            let (q, k, v) = if nm.gemma_pytorch {
+                // Row ranges of the fused matrix: views, no copy.
+                let qkv = mat(&g("self_attn.qkv_proj.weight"));
+                let (nq, nkv) = (
+                    cfg.num_heads * cfg.head_dim,
+                    cfg.num_kv_heads * cfg.head_dim,
+                );
+                (
+                    qkv.rows_range(0, nq),
+                    qkv.rows_range(nq, nq + nkv),
+                    qkv.rows_range(nq + nkv, nq + 2 * nkv),
+                )
+            } else {
+                (
+                    mat(&g("self_attn.q_proj.weight")),
+                    mat(&g("self_attn.k_proj.weight")),
+                    mat(&g("self_attn.v_proj.weight")),
+                )
+            };
+            let (qn, kn) = qk_norm_names(&nm);
             LayerWeights {
-                q: mat(&g("self_attn.q_proj.weight")),
-                k: mat(&g("self_attn.k_proj.weight")),
-                v: mat(&g("self_attn.v_proj.weight")),
+                q,
+                k,
+                v,
                 o: mat(&g("self_attn.o_proj.weight")),
                 gate: mat(&g("mlp.gate_proj.weight")),
                 up: mat(&g("mlp.up_proj.weight")),
@@ -265,13 +328,13 @@ pub fn bind<'a>(cfg: &GemmaConfig, index: &'a TensorIndex, source: &str) -> Resu
                     norm(&g("pre_feedforward_layernorm.weight"))
                 },
                 post_ffw_norm: (!g1).then(|| norm(&g("post_feedforward_layernorm.weight"))),
-                q_norm: (cfg.family == Family::Gemma3).then(|| norm(&g("self_attn.q_norm.weight"))),
-                k_norm: (cfg.family == Family::Gemma3).then(|| norm(&g("self_attn.k_norm.weight"))),
+                q_norm: (cfg.family == Family::Gemma3).then(|| norm(&g(qn))),
+                k_norm: (cfg.family == Family::Gemma3).then(|| norm(&g(kn))),
             }
         })
         .collect();
     Ok(Weights {
-        embed: mat(&format!("{p}embed_tokens.weight")),
+        embed: mat(&nm.embed),
         lm_head: (!cfg.tie_word_embeddings).then(|| mat(&nm.lm_head)),
         final_norm: norm(&format!("{p}norm.weight")),
         layers,

@@ -53,3 +53,29 @@ fn stream_decoding_equals_full_decoding() {
     assert_eq!(chat[0], 2);
     assert_eq!(chat[1], tok.start_of_turn.unwrap());
 }
+
+#[test]
+fn sentencepiece_model_matches_the_sentencepiece_library() {
+    use frugal::tokenizer::sentencepiece::SentencePiece;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sp = SentencePiece::from_file(&root.join("assets/tokenizer/tokenizer.model")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/tokenizer/cases.json")).unwrap(),
+    )
+    .unwrap();
+    for c in cases.as_array().unwrap() {
+        let text = c["text"].as_str().unwrap();
+        let want: Vec<u32> = c["sp_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(sp.encode(text), want, "sentencepiece ids of {text:?}");
+        assert_eq!(
+            sp.decode(&want),
+            c["sp_decoded"].as_str().unwrap(),
+            "sentencepiece decoding of {text:?}"
+        );
+    }
+}

@@ -66,7 +66,7 @@ impl Session {
     pub fn tokenizer(&self) -> Result<&GemmaTokenizer> {
         self.tok.as_ref().with_context(|| {
             format!(
-                "{}: no tokenizer.json beside the weights",
+                "{}: no tokenizer.json or tokenizer.model beside the weights",
                 self.ck.dir.display()
             )
         })
@@ -241,10 +241,12 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
     } else {
         a.model.clone()
     };
-    let path = dir.join("tokenizer.json");
-    if !path.is_file() {
-        bail!("{}: no tokenizer.json in this folder", dir.display());
-    }
+    let path = GemmaTokenizer::find(&dir).with_context(|| {
+        format!(
+            "{}: no tokenizer.json or tokenizer.model in this folder",
+            dir.display()
+        )
+    })?;
     let tok = GemmaTokenizer::from_file(&path)?;
     let mut ids = Vec::new();
     if a.bos {

@@ -94,9 +94,8 @@ impl Checkpoint {
         Ok(Gemma::new(self.cfg.clone(), w))
     }
 
-    /// Path of the tokenizer.json beside the weights, if any.
+    /// Path of the tokenizer beside the weights (tokenizer.json, else tokenizer.model), if any.
     pub fn tokenizer_path(&self) -> Option<PathBuf> {
-        let p = self.dir.join("tokenizer.json");
-        p.is_file().then_some(p)
+        crate::tokenizer::GemmaTokenizer::find(&self.dir)
     }
 }

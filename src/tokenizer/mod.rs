@@ -1,12 +1,16 @@
-//! Text to token ids and back with the model's `tokenizer.json` (the `tokenizers` crate), the
-//! Gemma chat template, and streaming decode that never splits a UTF-8 character.
+//! Text to token ids and back with the model's `tokenizer.json` (the `tokenizers` crate) or its
+//! SentencePiece `tokenizer.model` ([`sentencepiece`]), the Gemma chat template, and streaming
+//! decode that never splits a UTF-8 character.
+
+pub mod sentencepiece;
 
 use anyhow::{anyhow, Context, Result};
+use sentencepiece::SentencePiece;
 use std::path::Path;
 
 /// A loaded tokenizer and the special ids generation needs.
 pub struct GemmaTokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Backend,
     /// Number of ids the tokenizer can decode (base vocabulary plus added tokens).
     pub vocab_size: usize,
     pub bos: Option<u32>,
@@ -14,43 +18,77 @@ pub struct GemmaTokenizer {
     pub end_of_turn: Option<u32>,
 }
 
+enum Backend {
+    Json(Box<tokenizers::Tokenizer>),
+    SentencePiece(SentencePiece),
+}
+
 impl GemmaTokenizer {
-    /// Loads `tokenizer.json`.
+    /// Loads `tokenizer.json`, or a SentencePiece `tokenizer.model` (by extension).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| anyhow!("{}: cannot load the tokenizer: {e}", path.display()))?;
-        let vocab_size = inner.get_vocab_size(true);
+        let inner = if path.extension().is_some_and(|e| e == "model") {
+            Backend::SentencePiece(SentencePiece::from_file(path)?)
+        } else {
+            Backend::Json(Box::new(tokenizers::Tokenizer::from_file(path).map_err(
+                |e| anyhow!("{}: cannot load the tokenizer: {e}", path.display()),
+            )?))
+        };
+        let id = |p: &str| match &inner {
+            Backend::Json(t) => t.token_to_id(p),
+            Backend::SentencePiece(sp) => sp.piece_to_id(p),
+        };
         Ok(GemmaTokenizer {
-            bos: inner.token_to_id("<bos>"),
-            start_of_turn: inner.token_to_id("<start_of_turn>"),
-            end_of_turn: inner.token_to_id("<end_of_turn>"),
-            vocab_size,
+            bos: id("<bos>"),
+            start_of_turn: id("<start_of_turn>"),
+            end_of_turn: id("<end_of_turn>"),
+            vocab_size: match &inner {
+                Backend::Json(t) => t.get_vocab_size(true),
+                Backend::SentencePiece(sp) => sp.vocab_size(),
+            },
             inner,
         })
+    }
+
+    /// The tokenizer in a model folder: `tokenizer.json`, else `tokenizer.model`.
+    pub fn find(dir: &Path) -> Option<std::path::PathBuf> {
+        ["tokenizer.json", "tokenizer.model"]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
     }
 
     /// Token ids of `text`, with no BOS or other added token (special tokens written in the
     /// text, like `<start_of_turn>`, are recognised).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| anyhow!("tokenizing failed: {e}"))?;
-        Ok(enc.get_ids().to_vec())
+        match &self.inner {
+            Backend::Json(t) => {
+                let enc = t
+                    .encode(text, false)
+                    .map_err(|e| anyhow!("tokenizing failed: {e}"))?;
+                Ok(enc.get_ids().to_vec())
+            }
+            Backend::SentencePiece(sp) => Ok(sp.encode(text)),
+        }
     }
 
     /// The piece each id stands for.
     pub fn pieces(&self, ids: &[u32]) -> Vec<String> {
         ids.iter()
-            .map(|&i| self.inner.id_to_token(i).unwrap_or_default())
+            .map(|&i| match &self.inner {
+                Backend::Json(t) => t.id_to_token(i).unwrap_or_default(),
+                Backend::SentencePiece(sp) => sp.id_to_piece(i).unwrap_or_default().to_string(),
+            })
             .collect()
     }
 
     /// Text of `ids`, special tokens kept.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| anyhow!("decoding failed: {e}"))
+        match &self.inner {
+            Backend::Json(t) => t
+                .decode(ids, false)
+                .map_err(|e| anyhow!("decoding failed: {e}")),
+            Backend::SentencePiece(sp) => Ok(sp.decode(ids)),
+        }
     }
 
     /// A prompt in Gemma's chat format for one user turn, starting with BOS. A system message,

@@ -20,14 +20,14 @@ pub struct GemmaTokenizer {
 
 enum Backend {
     Json(Box<tokenizers::Tokenizer>),
-    SentencePiece(SentencePiece),
+    SentencePiece(Box<SentencePiece>),
 }
 
 impl GemmaTokenizer {
     /// Loads `tokenizer.json`, or a SentencePiece `tokenizer.model` (by extension).
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner = if path.extension().is_some_and(|e| e == "model") {
-            Backend::SentencePiece(SentencePiece::from_file(path)?)
+            Backend::SentencePiece(Box::new(SentencePiece::from_file(path)?))
         } else {
             Backend::Json(Box::new(tokenizers::Tokenizer::from_file(path).map_err(
                 |e| anyhow!("{}: cannot load the tokenizer: {e}", path.display()),

@@ -11,7 +11,9 @@
 //! every weight converted into a register is reused for several tokens. Within a tile the
 //! products are accumulated along whole rows in SIMD lanes and reduced once at the end. More
 //! than 64 tokens are done in groups of 64 to bound the activations streamed per row tile.
-//! Decode (`n == 1`) writes straight into `y` chunks, with no allocation.
+//! Decode (`n == 1`) writes straight into `y` chunks; for bf16 weights on AVX-512 it has its own kernel (`x86::Avx512::matvec_bf16`): one row at a time, the 32
+//! weights of each 64-byte load split into even and odd halves by a shift and a mask (no
+//! shuffle), against the activations de-interleaved once per call.
 
 pub mod ops;
 pub mod scalar;
@@ -183,13 +185,14 @@ pub fn matmul_with(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
             y,
         ),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => run(
-            &x86::Avx512::detect().expect("CPU lacks AVX-512F"),
-            w,
-            x,
-            n,
-            y,
-        ),
+        Isa::Avx512 => {
+            let k = x86::Avx512::detect().expect("CPU lacks AVX-512F");
+            if n == 1 && w.dtype == DType::BF16 {
+                matvec_bf16_512(&k, w, x, y);
+            } else {
+                run(&k, w, x, n, y);
+            }
+        }
         #[cfg(not(target_arch = "x86_64"))]
         _ => panic!("{} is not available on this architecture", level.name()),
     }
@@ -212,6 +215,20 @@ pub fn matmul_bf16_fast(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
         }
     }
     matmul(w, x, n, y);
+}
+
+/// Decode (`n == 1`) product of bf16 weights with the shuffle-free AVX-512 kernel: the
+/// activations are de-interleaved once per call (a few KB), then row blocks run in parallel.
+#[cfg(target_arch = "x86_64")]
+fn matvec_bf16_512(k: &x86::Avx512, w: &MatRef, x: &[f32], y: &mut [f32]) {
+    if w.rows == 0 {
+        return;
+    }
+    let xd = scalar::deinterleave32(x);
+    let rpt = rows_per_task(w.rows, w.cols, 1);
+    y.par_chunks_mut(rpt).enumerate().for_each(|(b, ys)| {
+        k.matvec_bf16(w, x, &xd, b * rpt, ys);
+    });
 }
 
 fn check_shapes(w: &MatRef, xlen: usize, n: usize, ylen: usize) {

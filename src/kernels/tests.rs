@@ -194,3 +194,27 @@ fn bf16_fast_matches_twin() {
         }
     }
 }
+
+#[test]
+fn deinterleave32_splits_even_and_odd() {
+    let x: Vec<f32> = (0..70).map(|i| i as f32).collect();
+    let d = scalar::deinterleave32(&x);
+    assert_eq!(d.len(), 64);
+    for b in 0..2 {
+        for i in 0..16 {
+            assert_eq!(d[b * 32 + i], (b * 32 + 2 * i) as f32);
+            assert_eq!(d[b * 32 + 16 + i], (b * 32 + 2 * i + 1) as f32);
+        }
+    }
+}
+
+/// The bf16 decode kernel (n = 1) on every column count up to a few blocks, ragged tails,
+/// whole and partial 64-column steps, misaligned rows.
+#[test]
+fn bf16_decode_matches_scalar() {
+    let mut rng = Rng(4);
+    for cols in (1..=200).chain([2048, 2048 + 17, 4096 + 32]) {
+        let rows = 1 + rng.below(9);
+        check_shape(&mut rng, DType::BF16, rows, cols, 1);
+    }
+}

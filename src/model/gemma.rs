@@ -66,6 +66,10 @@ pub struct Gemma<'a> {
     pub w: Weights<'a>,
     /// Rotary inverse frequencies per layer, already divided by the linear scaling factor.
     inv_freq: Vec<Vec<f32>>,
+    /// Multi-token chunks (prefill, `n > 1`) use [`kernels::matmul_bf16_fast`] for bf16
+    /// weights: activations rounded to bf16, about 1.5x faster, no longer bit-exact f32
+    /// products. Single-token steps (decode) stay exact. Default `false`.
+    pub fast_prefill: bool,
 }
 
 impl<'a> Gemma<'a> {
@@ -84,7 +88,12 @@ impl<'a> Gemma<'a> {
                     .collect()
             })
             .collect();
-        Gemma { cfg, w, inv_freq }
+        Gemma {
+            cfg,
+            w,
+            inv_freq,
+            fast_prefill: false,
+        }
     }
 
     /// An empty cache for up to `ctx` tokens; nothing is allocated until tokens arrive.
@@ -170,11 +179,21 @@ impl<'a> Gemma<'a> {
         }
         let out_w = self.w.output();
         let mut logits = vec![0f32; rows.len() * cfg.vocab_size];
-        kernels::matmul(out_w, &hsel, rows.len(), &mut logits);
+        self.matmul(out_w, &hsel, rows.len(), &mut logits);
         if let Some(cap) = cfg.final_softcap {
             ops::softcap(&mut logits, cap);
         }
         Ok(logits)
+    }
+
+    /// `y = x W^T` for `n` tokens: exact, or the bf16 dot-product path for multi-token chunks
+    /// when [`Gemma::fast_prefill`] is set.
+    fn matmul(&self, w: &kernels::MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+        if self.fast_prefill && n > 1 {
+            kernels::matmul_bf16_fast(w, x, n, y);
+        } else {
+            kernels::matmul(w, x, n, y);
+        }
     }
 
     fn norm_rows(x: &[f32], out: &mut [f32], w: &[f32], eps: f32) {
@@ -197,9 +216,9 @@ impl<'a> Gemma<'a> {
         let mut q = vec![0f32; n * nh * hd];
         let mut k = vec![0f32; n * nkv * hd];
         let mut v = vec![0f32; n * nkv * hd];
-        kernels::matmul(&lw.q, xn, n, &mut q);
-        kernels::matmul(&lw.k, xn, n, &mut k);
-        kernels::matmul(&lw.v, xn, n, &mut v);
+        self.matmul(&lw.q, xn, n, &mut q);
+        self.matmul(&lw.k, xn, n, &mut k);
+        self.matmul(&lw.v, xn, n, &mut v);
 
         // Per-head q/k norms (Gemma 3), then rotary embeddings.
         let inv_freq = &self.inv_freq[l];
@@ -263,7 +282,7 @@ impl<'a> Gemma<'a> {
         self.store_kv(cache, l, &k, &v, n);
 
         let mut o = vec![0f32; n * h];
-        kernels::matmul(&lw.o, &att, n, &mut o);
+        self.matmul(&lw.o, &att, n, &mut o);
         drop(att);
         if let Some(w) = &lw.post_attn_norm {
             o.par_chunks_mut(h).for_each(|r| ops::rms_norm(r, w, eps));
@@ -275,13 +294,13 @@ impl<'a> Gemma<'a> {
         let inter = cfg.intermediate_size;
         let mut gate = vec![0f32; n * inter];
         let mut up = vec![0f32; n * inter];
-        kernels::matmul(&lw.gate, xn, n, &mut gate);
-        kernels::matmul(&lw.up, xn, n, &mut up);
+        self.matmul(&lw.gate, xn, n, &mut gate);
+        self.matmul(&lw.up, xn, n, &mut up);
         gate.par_chunks_mut(inter)
             .zip(up.par_chunks(inter))
             .for_each(|(g, u)| ops::gelu_mul(g, u));
         drop(up);
-        kernels::matmul(&lw.down, &gate, n, &mut o);
+        self.matmul(&lw.down, &gate, n, &mut o);
         if let Some(w) = &lw.post_ffw_norm {
             o.par_chunks_mut(h).for_each(|r| ops::rms_norm(r, w, eps));
         }

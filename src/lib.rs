@@ -11,5 +11,6 @@ pub mod kernels;
 pub mod load;
 pub mod memory;
 pub mod model;
+pub mod output;
 pub mod synth;
 pub mod tokenizer;

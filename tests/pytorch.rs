@@ -122,3 +122,38 @@ fn gemma_pytorch_variant_inference() {
         "{err}"
     );
 }
+
+#[test]
+fn convert_gemma_pytorch_to_safetensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hf");
+    let input = root().join("tests/fixtures/pytorch/gemma_pytorch/gemma2-gqa-bf16.ckpt");
+    let before = std::fs::read(&input).unwrap();
+    let config = root().join("tests/fixtures/models/gemma2-gqa-bf16/config.json");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .arg("convert")
+            .arg(&input)
+            .arg(&out)
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The output is a plain Hugging Face folder that gives the reference logits.
+    check_against(&Checkpoint::open(&out).unwrap(), "gemma2-gqa-bf16");
+    // No overwrite without --force; the input is untouched; no partial folder is left.
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+    assert!(run(&["--force"]).status.success());
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}

@@ -145,3 +145,127 @@ pub fn open_dir(dir: &Path) -> Result<TensorIndex> {
     index.check_overlaps()?;
     Ok(index)
 }
+
+/// A tensor to write.
+pub struct OutTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl OutTensor {
+    /// Bytes of data.
+    pub fn bytes(&self) -> u64 {
+        self.shape.iter().product::<usize>() as u64 * self.dtype.size() as u64
+    }
+}
+
+/// Writes `tensors` into `dir` as `model.safetensors`, or as shards of at most `shard_bytes`
+/// with `model.safetensors.index.json`. `emit(i, w)` must write exactly tensor `i`'s bytes; data
+/// is streamed, so memory stays at whatever `emit` holds. Returns the bytes of tensor data.
+pub fn write_shards(
+    dir: &Path,
+    tensors: &[OutTensor],
+    shard_bytes: u64,
+    generator: &str,
+    mut emit: impl FnMut(usize, &mut dyn std::io::Write) -> Result<()>,
+) -> Result<u64> {
+    use serde_json::json;
+    use std::io::Write;
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut cur = 0u64;
+    for (i, t) in tensors.iter().enumerate() {
+        if cur > 0 && cur + t.bytes() > shard_bytes {
+            shards.push(Vec::new());
+            cur = 0;
+        }
+        shards.last_mut().expect("one shard").push(i);
+        cur += t.bytes();
+    }
+    let n = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    let mut total = 0u64;
+    for (si, list) in shards.iter().enumerate() {
+        let fname = if n == 1 {
+            SINGLE.to_string()
+        } else {
+            format!("model-{:05}-of-{:05}.safetensors", si + 1, n)
+        };
+        let mut header = serde_json::Map::new();
+        header.insert(
+            "__metadata__".into(),
+            json!({"format": "pt", "generator": generator}),
+        );
+        let mut off = 0u64;
+        for &i in list {
+            let t = &tensors[i];
+            let dt = match t.dtype {
+                DType::BF16 => "BF16",
+                DType::F16 => "F16",
+                DType::F32 => "F32",
+            };
+            header.insert(
+                t.name.clone(),
+                json!({"dtype": dt, "shape": t.shape, "data_offsets": [off, off + t.bytes()]}),
+            );
+            weight_map.insert(t.name.clone(), json!(fname));
+            off += t.bytes();
+        }
+        let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
+        while !h.len().is_multiple_of(8) {
+            h.push(b' ');
+        }
+        let path = dir.join(&fname);
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("{}: cannot create", path.display()))?;
+        let mut f = CountingWriter {
+            inner: std::io::BufWriter::with_capacity(1 << 20, file),
+            written: 0,
+        };
+        let io = |e: std::io::Error| {
+            anyhow::anyhow!(
+                "{}: write failed: {e} (is the disk full? `df -h`)",
+                path.display()
+            )
+        };
+        f.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
+        f.write_all(&h).map_err(io)?;
+        for &i in list {
+            let before = f.written;
+            emit(i, &mut f).with_context(|| {
+                format!("{}: writing tensor `{}`", path.display(), tensors[i].name)
+            })?;
+            if f.written - before != tensors[i].bytes() {
+                bail!(
+                    "internal error: tensor `{}` wrote {} bytes, expected {}",
+                    tensors[i].name,
+                    f.written - before,
+                    tensors[i].bytes()
+                );
+            }
+            total += tensors[i].bytes();
+        }
+        f.inner.flush().map_err(io)?;
+    }
+    if n > 1 {
+        let idx = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        std::fs::write(dir.join(INDEX), serde_json::to_vec_pretty(&idx)?)?;
+    }
+    Ok(total)
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

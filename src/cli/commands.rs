@@ -104,7 +104,8 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let s = Session::open(&a.model)?;
     let tok = s.tokenizer()?;
-    let model = s.ck.model()?;
+    let mut model = s.ck.model()?;
+    model.fast_prefill = !a.model.exact;
     let prompt = if a.chat {
         tok.chat_prompt_with_system(a.system.as_deref(), &a.prompt, model.cfg.bos_token_id)?
     } else {
@@ -421,6 +422,110 @@ pub fn synth(a: SynthArgs) -> Result<()> {
         shape.name,
         human(bytes),
         a.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Input: any checkpoint frugal reads (safetensors folder, pytorch_model.bin, .ckpt).
+    pub input: PathBuf,
+    /// Output folder (Hugging Face layout: config.json, safetensors shards, tokenizer).
+    pub output: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
+    /// The model variant when the input has no config.json.
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// A Hugging Face style config.json for an input that has none.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Largest shard `convert` writes.
+const CONVERT_SHARD_BYTES: u64 = 4 << 30;
+
+pub fn convert(a: ConvertArgs) -> Result<()> {
+    let monitor = Monitor::start();
+    let opts = crate::load::OpenOptions {
+        variant: a.variant.clone(),
+        config: a.config.clone(),
+    };
+    let ck = Checkpoint::open_with(&a.input, &opts)?;
+    if a.output
+        .canonicalize()
+        .ok()
+        .is_some_and(|o| ck.dir.canonicalize().ok() == Some(o))
+    {
+        bail!(
+            "{}: the output folder is the input's folder; choose another",
+            a.output.display()
+        );
+    }
+    let sources =
+        crate::model::weights::hf_sources(&ck.cfg, &ck.index, &ck.dir.display().to_string())?;
+    let tensors: Vec<crate::checkpoint::safetensors::OutTensor> = sources
+        .iter()
+        .map(|s| crate::checkpoint::safetensors::OutTensor {
+            name: s.name.clone(),
+            dtype: s.dtype,
+            shape: s.shape.clone(),
+        })
+        .collect();
+    let total: u64 = tensors.iter().map(|t| t.bytes()).sum();
+    let started = std::time::Instant::now();
+    let bytes = crate::output::atomic_dir(&a.output, a.force, |tmp| {
+        let mut done = 0u64;
+        let n = crate::checkpoint::safetensors::write_shards(
+            tmp,
+            &tensors,
+            CONVERT_SHARD_BYTES,
+            "frugal convert",
+            |i, w| {
+                // Straight from the input's map, a chunk at a time: no copy of the model in memory.
+                for chunk in sources[i].bytes.chunks(8 << 20) {
+                    w.write_all(chunk)?;
+                    done += chunk.len() as u64;
+                }
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    eprint!("\rconverting: {} of {}", human(done), human(total));
+                }
+                Ok(())
+            },
+        )?;
+        std::fs::write(
+            tmp.join("config.json"),
+            serde_json::to_vec_pretty(&ck.cfg.to_hf_json())?,
+        )?;
+        for name in [
+            "tokenizer.json",
+            "tokenizer.model",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "generation_config.json",
+        ] {
+            let src = ck.dir.join(name);
+            if src.is_file() {
+                std::fs::copy(&src, tmp.join(name))
+                    .with_context(|| format!("copying {}", src.display()))?;
+            }
+        }
+        Ok(n)
+    })?;
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
+    }
+    let p = monitor.peaks();
+    eprintln!(
+        "converted {} ({} tensors, {}) to {} in {:.1} s; peak RSS {}, peak anonymous {}",
+        ck.dir.display(),
+        tensors.len(),
+        human(bytes),
+        a.output.display(),
+        started.elapsed().as_secs_f64(),
+        human(p.peak_rss_bytes),
+        human(p.peak_anon_bytes)
     );
     Ok(())
 }

@@ -53,10 +53,12 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         ctx: 256,
         variant: None,
         config: None,
+        exact: false,
     };
     let s = Session::open(&m)?;
     let tok = s.tokenizer()?;
-    let model = s.ck.model()?;
+    let mut model = s.ck.model()?;
+    model.fast_prefill = true;
     let p = plan::plan(&model.cfg, &s.ck.index, m.ctx);
     eprintln!(
         "{}: {} {} layers, {} of bf16 weights used in place; predicted peak RSS {} (anonymous {})",

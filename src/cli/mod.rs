@@ -36,6 +36,11 @@ pub struct ModelArgs {
     /// A Hugging Face style config.json for a checkpoint that has none.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Process prompts with f32 activations throughout. By default prompt chunks of bf16
+    /// weights are multiplied with activations rounded to bf16 (AVX512_BF16 dot products, as
+    /// llama.cpp does), about twice as fast; decoding is always exact.
+    #[arg(long)]
+    pub exact: bool,
 }
 
 impl ModelArgs {
@@ -60,6 +65,8 @@ pub enum Command {
     Inspect(commands::InspectArgs),
     /// Write a randomly initialised checkpoint with the real shapes of a Gemma model.
     Synth(commands::SynthArgs),
+    /// Convert any checkpoint frugal reads to a Hugging Face safetensors folder.
+    Convert(commands::ConvertArgs),
     /// Make (once) a small synthetic model, run it and print the memory report.
     Demo(demo::DemoArgs),
     /// Measure load time, time to first token, prefill and decode speed, and memory.
@@ -75,6 +82,7 @@ pub fn main() -> Result<()> {
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Inspect(a) => commands::inspect(a),
         Command::Synth(a) => commands::synth(a),
+        Command::Convert(a) => commands::convert(a),
         Command::Demo(a) => demo::demo(a),
         Command::Bench(a) => bench::bench(a),
     }

@@ -449,6 +449,85 @@ impl GemmaConfig {
         })
     }
 
+    /// A Hugging Face config.json for the text model: `layer_types` plus the older rope keys,
+    /// which transformers reads in both generations.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let mt = match self.family {
+            Family::Gemma1 => "gemma",
+            Family::Gemma2 => "gemma2",
+            Family::Gemma3 => "gemma3_text",
+        };
+        let arch = match self.family {
+            Family::Gemma1 => "GemmaForCausalLM",
+            Family::Gemma2 => "Gemma2ForCausalLM",
+            Family::Gemma3 => "Gemma3ForCausalLM",
+        };
+        let mut c = serde_json::json!({
+            "architectures": [arch],
+            "model_type": mt,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_activation": "gelu_pytorch_tanh",
+            // The shortest decimal of the f32 (1e-6, not 9.99999997e-7).
+            "rms_norm_eps": self.rms_norm_eps.to_string().parse::<f64>().unwrap_or(self.rms_norm_eps as f64),
+            "rope_theta": self.rope_global.theta,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": if self.eos_token_ids.len() == 1 { serde_json::json!(self.eos_token_ids[0]) } else { serde_json::json!(self.eos_token_ids) },
+            "pad_token_id": 0,
+            "tie_word_embeddings": self.tie_word_embeddings,
+        });
+        let o = c.as_object_mut().expect("object");
+        if self.family != Family::Gemma1 {
+            // transformers insists on an integer here.
+            let q = self.query_pre_attn_scalar;
+            let q = if q.fract() == 0.0 {
+                serde_json::json!(q as u64)
+            } else {
+                serde_json::json!(q)
+            };
+            o.insert("query_pre_attn_scalar".into(), q);
+            o.insert(
+                "sliding_window".into(),
+                serde_json::json!(self.sliding_window),
+            );
+            o.insert(
+                "attn_logit_softcapping".into(),
+                serde_json::json!(self.attn_softcap),
+            );
+            o.insert(
+                "final_logit_softcapping".into(),
+                serde_json::json!(self.final_softcap),
+            );
+            let types: Vec<&str> = self
+                .layer_kinds
+                .iter()
+                .map(|k| {
+                    if *k == LayerKind::Local {
+                        "sliding_attention"
+                    } else {
+                        "full_attention"
+                    }
+                })
+                .collect();
+            o.insert("layer_types".into(), serde_json::json!(types));
+        }
+        let scaling = (self.rope_global.factor != 1.0)
+            .then(|| serde_json::json!({"rope_type": "linear", "factor": self.rope_global.factor}));
+        o.insert("rope_scaling".into(), serde_json::json!(scaling));
+        if self.family == Family::Gemma3 {
+            o.insert(
+                "rope_local_base_freq".into(),
+                serde_json::json!(self.rope_local.theta),
+            );
+        }
+        c
+    }
+
     /// The embedding multiplier: sqrt(hidden) rounded to bf16, as the reference implementations do.
     pub fn embed_scale(&self) -> f32 {
         half::bf16::from_f32((self.hidden_size as f32).sqrt()).to_f32()

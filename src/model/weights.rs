@@ -361,3 +361,73 @@ fn list(names: &[&str]) -> String {
     }
     s
 }
+
+/// A tensor under its Hugging Face name, and where its bytes lie in the checkpoint.
+pub struct Source<'a> {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub bytes: &'a [u8],
+}
+
+/// Every tensor the config needs, under its Hugging Face text-model name (gemma_pytorch's fused
+/// qkv split by row ranges, its norms renamed), after the same checks as [`bind`]. For
+/// conversion: nothing is copied here.
+pub fn hf_sources<'a>(
+    cfg: &GemmaConfig,
+    index: &'a TensorIndex,
+    source: &str,
+) -> Result<Vec<Source<'a>>> {
+    let nm = check(cfg, index, source)?;
+    let hf = Naming {
+        prefix: "model.".into(),
+        lm_head: "lm_head.weight".into(),
+        ignore_outside: None,
+        embed: "model.embed_tokens.weight".into(),
+        gemma_pytorch: false,
+    };
+    let (nq, nkv) = (
+        cfg.num_heads * cfg.head_dim,
+        cfg.num_kv_heads * cfg.head_dim,
+    );
+    let mut out = Vec::new();
+    for e in expected(cfg, &hf) {
+        let rest = e.name.strip_prefix("model.").unwrap_or(&e.name);
+        let (src, rows): (String, Option<(usize, usize)>) = if e.name == hf.embed {
+            (nm.embed.clone(), None)
+        } else if e.name == hf.lm_head {
+            (nm.lm_head.clone(), None)
+        } else if nm.gemma_pytorch {
+            let fused = |end: &str| e.name.replace(end, "qkv_proj.weight");
+            if e.name.ends_with("q_proj.weight") {
+                (fused("q_proj.weight"), Some((0, nq)))
+            } else if e.name.ends_with("k_proj.weight") {
+                (fused("k_proj.weight"), Some((nq, nq + nkv)))
+            } else if e.name.ends_with("v_proj.weight") {
+                (fused("v_proj.weight"), Some((nq + nkv, nq + 2 * nkv)))
+            } else {
+                (
+                    e.name
+                        .replace("self_attn.q_norm", "self_attn.query_norm")
+                        .replace("self_attn.k_norm", "self_attn.key_norm"),
+                    None,
+                )
+            }
+        } else {
+            (format!("{}{rest}", nm.prefix), None)
+        };
+        let t = &index.tensors[&src];
+        let mut bytes = index.bytes(t);
+        if let Some((a, b)) = rows {
+            let row = t.shape[1] * dtype(t).size();
+            bytes = &bytes[a * row..b * row];
+        }
+        out.push(Source {
+            name: e.name,
+            dtype: dtype(t),
+            shape: e.shape,
+            bytes,
+        });
+    }
+    Ok(out)
+}

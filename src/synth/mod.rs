@@ -3,15 +3,14 @@
 //! (one chunk in memory at a time) into a temporary folder renamed at the end, so a failed run
 //! never leaves a half-written model. Used by the demo, the benchmarks and the memory tests.
 
+use crate::checkpoint::safetensors::{write_shards, OutTensor};
 use crate::kernels::DType;
 use crate::model::config::GemmaConfig;
 pub use crate::model::variants::{shapes, Shape};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde_json::json;
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The tokenizer written beside every synthetic model (trained by scripts/make_fixtures.py on
 /// the CPython standard library; about 2048 ids, Gemma's layout and special tokens).
@@ -122,133 +121,37 @@ fn fill(out: &mut [u8], dtype: DType, std: f32, seed: u64) {
 
 /// Writes a synthetic checkpoint of `shape` to `out`; returns the bytes of weights written.
 pub fn write(shape: &Shape, dtype: DType, out: &Path, seed: u64, force: bool) -> Result<u64> {
-    if out.exists() {
-        let empty = out.is_dir()
-            && std::fs::read_dir(out)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(false);
-        if !empty && !force {
-            bail!(
-                "{}: already exists; choose another --out or pass --force to replace it",
-                out.display()
-            );
-        }
-    }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("{}: cannot create", parent.display()))?;
-    let tmp: PathBuf = parent.join(format!(
-        ".{}.partial-{}",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("synth"),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    let result = write_into(shape, dtype, &tmp, seed);
-    match result {
-        Ok(bytes) => {
-            if out.exists() {
-                std::fs::remove_dir_all(out)
-                    .with_context(|| format!("{}: cannot replace", out.display()))?;
-            }
-            std::fs::rename(&tmp, out)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
-            Ok(bytes)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    crate::output::atomic_dir(out, force, |tmp| write_into(shape, dtype, tmp, seed))
 }
 
 fn write_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result<u64> {
     let specs = specs(shape);
-    let es = dtype.size() as u64;
-    // Split into shards of at most SHARD_BYTES (a tensor never spans two).
-    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
-    let mut cur = 0u64;
-    for (i, s) in specs.iter().enumerate() {
-        let b = s.shape.iter().product::<usize>() as u64 * es;
-        if cur > 0 && cur + b > SHARD_BYTES {
-            shards.push(Vec::new());
-            cur = 0;
-        }
-        shards.last_mut().expect("one shard").push(i);
-        cur += b;
-    }
-    let nshards = shards.len();
-    let mut weight_map = serde_json::Map::new();
-    let mut total = 0u64;
+    let tensors: Vec<OutTensor> = specs
+        .iter()
+        .map(|s| OutTensor {
+            name: s.name.clone(),
+            dtype,
+            shape: s.shape.clone(),
+        })
+        .collect();
+    let es = dtype.size();
     let mut buf = Vec::new();
-    for (si, list) in shards.iter().enumerate() {
-        let fname = if nshards == 1 {
-            "model.safetensors".to_string()
-        } else {
-            format!("model-{:05}-of-{:05}.safetensors", si + 1, nshards)
-        };
-        // Header.
-        let mut header = serde_json::Map::new();
-        header.insert(
-            "__metadata__".into(),
-            json!({"format": "pt", "generator": "frugal synth"}),
-        );
-        let mut off = 0u64;
-        for &i in list {
-            let s = &specs[i];
-            let b = s.shape.iter().product::<usize>() as u64 * es;
-            header.insert(
-                s.name.clone(),
-                json!({"dtype": match dtype { DType::BF16 => "BF16", DType::F16 => "F16", DType::F32 => "F32" }, "shape": s.shape, "data_offsets": [off, off + b]}),
-            );
-            weight_map.insert(s.name.clone(), json!(fname));
-            off += b;
+    let total = write_shards(dir, &tensors, SHARD_BYTES, "frugal synth", |i, f| {
+        let s = &specs[i];
+        let n = s.shape.iter().product::<usize>();
+        let mut done = 0;
+        let mut ci = 0u64;
+        while done < n {
+            let m = CHUNK.min(n - done);
+            buf.resize(m * es, 0);
+            let tseed = seed ^ splitmix(&mut (i as u64 * 1_000_003 + ci));
+            fill(&mut buf, dtype, s.std, tseed);
+            f.write_all(&buf)?;
+            done += m;
+            ci += 1;
         }
-        let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
-        while !h.len().is_multiple_of(8) {
-            h.push(b' ');
-        }
-        let path = dir.join(&fname);
-        let mut f = BufWriter::with_capacity(
-            1 << 20,
-            File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?,
-        );
-        f.write_all(&(h.len() as u64).to_le_bytes())?;
-        f.write_all(&h)?;
-        for &i in list {
-            let s = &specs[i];
-            let n = s.shape.iter().product::<usize>();
-            let mut done = 0;
-            let mut ci = 0u64;
-            while done < n {
-                let m = CHUNK.min(n - done);
-                buf.resize(m * es as usize, 0);
-                let tseed = seed ^ splitmix(&mut (i as u64 * 1_000_003 + ci));
-                fill(&mut buf, dtype, s.std, tseed);
-                f.write_all(&buf).with_context(|| {
-                    format!(
-                        "{}: write failed (is the disk full? `df -h`)",
-                        path.display()
-                    )
-                })?;
-                done += m;
-                ci += 1;
-            }
-            total += n as u64 * es;
-        }
-        f.flush()
-            .with_context(|| format!("{}: write failed (is the disk full?)", path.display()))?;
-    }
-    if nshards > 1 {
-        let idx = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-        std::fs::write(
-            dir.join("model.safetensors.index.json"),
-            serde_json::to_vec_pretty(&idx)?,
-        )?;
-    }
+        Ok(())
+    })?;
     std::fs::write(
         dir.join("config.json"),
         serde_json::to_vec_pretty(&shape.config_json(dtype))?,

@@ -146,6 +146,9 @@ pub fn open_dir(dir: &Path) -> Result<TensorIndex> {
     Ok(index)
 }
 
+/// Where `write_shards` starts the data section.
+const DATA_ALIGN: usize = 4096;
+
 /// A tensor to write.
 pub struct OutTensor {
     pub name: String,
@@ -212,7 +215,10 @@ pub fn write_shards(
             off += t.bytes();
         }
         let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
-        while !h.len().is_multiple_of(8) {
+        // Pad the header (with spaces, as the format allows) so the data starts on a 4 KiB
+        // boundary: every tensor whose size is a multiple of 64 bytes is then cache-line
+        // aligned, and vector loads never straddle two lines.
+        while !(8 + h.len()).is_multiple_of(DATA_ALIGN) {
             h.push(b' ');
         }
         let path = dir.join(&fname);

@@ -179,3 +179,25 @@ fn logits_json_equals_reference() {
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(max_diff / max_ref <= 1e-4, "{}", max_diff / max_ref);
 }
+
+#[test]
+fn synth_ckpt_runs_with_inferred_variant() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shape in ["tiny-gemma", "tiny-gemma3"] {
+        let dir = tmp.path().join(shape);
+        let d = dir.to_str().unwrap();
+        frugal(&["synth", "--shape", shape, "--out", d, "--format", "ckpt"]);
+        let ckpt = dir.join("model.ckpt");
+        let (so, se) = frugal(&[
+            "run",
+            "-m",
+            ckpt.to_str().unwrap(),
+            "-p",
+            "import os",
+            "-n",
+            "4",
+        ]);
+        assert!(so.starts_with("import os"), "{so}");
+        assert!(se.contains(&format!("inferred variant {shape}")), "{se}");
+    }
+}

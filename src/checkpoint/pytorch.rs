@@ -261,3 +261,125 @@ pub fn is_pytorch(path: &Path) -> bool {
             })
             .unwrap_or(false)
 }
+
+/// A tensor to write into a torch.save archive: its storage class, element size and shape.
+pub struct ArchiveTensor {
+    pub name: String,
+    /// Storage class in the `torch` module, e.g. `BFloat16Storage`, `ComplexFloatStorage`.
+    pub storage: &'static str,
+    pub elem_size: usize,
+    pub shape: Vec<usize>,
+}
+
+impl ArchiveTensor {
+    fn numel(&self) -> u64 {
+        self.shape.iter().product::<usize>() as u64
+    }
+}
+
+/// The pickle torch.save writes for `{"model_state_dict": {name: tensor, ...}}` (protocol 2),
+/// each tensor with its own storage record `data/<i>`.
+fn state_dict_pickle(tensors: &[ArchiveTensor]) -> Vec<u8> {
+    fn text(p: &mut Vec<u8>, s: &str) {
+        p.push(b'X');
+        p.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        p.extend_from_slice(s.as_bytes());
+    }
+    fn int(p: &mut Vec<u8>, v: u64) {
+        // LONG1: little-endian two's complement, with room for the sign bit.
+        let mut b = v.to_le_bytes().to_vec();
+        while b.len() > 1 && b[b.len() - 1] == 0 && b[b.len() - 2] & 0x80 == 0 {
+            b.pop();
+        }
+        if b[b.len() - 1] & 0x80 != 0 {
+            b.push(0);
+        }
+        p.push(0x8a);
+        p.push(b.len() as u8);
+        p.extend_from_slice(&b);
+    }
+    fn tuple(p: &mut Vec<u8>, v: &[u64]) {
+        p.push(b'(');
+        for &x in v {
+            int(p, x);
+        }
+        p.push(b't');
+    }
+    let mut p = vec![0x80, 2, b'}'];
+    text(&mut p, "model_state_dict");
+    p.extend_from_slice(b"}(");
+    for (i, t) in tensors.iter().enumerate() {
+        text(&mut p, &t.name);
+        p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        text(&mut p, "storage");
+        p.extend_from_slice(format!("ctorch\n{}\n", t.storage).as_bytes());
+        text(&mut p, &i.to_string());
+        text(&mut p, "cpu");
+        int(&mut p, t.numel());
+        p.extend_from_slice(b"tQ"); // the persistent id tuple, BINPERSID
+        int(&mut p, 0);
+        let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
+        let mut stride = vec![1u64; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            stride[d] = stride[d + 1] * shape[d + 1];
+        }
+        tuple(&mut p, &shape);
+        tuple(&mut p, &stride);
+        p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtR");
+    }
+    p.extend_from_slice(b"us.");
+    p
+}
+
+/// Writes `tensors` as a gemma_pytorch-style torch.save archive at `path`, records stored
+/// uncompressed and 64-byte aligned as torch does; `emit(i, w)` writes tensor `i`'s bytes.
+pub fn write_archive(
+    path: &Path,
+    tensors: &[ArchiveTensor],
+    mut emit: impl FnMut(usize, &mut dyn std::io::Write) -> Result<()>,
+) -> Result<u64> {
+    use std::io::Write;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("archive")
+        .to_string();
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("{}: cannot create", path.display()))?;
+    let mut zip = zip::ZipWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .with_alignment(64);
+    let zerr = |e: zip::result::ZipError| anyhow::anyhow!("{}: {e}", path.display());
+    zip.start_file(format!("{stem}/data.pkl"), opts)
+        .map_err(zerr)?;
+    zip.write_all(&state_dict_pickle(tensors))?;
+    for (name, data) in [
+        ("byteorder", "little"),
+        (".format_version", "1"),
+        (".storage_alignment", "64"),
+    ] {
+        zip.start_file(format!("{stem}/{name}"), opts)
+            .map_err(zerr)?;
+        zip.write_all(data.as_bytes())?;
+    }
+    let mut total = 0u64;
+    for (i, t) in tensors.iter().enumerate() {
+        let bytes = t.numel() * t.elem_size as u64;
+        zip.start_file(
+            format!("{stem}/data/{i}"),
+            opts.large_file(bytes >= u32::MAX as u64),
+        )
+        .map_err(zerr)?;
+        emit(i, &mut zip).with_context(|| format!("{}: writing `{}`", path.display(), t.name))?;
+        total += bytes;
+    }
+    zip.start_file(format!("{stem}/version"), opts)
+        .map_err(zerr)?;
+    zip.write_all(b"3\n")?;
+    let mut inner = zip.finish().map_err(zerr)?;
+    inner
+        .flush()
+        .with_context(|| format!("{}: write failed (is the disk full?)", path.display()))?;
+    Ok(total)
+}

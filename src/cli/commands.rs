@@ -411,12 +411,20 @@ pub struct SynthArgs {
     /// Replace an existing output folder.
     #[arg(long)]
     pub force: bool,
+    /// File layout: safetensors (Hugging Face folder) or ckpt (gemma_pytorch model.ckpt).
+    #[arg(long, default_value = "safetensors")]
+    pub format: String,
 }
 
 pub fn synth(a: SynthArgs) -> Result<()> {
     let dtype = crate::synth::parse_dtype(&a.dtype)?;
     let shape = crate::synth::Shape::by_name(&a.shape)?;
-    let bytes = crate::synth::write(&shape, dtype, &a.out, a.seed, a.force)?;
+    let format = match a.format.as_str() {
+        "safetensors" => crate::synth::Format::Safetensors,
+        "ckpt" => crate::synth::Format::Ckpt,
+        other => bail!("--format: `{other}` is not one of safetensors, ckpt"),
+    };
+    let bytes = crate::synth::write_format(&shape, dtype, format, &a.out, a.seed, a.force)?;
     eprintln!(
         "wrote {} ({}) to {}",
         shape.name,

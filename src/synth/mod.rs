@@ -119,9 +119,148 @@ fn fill(out: &mut [u8], dtype: DType, std: f32, seed: u64) {
         });
 }
 
+/// File layout `synth` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Hugging Face: config.json, safetensors shards, tokenizer.json.
+    Safetensors,
+    /// gemma_pytorch: one torch.save `model.ckpt` (fused qkv, RoPE buffers, no config.json) and
+    /// tokenizer.model.
+    Ckpt,
+}
+
 /// Writes a synthetic checkpoint of `shape` to `out`; returns the bytes of weights written.
 pub fn write(shape: &Shape, dtype: DType, out: &Path, seed: u64, force: bool) -> Result<u64> {
-    crate::output::atomic_dir(out, force, |tmp| write_into(shape, dtype, tmp, seed))
+    write_format(shape, dtype, Format::Safetensors, out, seed, force)
+}
+
+/// Writes a synthetic checkpoint in `format`.
+pub fn write_format(
+    shape: &Shape,
+    dtype: DType,
+    format: Format,
+    out: &Path,
+    seed: u64,
+    force: bool,
+) -> Result<u64> {
+    crate::output::atomic_dir(out, force, |tmp| match format {
+        Format::Safetensors => write_into(shape, dtype, tmp, seed),
+        Format::Ckpt => write_ckpt_into(shape, dtype, tmp, seed),
+    })
+}
+
+/// Streams random values of `spec` into `w`, a chunk at a time.
+fn emit_random(
+    spec: &Spec,
+    i: usize,
+    dtype: DType,
+    seed: u64,
+    buf: &mut Vec<u8>,
+    w: &mut dyn std::io::Write,
+) -> Result<()> {
+    let n = spec.shape.iter().product::<usize>();
+    let mut done = 0;
+    let mut ci = 0u64;
+    while done < n {
+        let m = CHUNK.min(n - done);
+        buf.resize(m * dtype.size(), 0);
+        let tseed = seed ^ splitmix(&mut (i as u64 * 1_000_003 + ci));
+        fill(buf, dtype, spec.std, tseed);
+        w.write_all(buf)?;
+        done += m;
+        ci += 1;
+    }
+    Ok(())
+}
+
+/// gemma_pytorch layout: `embedder.weight`, fused `qkv_proj`, `query_norm`/`key_norm`, and the
+/// complex64 RoPE tables it stores as buffers.
+fn write_ckpt_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result<u64> {
+    use crate::checkpoint::pytorch::{write_archive, ArchiveTensor};
+    let specs = specs(shape);
+    // Fuse q, k, v (consecutive in `specs`) into one spec per layer.
+    let mut out: Vec<Spec> = Vec::new();
+    let mut i = 0;
+    while i < specs.len() {
+        let s = &specs[i];
+        if s.name.ends_with("self_attn.q_proj.weight") {
+            let rows = specs[i].shape[0] + specs[i + 1].shape[0] + specs[i + 2].shape[0];
+            out.push(Spec {
+                name: s.name.replace("q_proj", "qkv_proj"),
+                shape: vec![rows, s.shape[1]],
+                std: s.std,
+            });
+            i += 3;
+            continue;
+        }
+        let name = if s.name == "model.embed_tokens.weight" {
+            "embedder.weight".to_string()
+        } else {
+            s.name
+                .replace("self_attn.q_norm", "self_attn.query_norm")
+                .replace("self_attn.k_norm", "self_attn.key_norm")
+        };
+        out.push(Spec {
+            name,
+            shape: s.shape.clone(),
+            std: s.std,
+        });
+        i += 1;
+    }
+    let storage = match dtype {
+        DType::BF16 => "BFloat16Storage",
+        DType::F16 => "HalfStorage",
+        DType::F32 => "FloatStorage",
+    };
+    let mut tensors: Vec<ArchiveTensor> = out
+        .iter()
+        .map(|s| ArchiveTensor {
+            name: s.name.clone(),
+            storage,
+            elem_size: dtype.size(),
+            shape: s.shape.clone(),
+        })
+        .collect();
+    let rope_len = 8192usize;
+    let buffers: &[&str] = if shape.model_type == "gemma3_text" {
+        &["local_freqs_cis", "global_freqs_cis"]
+    } else {
+        &["freqs_cis"]
+    };
+    for b in buffers {
+        tensors.push(ArchiveTensor {
+            name: b.to_string(),
+            storage: "ComplexFloatStorage",
+            elem_size: 8,
+            shape: vec![rope_len, shape.head_dim / 2],
+        });
+    }
+    let mut buf = Vec::new();
+    let total = write_archive(&dir.join("model.ckpt"), &tensors, |i, w| {
+        if i < out.len() {
+            return emit_random(&out[i], i, dtype, seed, &mut buf, w);
+        }
+        // RoPE table: exp(i * pos * theta^(-2k/d)) as (cos, sin) f32 pairs.
+        let half = shape.head_dim / 2;
+        let theta: f64 =
+            if tensors[i].name == "local_freqs_cis" || shape.model_type != "gemma3_text" {
+                10000.0
+            } else {
+                1_000_000.0
+            };
+        for pos in 0..rope_len {
+            buf.clear();
+            for k in 0..half {
+                let a = pos as f64 * theta.powf(-((2 * k) as f64) / shape.head_dim as f64);
+                buf.extend_from_slice(&(a.cos() as f32).to_le_bytes());
+                buf.extend_from_slice(&(a.sin() as f32).to_le_bytes());
+            }
+            w.write_all(&buf)?;
+        }
+        Ok(())
+    })?;
+    std::fs::write(dir.join("tokenizer.model"), TOKENIZER_MODEL)?;
+    Ok(total)
 }
 
 fn write_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result<u64> {
@@ -134,23 +273,9 @@ fn write_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result<u64>
             shape: s.shape.clone(),
         })
         .collect();
-    let es = dtype.size();
     let mut buf = Vec::new();
     let total = write_shards(dir, &tensors, SHARD_BYTES, "frugal synth", |i, f| {
-        let s = &specs[i];
-        let n = s.shape.iter().product::<usize>();
-        let mut done = 0;
-        let mut ci = 0u64;
-        while done < n {
-            let m = CHUNK.min(n - done);
-            buf.resize(m * es, 0);
-            let tseed = seed ^ splitmix(&mut (i as u64 * 1_000_003 + ci));
-            fill(&mut buf, dtype, s.std, tseed);
-            f.write_all(&buf)?;
-            done += m;
-            ci += 1;
-        }
-        Ok(())
+        emit_random(&specs[i], i, dtype, seed, &mut buf, f)
     })?;
     std::fs::write(
         dir.join("config.json"),

@@ -177,3 +177,54 @@ impl Default for TensorIndex {
         Self::new()
     }
 }
+
+/// Opens the shards a `*.index.json` in `dir` lists (its `weight_map`: tensor name -> file),
+/// each with `add`, and checks the index against what the shards hold: every tensor in the file
+/// the index names, none unlisted, none missing. Shard names must be plain file names.
+pub fn open_sharded(
+    dir: &Path,
+    index_name: &str,
+    mut add: impl FnMut(&mut TensorIndex, &Path) -> Result<Vec<String>>,
+) -> Result<TensorIndex> {
+    let idx_path = dir.join(index_name);
+    let shown = idx_path.display();
+    let text =
+        std::fs::read_to_string(&idx_path).with_context(|| format!("{shown}: cannot read"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{shown}: not valid JSON"))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .with_context(|| format!("{shown}: missing object `weight_map`"))?;
+    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+    for (name, file) in map {
+        let f = file
+            .as_str()
+            .with_context(|| format!("{shown}: `weight_map.{name}` is not a file name"))?;
+        if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+            bail!("{shown}: `weight_map.{name}` names `{f}`, which is not a plain file name in the folder");
+        }
+        wanted.insert(name.clone(), f.to_string());
+    }
+    let shards: std::collections::BTreeSet<&String> = wanted.values().collect();
+    let mut index = TensorIndex::new();
+    for shard in shards {
+        for n in add(&mut index, &dir.join(shard))? {
+            match wanted.get(&n) {
+                Some(f) if f == shard => {}
+                Some(f) => {
+                    bail!("{shown}: tensor `{n}` is found in {shard} but the index says {f}")
+                }
+                None => bail!(
+                    "{shown}: tensor `{n}` of {shard} is not listed in the index's weight_map"
+                ),
+            }
+        }
+    }
+    for (n, f) in &wanted {
+        if !index.tensors.contains_key(n) {
+            bail!("{shown}: tensor `{n}` is listed for {f} but that file does not hold it");
+        }
+    }
+    Ok(index)
+}

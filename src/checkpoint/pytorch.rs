@@ -186,37 +186,8 @@ pub fn open(path: &Path) -> Result<TensorIndex> {
         add_archive(&mut index, path)?;
         return Ok(index);
     }
-    let idx = path.join(INDEX);
-    if idx.is_file() {
-        let text = std::fs::read_to_string(&idx)
-            .with_context(|| format!("{}: cannot read", idx.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not valid JSON", idx.display()))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .with_context(|| format!("{}: missing object `weight_map`", idx.display()))?;
-        let mut shards: Vec<&str> = map.values().filter_map(|f| f.as_str()).collect();
-        shards.sort();
-        shards.dedup();
-        for s in shards {
-            if s.contains('/') || s.contains('\\') || s.starts_with('.') {
-                bail!(
-                    "{}: shard `{s}` is not a plain file name in the folder",
-                    idx.display()
-                );
-            }
-            add_archive(&mut index, &path.join(s))?;
-        }
-        for name in map.keys() {
-            if !index.tensors.contains_key(name) {
-                bail!(
-                    "{}: tensor `{name}` is listed but no shard holds it",
-                    idx.display()
-                );
-            }
-        }
-        return Ok(index);
+    if path.join(INDEX).is_file() {
+        return super::open_sharded(path, INDEX, add_archive);
     }
     let single = path.join("pytorch_model.bin");
     if single.is_file() {

@@ -8,7 +8,6 @@ use crate::kernels::DType;
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::SafeTensors;
 use safetensors::{Dtype, SafeTensorError};
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Name of the single-file checkpoint in a model folder.
@@ -85,63 +84,17 @@ pub fn add_file(index: &mut TensorIndex, path: &Path) -> Result<Vec<String>> {
 
 /// Builds the tensor index of a model folder from headers only.
 pub fn open_dir(dir: &Path) -> Result<TensorIndex> {
-    let mut index = TensorIndex::new();
-    let idx_path = dir.join(INDEX);
-    if idx_path.is_file() {
-        let text = std::fs::read_to_string(&idx_path)
-            .with_context(|| format!("{}: cannot read", idx_path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not valid JSON", idx_path.display()))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .with_context(|| format!("{}: missing object `weight_map`", idx_path.display()))?;
-        let mut wanted: BTreeMap<String, String> = BTreeMap::new();
-        for (name, file) in map {
-            let f = file.as_str().with_context(|| {
-                format!(
-                    "{}: `weight_map.{name}` is not a file name",
-                    idx_path.display()
-                )
-            })?;
-            if f.contains('/') || f.contains('\\') || f.starts_with('.') {
-                bail!("{}: `weight_map.{name}` names `{f}`, which is not a plain file name in the folder", idx_path.display());
-            }
-            wanted.insert(name.clone(), f.to_string());
-        }
-        let shards: BTreeSet<&String> = wanted.values().collect();
-        for shard in shards {
-            let path = dir.join(shard);
-            let names = add_file(&mut index, &path)?;
-            for n in names {
-                match wanted.get(&n) {
-                    Some(f) if f == shard => {}
-                    Some(f) => bail!(
-                        "{}: tensor `{n}` is found in {shard} but the index says {f}",
-                        idx_path.display()
-                    ),
-                    None => bail!(
-                        "{}: tensor `{n}` of {shard} is not listed in the index's weight_map",
-                        idx_path.display()
-                    ),
-                }
-            }
-        }
-        for (n, f) in &wanted {
-            if !index.tensors.contains_key(n) {
-                bail!(
-                    "{}: tensor `{n}` is listed for {f} but that file does not hold it",
-                    idx_path.display()
-                );
-            }
-        }
+    let index = if dir.join(INDEX).is_file() {
+        super::open_sharded(dir, INDEX, add_file)?
     } else {
         let path = dir.join(SINGLE);
         if !path.is_file() {
             bail!("{}: no {SINGLE} or {INDEX} in this folder", dir.display());
         }
+        let mut index = TensorIndex::new();
         add_file(&mut index, &path)?;
-    }
+        index
+    };
     index.check_overlaps()?;
     Ok(index)
 }

@@ -57,7 +57,8 @@ const fn shape(
     }
 }
 
-/// Every shape `synth` knows.
+/// Every known shape (the real models, then small ones for tests).
+#[rustfmt::skip]
 pub fn shapes() -> Vec<Shape> {
     let g2 = |mut s: Shape| {
         s.window = Some(4096);
@@ -69,130 +70,21 @@ pub fn shapes() -> Vec<Shape> {
         s.rope_factor = f;
         s
     };
+    // shape(name, model_type, vocab, hidden, intermediate, layers, heads, kv heads, head_dim, query_pre_attn_scalar)
     vec![
         shape("gemma-2b", "gemma", 256000, 2048, 16384, 18, 8, 1, 256, 256),
-        shape(
-            "gemma-7b", "gemma", 256000, 3072, 24576, 28, 16, 16, 256, 256,
-        ),
-        g2(shape(
-            "gemma2-2b",
-            "gemma2",
-            256000,
-            2304,
-            9216,
-            26,
-            8,
-            4,
-            256,
-            256,
-        )),
-        g2(shape(
-            "gemma2-9b",
-            "gemma2",
-            256000,
-            3584,
-            14336,
-            42,
-            16,
-            8,
-            256,
-            256,
-        )),
-        g2(shape(
-            "gemma2-27b",
-            "gemma2",
-            256000,
-            4608,
-            36864,
-            46,
-            32,
-            16,
-            128,
-            144,
-        )),
-        g3(
-            shape(
-                "gemma3-1b",
-                "gemma3_text",
-                262144,
-                1152,
-                6912,
-                26,
-                4,
-                1,
-                256,
-                256,
-            ),
-            512,
-            None,
-        ),
-        g3(
-            shape(
-                "gemma3-4b",
-                "gemma3_text",
-                262208,
-                2560,
-                10240,
-                34,
-                8,
-                4,
-                256,
-                256,
-            ),
-            1024,
-            Some(8.0),
-        ),
-        g3(
-            shape(
-                "gemma3-12b",
-                "gemma3_text",
-                262208,
-                3840,
-                15360,
-                48,
-                16,
-                8,
-                256,
-                256,
-            ),
-            1024,
-            Some(8.0),
-        ),
-        g3(
-            shape(
-                "gemma3-27b",
-                "gemma3_text",
-                262208,
-                5376,
-                21504,
-                62,
-                32,
-                16,
-                128,
-                168,
-            ),
-            1024,
-            Some(8.0),
-        ),
+        shape("gemma-7b", "gemma", 256000, 3072, 24576, 28, 16, 16, 256, 256),
+        g2(shape("gemma2-2b", "gemma2", 256000, 2304, 9216, 26, 8, 4, 256, 256)),
+        g2(shape("gemma2-9b", "gemma2", 256000, 3584, 14336, 42, 16, 8, 256, 256)),
+        g2(shape("gemma2-27b", "gemma2", 256000, 4608, 36864, 46, 32, 16, 128, 144)),
+        g3(shape("gemma3-1b", "gemma3_text", 262144, 1152, 6912, 26, 4, 1, 256, 256), 512, None),
+        g3(shape("gemma3-4b", "gemma3_text", 262208, 2560, 10240, 34, 8, 4, 256, 256), 1024, Some(8.0)),
+        g3(shape("gemma3-12b", "gemma3_text", 262208, 3840, 15360, 48, 16, 8, 256, 256), 1024, Some(8.0)),
+        g3(shape("gemma3-27b", "gemma3_text", 262208, 5376, 21504, 62, 32, 16, 128, 168), 1024, Some(8.0)),
         // Small shapes for tests: the vocabulary is the bundled tokenizer's.
         shape("tiny-gemma", "gemma", 2048, 64, 128, 2, 4, 1, 32, 32),
-        g2(shape(
-            "tiny-gemma2",
-            "gemma2",
-            2048,
-            64,
-            128,
-            4,
-            4,
-            2,
-            32,
-            32,
-        )),
-        g3(
-            shape("tiny-gemma3", "gemma3_text", 2048, 64, 128, 7, 4, 2, 32, 32),
-            16,
-            Some(8.0),
-        ),
+        g2(shape("tiny-gemma2", "gemma2", 2048, 64, 128, 4, 4, 2, 32, 32)),
+        g3(shape("tiny-gemma3", "gemma3_text", 2048, 64, 128, 7, 4, 2, 32, 32), 16, Some(8.0)),
     ]
 }
 

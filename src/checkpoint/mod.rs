@@ -104,6 +104,34 @@ impl TensorIndex {
         &self.files[t.file].map[t.offset..t.offset + t.len]
     }
 
+    /// Drops the pages of `bytes` (a slice of one of this index's maps) from the process, as a
+    /// streaming reader does once it has consumed them: resident memory stays at what is in use.
+    /// Only whole pages inside the slice are dropped; a later read faults them in again from the
+    /// file, so the data seen never changes.
+    #[cfg(unix)]
+    pub fn release(&self, bytes: &[u8]) {
+        let page = 4096usize;
+        for f in &self.files {
+            let base = f.map.as_ptr() as usize;
+            let start = bytes.as_ptr() as usize;
+            if start < base || start + bytes.len() > base + f.map.len() {
+                continue;
+            }
+            let lo = (start - base).div_ceil(page) * page;
+            let hi = (start - base + bytes.len()) / page * page;
+            if hi > lo {
+                // SAFETY: MADV_DONTNEED on a private, read-only file mapping only discards this
+                // process's pages of the range; the mapping stays valid and later reads refault
+                // the unchanged file contents, so no reference into the map observes a change.
+                let _ = unsafe {
+                    f.map
+                        .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
+                };
+            }
+            return;
+        }
+    }
+
     /// Path of the file holding `t`.
     pub fn path_of(&self, t: &TensorInfo) -> &Path {
         &self.files[t.file].path

@@ -495,6 +495,9 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
                 for chunk in sources[i].bytes.chunks(8 << 20) {
                     w.write_all(chunk)?;
                     done += chunk.len() as u64;
+                    // Consumed: drop the input's pages so they never accumulate.
+                    #[cfg(unix)]
+                    ck.index.release(chunk);
                 }
                 if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                     eprint!("\rconverting: {} of {}", human(done), human(total));

@@ -138,6 +138,8 @@ pub enum Value {
     Tensor(TensorRef),
     /// A storage dtype named as a value (`torch.bfloat16`).
     DType(StorageDType),
+    /// A storage class (`torch.BFloat16Storage`), naming the dtype of a persistent storage.
+    StorageClass(StorageDType),
 }
 
 impl Value {
@@ -173,6 +175,7 @@ impl Value {
             Value::Storage { .. } => "storage",
             Value::Tensor(_) => "tensor",
             Value::DType(_) => "dtype",
+            Value::StorageClass(_) => "storage class",
         }
     }
 }
@@ -185,33 +188,11 @@ fn allowed_global(module: &str, name: &str) -> Result<Value> {
         | ("collections", "OrderedDict")
         | ("builtins", "dict" | "list" | "tuple") => Ok(Value::Global(full)),
         ("torch", n) => match StorageDType::from_torch_name(n) {
-            Some(d) if n.ends_with("Storage") => Ok(Value::Global(format!("storage:{}", d.name()))),
+            Some(d) if n.ends_with("Storage") => Ok(Value::StorageClass(d)),
             Some(d) => Ok(Value::DType(d)),
             None => bail!("refusing global `{full}`: it is not needed to rebuild tensors, and frugal never runs code from a checkpoint"),
         },
         _ => bail!("refusing global `{full}`: it is not needed to rebuild tensors, and frugal never runs code from a checkpoint"),
-    }
-}
-
-fn storage_class_dtype(v: &Value) -> Option<StorageDType> {
-    match v {
-        Value::Global(g) => g.strip_prefix("storage:").and_then(|n| match n {
-            "f32" => Some(StorageDType::F32),
-            "f16" => Some(StorageDType::F16),
-            "bf16" => Some(StorageDType::BF16),
-            "f64" => Some(StorageDType::F64),
-            "i8" => Some(StorageDType::I8),
-            "u8" => Some(StorageDType::U8),
-            "i16" => Some(StorageDType::I16),
-            "i32" => Some(StorageDType::I32),
-            "i64" => Some(StorageDType::I64),
-            "bool" => Some(StorageDType::Bool),
-            "complex64" => Some(StorageDType::C64),
-            "complex128" => Some(StorageDType::C128),
-            _ => None,
-        }),
-        Value::DType(d) => Some(*d),
-        _ => None,
     }
 }
 
@@ -582,12 +563,13 @@ fn persistent_storage(pid: Value) -> Result<Value> {
     if t.len() != 5 || t[0] != Value::Str("storage".into()) {
         bail!("pickle: persistent id is not a ('storage', type, key, location, numel) tuple");
     }
-    let dtype = storage_class_dtype(&t[1]).ok_or_else(|| {
-        anyhow::anyhow!(
+    let dtype = match &t[1] {
+        Value::StorageClass(d) | Value::DType(d) => *d,
+        other => bail!(
             "pickle: storage type is a {}, not a storage class",
-            t[1].kind()
-        )
-    })?;
+            other.kind()
+        ),
+    };
     let Value::Str(key) = &t[2] else {
         bail!("pickle: storage key must be a string")
     };

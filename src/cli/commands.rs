@@ -4,7 +4,7 @@ use super::{check_ctx, init_threads, ModelArgs};
 use crate::generate::sampler::SamplerConfig;
 use crate::generate::{self, GenerateOptions};
 use crate::load::{plan, Checkpoint};
-use crate::memory::{self, human, Monitor, Report};
+use crate::memory::{human, Monitor, Report};
 use crate::tokenizer::GemmaTokenizer;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -388,7 +388,6 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         "    peak anonymous                  {:>12}",
         human(p.peak_anon_bytes)
     );
-    let _ = memory::status;
     Ok(())
 }
 

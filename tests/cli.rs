@@ -1,6 +1,8 @@
 //! The commands end to end: synth writes a loadable model; run, logits, tokenize, inspect and
 //! bench work on it and report memory.
 
+mod common;
+
 use std::process::Command;
 
 fn frugal(args: &[&str]) -> (String, String) {
@@ -143,17 +145,17 @@ fn tokenize_json() {
 
 #[test]
 fn logits_json_equals_reference() {
-    let dir = "tests/fixtures/models/gemma3-bf16";
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/reference.json")).unwrap())
-            .unwrap();
-    let toks: Vec<String> = r["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-    let (so, _) = frugal(&["logits", "-m", dir, "--tokens", &toks.join(","), "--json"]);
+    let dir = common::fixture("gemma3-bf16");
+    let r = common::reference(&dir);
+    let toks: Vec<String> = r.tokens.iter().map(|x| x.to_string()).collect();
+    let (so, _) = frugal(&[
+        "logits",
+        "-m",
+        dir.to_str().unwrap(),
+        "--tokens",
+        &toks.join(","),
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&so).unwrap();
     let ours: Vec<f32> = v["logits"]
         .as_array()
@@ -166,18 +168,9 @@ fn logits_json_equals_reference() {
                 .map(|x| x.as_f64().unwrap() as f32)
         })
         .collect();
-    let raw = std::fs::read(format!("{dir}/logits.f32")).unwrap();
-    let reference: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(ours.len(), reference.len());
-    let max_ref = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let max_diff = ours
-        .iter()
-        .zip(&reference)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(max_diff / max_ref <= 1e-4, "{}", max_diff / max_ref);
+    assert_eq!(ours.len(), r.logits.len());
+    let e = common::rel_err(&ours, &r.logits);
+    assert!(e <= 1e-4, "{e}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! PyTorch checkpoints: a Hugging Face pytorch_model.bin written by torch.save runs like its
 //! safetensors twin; hostile and broken archives are refused by name, and no code runs.
 
+mod common;
+
 use frugal::load::Checkpoint;
 use std::path::Path;
 use std::process::Command;
@@ -50,33 +52,11 @@ fn hostile_archives_are_refused() {
 /// Logits of `ck`'s model on a fixture's tokens against that fixture's transformers logits.
 fn check_against(ck: &Checkpoint, fixture: &str) {
     let model = ck.model().unwrap();
-    let refdir = root().join("tests/fixtures/models").join(fixture);
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(refdir.join("reference.json")).unwrap())
-            .unwrap();
-    let tokens: Vec<u32> = r["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
-    let raw = std::fs::read(refdir.join("logits.f32")).unwrap();
-    let reference: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    let mut cache = model.new_cache(tokens.len());
-    let ours = model.forward(&tokens, &mut cache, true).unwrap();
-    let max_ref = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let max_diff = ours
-        .iter()
-        .zip(&reference)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        max_diff / max_ref <= 1e-4,
-        "{fixture}: relative error {}",
-        max_diff / max_ref
-    );
+    let r = common::reference(&common::fixture(fixture));
+    let mut cache = model.new_cache(r.tokens.len());
+    let ours = model.forward(&r.tokens, &mut cache, true).unwrap();
+    let e = common::rel_err(&ours, &r.logits);
+    assert!(e <= 1e-4, "{fixture}: relative error {e}");
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! The forward pass against transformers' float32 logits and greedy continuations, on the tiny
 //! checkpoints that `scripts/make_fixtures.py` made and committed under tests/fixtures/models.
 
+mod common;
+
+use common::{reference, rel_err};
 use frugal::generate::greedy_continuation;
 use frugal::load::Checkpoint;
 use std::path::{Path, PathBuf};
@@ -18,55 +21,6 @@ fn fixtures() -> Vec<PathBuf> {
         root.display()
     );
     v
-}
-
-struct Reference {
-    tokens: Vec<u32>,
-    shape: [usize; 2],
-    logits: Vec<f32>,
-    prompt: Vec<u32>,
-    greedy: Vec<u32>,
-}
-
-fn reference(dir: &Path) -> Reference {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
-    let ids = |k: &str| {
-        v[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect::<Vec<_>>()
-    };
-    let shape = v["logits_shape"].as_array().unwrap();
-    let shape = [
-        shape[0].as_u64().unwrap() as usize,
-        shape[1].as_u64().unwrap() as usize,
-    ];
-    let raw = std::fs::read(dir.join("logits.f32")).unwrap();
-    let logits: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(logits.len(), shape[0] * shape[1]);
-    Reference {
-        tokens: ids("tokens"),
-        shape,
-        logits,
-        prompt: ids("prompt"),
-        greedy: ids("greedy"),
-    }
-}
-
-/// max |ours - ref| / max |ref|.
-fn rel_err(ours: &[f32], reference: &[f32]) -> f32 {
-    let max_ref = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let max_diff = ours
-        .iter()
-        .zip(reference)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    max_diff / max_ref
 }
 
 #[test]

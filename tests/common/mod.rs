@@ -1,0 +1,63 @@
+//! Shared by the integration tests: the transformers reference of a committed fixture and the
+//! error measure the tests hold our logits to.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+/// What scripts/make_fixtures.py recorded for one tiny model.
+pub struct Reference {
+    pub tokens: Vec<u32>,
+    pub shape: [usize; 2],
+    pub logits: Vec<f32>,
+    pub prompt: Vec<u32>,
+    pub greedy: Vec<u32>,
+}
+
+/// The reference of the fixture folder `dir`.
+pub fn reference(dir: &Path) -> Reference {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let ids = |k: &str| {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect::<Vec<_>>()
+    };
+    let shape = v["logits_shape"].as_array().unwrap();
+    let shape = [
+        shape[0].as_u64().unwrap() as usize,
+        shape[1].as_u64().unwrap() as usize,
+    ];
+    let raw = std::fs::read(dir.join("logits.f32")).unwrap();
+    let logits: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(logits.len(), shape[0] * shape[1]);
+    Reference {
+        tokens: ids("tokens"),
+        shape,
+        logits,
+        prompt: ids("prompt"),
+        greedy: ids("greedy"),
+    }
+}
+
+/// max |ours - ref| / max |ref|.
+pub fn rel_err(ours: &[f32], reference: &[f32]) -> f32 {
+    let max_ref = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let max_diff = ours
+        .iter()
+        .zip(reference)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    max_diff / max_ref
+}
+
+/// The fixture folder `tests/fixtures/models/<name>`.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
+}

@@ -31,7 +31,7 @@ fn synth_then_run_bench_logits() {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
 
-        let (so, se) = frugal(&[
+        let sampled = [
             "run",
             "-m",
             d,
@@ -47,29 +47,14 @@ fn synth_then_run_bench_logits() {
             "0.9",
             "--seed",
             "3",
-        ]);
+        ];
+        let (so, se) = frugal(&sampled);
         assert!(so.starts_with("def main():"), "{so}");
         assert!(
             se.contains("peak RSS") && se.contains("peak anonymous") && se.contains("peak file"),
             "{se}"
         );
-        let (so2, _) = frugal(&[
-            "run",
-            "-m",
-            d,
-            "-p",
-            "def main():",
-            "-n",
-            "8",
-            "--temp",
-            "0.8",
-            "--top-k",
-            "40",
-            "--top-p",
-            "0.9",
-            "--seed",
-            "3",
-        ]);
+        let (so2, _) = frugal(&sampled);
         assert_eq!(so, so2, "same seed, same text");
         frugal(&["run", "-m", d, "-p", "hello", "-n", "4", "--chat"]);
 

@@ -2,6 +2,11 @@
 
 - hf-gemma1-bf16/: the gemma1-mqa-bf16 fixture's weights saved by torch.save as a Hugging Face
   pytorch_model.bin (reference logits: tests/fixtures/models/gemma1-mqa-bf16).
+- gemma_pytorch/*.ckpt: two tiny fixtures in gemma_pytorch's layout (fused qkv, RoPE buffers,
+  model_state_dict wrapper; reference logits: their tests/fixtures/models twins).
+- gemma_pytorch/gemma2-gqa-int8/: the gemma2-gqa-bf16 fixture quantized the way gemma_pytorch's
+  int8 checkpoints are stored (every matrix int8 with a bf16 `weight_scaler` per row), with
+  transformers' float32 logits and greedy tokens on the dequantised weights (q * scale in f32).
 - hostile/*.ckpt: files frugal must refuse: a pickle that calls os.system through REDUCE, one
   that reaches builtins.eval, a disallowed reduce nested in a dict value, a storage larger than
   its zip record, a storage key missing from the archive, a truncated zip, a non-contiguous
@@ -14,8 +19,14 @@ import os
 import shutil
 import zipfile
 
+import json
+import sys
+
 import torch
 from safetensors.torch import load_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures  # noqa: E402  (greedy decoding and reference writing, shared)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "pytorch")
@@ -47,7 +58,86 @@ def rewrite_zip(src, dst, edit):
                 zout.writestr(info, data)
 
 
+def load_fixture(name):
+    src = os.path.join(ROOT, "tests", "fixtures", "models", name)
+    sd = {}
+    for f in sorted(os.listdir(src)):
+        if f.endswith(".safetensors"):
+            sd.update(load_file(os.path.join(src, f)))
+    return src, sd
+
+
+def quantize_rows(w):
+    """Symmetric per-row int8 with bf16 scales, as gemma_pytorch's int8 checkpoints store them.
+    Returns (int8 weights, bf16 scales, the f32 weights they stand for)."""
+    w = w.float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).to(torch.bfloat16)
+    q = torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale, q.float() * scale.float()[:, None]
+
+
+def write_int8(gp, name, out_name):
+    """gemma_pytorch int8 layout of a fixture, with transformers' logits on the dequantised weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    src, sd = load_fixture(name)
+    out, deq = {}, {}
+    for k, v in sd.items():
+        if v.dim() == 2:
+            q, s, d = quantize_rows(v)
+            out[k], out[k + "_scaler"], deq[k] = q, s, d
+        else:
+            out[k], deq[k] = v, v.float()
+    ck = {}
+    for k, v in out.items():
+        if k.startswith("model.embed_tokens.weight"):
+            ck[k.replace("model.embed_tokens.weight", "embedder.weight")] = v
+        elif ".self_attn.q_proj." in k:
+            p, suffix = k.split("q_proj.")
+            ck[p + "qkv_proj." + suffix] = torch.cat(
+                [out[p + "q_proj." + suffix], out[p + "k_proj." + suffix], out[p + "v_proj." + suffix]], 0).contiguous()
+        elif ".self_attn.k_proj." in k or ".self_attn.v_proj." in k:
+            continue
+        else:
+            ck[k] = v
+    hd = config_head_dim(src)
+    freqs = torch.polar(torch.ones(32, hd // 2), torch.outer(torch.arange(32.0), torch.rand(hd // 2)))
+    for b in (["local_freqs_cis", "global_freqs_cis"] if "gemma3" in name else ["freqs_cis"]):
+        ck[b] = freqs.clone()
+    dst = os.path.join(gp, out_name)
+    os.makedirs(dst)
+    torch.save({"model_state_dict": ck}, os.path.join(dst, "model.ckpt"))
+    shutil.copy(os.path.join(src, "config.json"), dst)
+    shutil.copy(os.path.join(src, "tokenizer.json"), dst)
+
+    config = AutoConfig.from_pretrained(src)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32).eval()
+    missing, unexpected = model.load_state_dict(deq, strict=False)
+    assert not unexpected and all("lm_head" in m for m in missing), (missing, unexpected)
+    model.tie_weights()
+    with open(os.path.join(src, "reference.json")) as f:
+        ref = json.load(f)
+    tokens, prompt = ref["tokens"], ref["prompt"]
+    logits = make_fixtures.full_logits(model, tokens)
+    gen, margin = make_fixtures.greedy(model, prompt)
+    if margin < 0.01:
+        shutil.rmtree(dst)
+        return False
+    make_fixtures.write_reference(dst, tokens, logits, prompt, gen,
+                                  {"dequantised_from": name, "greedy_min_top2_margin": round(margin, 4)})
+    bf16_logits = torch.from_numpy(
+        __import__("numpy").fromfile(os.path.join(src, "logits.f32"), dtype="<f4")).reshape(logits.shape)
+    print(f"  {out_name}: int8 vs bf16 logits max |diff| {float((logits - bf16_logits).abs().max()):.4f}; greedy {gen} (min top-2 margin {margin:.4f})")
+    return True
+
+
+def config_head_dim(src):
+    with open(os.path.join(src, "config.json")) as f:
+        c = json.load(f)
+    return c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+
+
 def main():
+    torch.manual_seed(0)
     shutil.rmtree(OUT, ignore_errors=True)
     hf = os.path.join(OUT, "hf-gemma1-bf16")
     os.makedirs(hf)
@@ -89,6 +179,13 @@ def main():
             # One layer only: a shape no known variant has, for the inference error.
             odd = {k: v for k, v in out.items() if not k.startswith("model.layers.") or k.startswith("model.layers.0.")}
             torch.save({"model_state_dict": odd}, os.path.join(OUT, "odd-shape.ckpt"))
+
+    # The first fixture whose int8 greedy continuation has no near-tie (a stable reference).
+    for name in ["gemma3-bf16", "gemma2-gqa-bf16", "gemma1-mqa-bf16"]:
+        if write_int8(gp, name, name.replace("bf16", "int8")):
+            break
+    else:
+        raise RuntimeError("no fixture with a clear int8 greedy margin")
 
     hostile = os.path.join(OUT, "hostile")
     os.makedirs(hostile)

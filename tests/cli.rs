@@ -161,10 +161,16 @@ fn logits_json_equals_reference() {
 #[test]
 fn synth_ckpt_runs_with_inferred_variant() {
     let tmp = tempfile::tempdir().unwrap();
-    for shape in ["tiny-gemma", "tiny-gemma3"] {
-        let dir = tmp.path().join(shape);
+    for (shape, dtype) in [
+        ("tiny-gemma", "bf16"),
+        ("tiny-gemma3", "bf16"),
+        ("tiny-gemma2", "int8"),
+    ] {
+        let dir = tmp.path().join(format!("{shape}-{dtype}"));
         let d = dir.to_str().unwrap();
-        frugal(&["synth", "--shape", shape, "--out", d, "--format", "ckpt"]);
+        frugal(&[
+            "synth", "--shape", shape, "--out", d, "--format", "ckpt", "--dtype", dtype,
+        ]);
         let ckpt = dir.join("model.ckpt");
         let (so, se) = frugal(&[
             "run",

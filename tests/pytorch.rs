@@ -81,6 +81,114 @@ fn gemma_pytorch_layout_matches_transformers() {
     }
 }
 
+/// gemma_pytorch's int8 layout: matrices stay int8 in the map (scaled per row after each dot)
+/// and give transformers' logits and greedy tokens on the dequantised weights.
+#[test]
+fn gemma_pytorch_int8_matches_dequantised_reference() {
+    use frugal::kernels::DType;
+    let dir = root().join("tests/fixtures/pytorch/gemma_pytorch/gemma1-mqa-int8");
+    let ck = Checkpoint::open(&dir).unwrap();
+    let model = ck.model().unwrap();
+    let l0 = &model.w.layers[0];
+    for m in [
+        &l0.q,
+        &l0.k,
+        &l0.v,
+        &l0.o,
+        &l0.gate,
+        &l0.up,
+        &l0.down,
+        &model.w.embed,
+    ] {
+        assert_eq!(m.dtype, DType::I8);
+        assert!(m.scale.is_some());
+    }
+    // Weights in the map: one byte per element plus the scales, nothing expanded.
+    let int8_bytes: usize = ck
+        .index
+        .tensors
+        .values()
+        .filter(|t| t.dtype == frugal::checkpoint::StoredDType::Known(DType::I8))
+        .map(|t| t.len)
+        .sum();
+    assert!(model.w.mapped_bytes() as usize > int8_bytes);
+    assert!((model.w.mapped_bytes() as usize) < int8_bytes * 11 / 10);
+    let r = common::reference(&dir);
+    let mut cache = model.new_cache(r.tokens.len());
+    let ours = model.forward(&r.tokens, &mut cache, true).unwrap();
+    let e = common::rel_err(&ours, &r.logits);
+    assert!(e <= 1e-4, "int8: relative error {e}");
+    let greedy = frugal::generate::greedy_continuation(&model, &r.prompt, r.greedy.len()).unwrap();
+    assert_eq!(greedy, r.greedy);
+}
+
+/// An int8 matrix whose scales are missing or of the wrong shape is refused by name.
+#[test]
+fn gemma_pytorch_int8_without_scales_is_refused() {
+    use frugal::checkpoint::pytorch::{write_archive, ArchiveTensor};
+    let src = root().join("tests/fixtures/pytorch/gemma_pytorch/gemma1-mqa-int8");
+    let ck = Checkpoint::open(&src).unwrap();
+    let victim = "model.layers.1.mlp.up_proj.weight_scaler";
+    for (case, want) in [
+        (
+            "missing",
+            "per-row scales `model.layers.1.mlp.up_proj.weight_scaler` are missing",
+        ),
+        ("short", "needs one float scale per row"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("model.ckpt");
+        let names: Vec<&String> = ck
+            .index
+            .tensors
+            .keys()
+            .filter(|n| !(case == "missing" && n.as_str() == victim))
+            .collect();
+        let tensors: Vec<ArchiveTensor> = names
+            .iter()
+            .map(|n| {
+                let t = &ck.index.tensors[*n];
+                let mut shape = t.shape.clone();
+                if case == "short" && n.as_str() == victim {
+                    shape[0] -= 1;
+                }
+                let (storage, size) = match t.dtype.to_string().as_str() {
+                    "int8" => ("CharStorage", 1),
+                    "bf16" => ("BFloat16Storage", 2),
+                    _ => ("ComplexFloatStorage", 8),
+                };
+                ArchiveTensor {
+                    name: n.to_string(),
+                    storage,
+                    elem_size: size,
+                    shape,
+                }
+            })
+            .collect();
+        write_archive(&file, &tensors, |i, w| {
+            let t = &ck.index.tensors[names[i]];
+            let n = tensors[i].shape.iter().product::<usize>() * tensors[i].elem_size;
+            w.write_all(&ck.index.bytes(t)[..n])?;
+            Ok(())
+        })
+        .unwrap();
+        std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args(["logits", "-m"])
+            .arg(&file)
+            .args(["--tokens", "2,5"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {err}");
+        assert!(
+            err.contains("model.ckpt") && err.contains(want),
+            "{case}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
 #[test]
 fn gemma_pytorch_variant_inference() {
     // No config.json beside it: the shape is matched against the known variants.

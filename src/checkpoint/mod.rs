@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 /// say what was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoredDType {
-    /// A dtype the kernels read in place.
-    Float(DType),
+    /// A dtype the kernels read in place (a float, or int8 with per-row scales).
+    Known(DType),
     /// Anything else, by its name in the file.
     Other(String),
 }
@@ -27,7 +27,7 @@ impl StoredDType {
     /// Bytes per element, when known.
     pub fn size(&self) -> Option<usize> {
         match self {
-            StoredDType::Float(d) => Some(d.size()),
+            StoredDType::Known(d) => Some(d.size()),
             StoredDType::Other(_) => None,
         }
     }
@@ -36,7 +36,7 @@ impl StoredDType {
 impl std::fmt::Display for StoredDType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StoredDType::Float(d) => f.write_str(d.name()),
+            StoredDType::Known(d) => f.write_str(d.name()),
             StoredDType::Other(s) => f.write_str(s),
         }
     }

@@ -23,9 +23,10 @@ struct Record {
 
 fn stored_dtype(d: StorageDType) -> StoredDType {
     match d {
-        StorageDType::F32 => StoredDType::Float(DType::F32),
-        StorageDType::F16 => StoredDType::Float(DType::F16),
-        StorageDType::BF16 => StoredDType::Float(DType::BF16),
+        StorageDType::F32 => StoredDType::Known(DType::F32),
+        StorageDType::F16 => StoredDType::Known(DType::F16),
+        StorageDType::BF16 => StoredDType::Known(DType::BF16),
+        StorageDType::I8 => StoredDType::Known(DType::I8),
         other => StoredDType::Other(other.name().to_string()),
     }
 }

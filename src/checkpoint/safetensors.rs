@@ -22,9 +22,10 @@ pub fn is_safetensors_dir(dir: &Path) -> bool {
 
 fn stored_dtype(d: Dtype) -> StoredDType {
     match d {
-        Dtype::F32 => StoredDType::Float(DType::F32),
-        Dtype::F16 => StoredDType::Float(DType::F16),
-        Dtype::BF16 => StoredDType::Float(DType::BF16),
+        Dtype::F32 => StoredDType::Known(DType::F32),
+        Dtype::F16 => StoredDType::Known(DType::F16),
+        Dtype::BF16 => StoredDType::Known(DType::BF16),
+        Dtype::I8 => StoredDType::Known(DType::I8),
         other => StoredDType::Other(format!("{other:?}").to_lowercase()),
     }
 }
@@ -159,6 +160,7 @@ pub fn write_shards(
                 DType::BF16 => "BF16",
                 DType::F16 => "F16",
                 DType::F32 => "F32",
+                DType::I8 => "I8",
             };
             header.insert(
                 t.name.clone(),

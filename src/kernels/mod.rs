@@ -1,6 +1,7 @@
 //! Compute kernels: matrix-vector and matrix-matrix products that read weights in their stored
-//! dtype (bf16, f16, f32) straight from the memory map, converting in registers, with f32
-//! activations. Also the small element-wise ops of the forward pass.
+//! dtype (bf16, f16, f32, or int8 with one scale per row) straight from the memory map,
+//! converting in registers, with f32 activations. Also the small element-wise ops of the
+//! forward pass.
 //!
 //! Hand-written because no crate offers products over borrowed bf16/f16 bytes without first
 //! copying the matrix into another dtype, which would break frugal's memory promise.
@@ -32,6 +33,8 @@ pub enum DType {
     F32,
     F16,
     BF16,
+    /// Signed 8-bit integers, scaled per row (gemma_pytorch's int8 checkpoints): see [`Scale`].
+    I8,
 }
 
 impl DType {
@@ -40,6 +43,7 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::I8 => 1,
         }
     }
 
@@ -49,7 +53,28 @@ impl DType {
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
+            DType::I8 => "int8",
         }
+    }
+}
+
+/// Per-row scales of a quantized matrix, borrowed from the map in their stored float dtype:
+/// row `r` of the matrix stands for `stored[r, ..] * scale[r]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale<'a> {
+    /// Raw little-endian bytes, exactly `rows * dtype.size()` long.
+    pub data: &'a [u8],
+    /// A float dtype.
+    pub dtype: DType,
+}
+
+impl Scale<'_> {
+    /// The scale of row `r` as f32.
+    pub fn get(&self, r: usize) -> f32 {
+        let s = self.dtype.size();
+        let mut v = [0f32];
+        scalar::to_f32(&self.data[r * s..(r + 1) * s], self.dtype, &mut v);
+        v[0]
     }
 }
 
@@ -61,6 +86,8 @@ pub struct MatRef<'a> {
     pub dtype: DType,
     pub rows: usize,
     pub cols: usize,
+    /// Per-row scales (int8 weights); the products are multiplied by them after the dot.
+    pub scale: Option<Scale<'a>>,
 }
 
 impl<'a> MatRef<'a> {
@@ -72,7 +99,21 @@ impl<'a> MatRef<'a> {
             dtype,
             rows,
             cols,
+            scale: None,
         }
+    }
+
+    /// Attaches per-row scales (`rows` values of the float dtype `dtype`).
+    pub fn with_scale(mut self, data: &'a [u8], dtype: DType) -> Self {
+        assert!(dtype != DType::I8, "scales are floats");
+        assert_eq!(data.len(), self.rows * dtype.size(), "scale byte length");
+        self.scale = Some(Scale { data, dtype });
+        self
+    }
+
+    /// Bytes held in the map: the matrix and its scales.
+    pub fn stored_bytes(&self) -> usize {
+        self.data.len() + self.scale.map_or(0, |s| s.data.len())
     }
 
     /// The bytes of row `r`.
@@ -89,12 +130,32 @@ impl<'a> MatRef<'a> {
             dtype: self.dtype,
             rows: end - start,
             cols: self.cols,
+            scale: self.scale.map(|s| Scale {
+                data: &s.data[start * s.dtype.size()..end * s.dtype.size()],
+                dtype: s.dtype,
+            }),
         }
     }
 
-    /// Converts row `r` to f32 into `out` (used for embedding lookups).
+    /// Converts row `r` to f32 into `out`, scale applied (used for embedding lookups).
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
         scalar::to_f32(self.row_bytes(r), self.dtype, out);
+        if let Some(s) = &self.scale {
+            let s = s.get(r);
+            out.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+
+    /// Multiplies each row's outputs in `y` (`n` tokens of `rows` values) by its scale.
+    pub(crate) fn apply_scale(&self, y: &mut [f32]) {
+        if let Some(s) = &self.scale {
+            let scales: Vec<f32> = (0..self.rows).map(|r| s.get(r)).collect();
+            for yt in y.chunks_mut(self.rows) {
+                for (v, s) in yt.iter_mut().zip(&scales) {
+                    *v *= s;
+                }
+            }
+        }
     }
 }
 
@@ -174,6 +235,12 @@ pub fn matmul(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
 /// Panics if this CPU does not support `level` (see [`Isa::is_supported`]).
 pub fn matmul_with(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     check_shapes(w, x.len(), n, y.len());
+    product(level, w, x, n, y);
+    w.apply_scale(y);
+}
+
+/// The unscaled product at `level`.
+fn product(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     match level {
         Isa::Scalar => run(&scalar::ScalarKernel, w, x, n, y),
         #[cfg(target_arch = "x86_64")]
@@ -211,6 +278,7 @@ pub fn matmul_bf16_fast(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
         if let Some(k) = x86::Avx512Bf16::detect() {
             let xb = scalar::round_to_bf16(x);
             run(&k, w, &xb, n, y);
+            w.apply_scale(y);
             return;
         }
     }

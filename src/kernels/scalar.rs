@@ -22,10 +22,16 @@ pub fn to_f32(bytes: &[u8], dtype: DType, out: &mut [f32]) {
                 *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
             }
         }
+        DType::I8 => {
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = b as i8 as f32;
+            }
+        }
     }
 }
 
-/// Dot product of one stored row with f32 activations, accumulated in f32.
+/// Dot product of one stored row with f32 activations, accumulated in f32 (unscaled: a
+/// quantized row's scale is applied by the caller).
 pub fn dot(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
     assert_eq!(row.len(), x.len() * dtype.size());
     let mut acc = 0f32;
@@ -43,6 +49,11 @@ pub fn dot(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
         DType::BF16 => {
             for (c, &xv) in row.chunks_exact(2).zip(x) {
                 acc += bf16::from_le_bytes([c[0], c[1]]).to_f32() * xv;
+            }
+        }
+        DType::I8 => {
+            for (&b, &xv) in row.iter().zip(x) {
+                acc += (b as i8 as f32) * xv;
             }
         }
     }
@@ -67,14 +78,16 @@ pub fn dot_bf16(row: &[u8], x: &[u16]) -> f32 {
     acc
 }
 
-/// Naive single-threaded reference for [`super::matmul`]: the same layout, one dot per output.
+/// Naive single-threaded reference for [`super::matmul`]: the same layout, one dot per output,
+/// times the row's scale if the matrix has one.
 pub fn matmul(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     assert_eq!(x.len(), n * w.cols);
     assert_eq!(y.len(), n * w.rows);
     for t in 0..n {
         let xt = &x[t * w.cols..(t + 1) * w.cols];
         for r in 0..w.rows {
-            y[t * w.rows + r] = dot(w.row_bytes(r), w.dtype, xt);
+            let s = w.scale.map_or(1.0, |s| s.get(r));
+            y[t * w.rows + r] = dot(w.row_bytes(r), w.dtype, xt) * s;
         }
     }
 }

@@ -40,6 +40,7 @@ fn random_matrix(
             DType::F32 => buf.extend_from_slice(&v.to_le_bytes()),
             DType::F16 => buf.extend_from_slice(&f16::from_f32(v).to_le_bytes()),
             DType::BF16 => buf.extend_from_slice(&bf16::from_f32(v).to_le_bytes()),
+            DType::I8 => buf.push(((v * 63.5).round() as i8) as u8),
         }
     }
     (buf, off)
@@ -77,7 +78,13 @@ fn assert_close(got: &[f32], want: &[f32], scale: &[f32], what: &str) {
 
 fn check_shape(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n: usize) {
     let (buf, off) = random_matrix(rng, dtype, rows, cols, rng.0 % 2 == 1);
-    let w = MatRef::new(&buf[off..], dtype, rows, cols);
+    let scales: Vec<u8> = (0..rows)
+        .flat_map(|_| bf16::from_f32(0.01 + rng.f32().abs()).to_le_bytes())
+        .collect();
+    let mut w = MatRef::new(&buf[off..], dtype, rows, cols);
+    if dtype == DType::I8 {
+        w = w.with_scale(&scales, DType::BF16);
+    }
     let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
     let mut want = vec![0f32; n * rows];
     scalar::matmul(&w, &x, n, &mut want);
@@ -93,7 +100,7 @@ fn check_shape(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n: usize) 
     assert_close(&got, &want, &scale, "matmul");
 }
 
-const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+const DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::BF16, DType::I8];
 
 #[test]
 fn simd_matches_scalar_small_ragged() {

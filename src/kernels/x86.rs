@@ -14,6 +14,16 @@ use std::arch::x86_64::*;
 const F32: u8 = 0;
 const F16: u8 = 1;
 const BF16: u8 = 2;
+const I8: u8 = 3;
+
+/// Bytes per weight of the const dtype `D`.
+const fn elem_size(d: u8) -> usize {
+    match d {
+        F32 => 4,
+        I8 => 1,
+        _ => 2,
+    }
+}
 
 /// `acc[r0 + r][t0 + t] += part[r][t]`.
 #[inline(always)]
@@ -115,6 +125,7 @@ macro_rules! dispatch {
                 (DType::F32, $R, $T) => add_into($acc, $r, $t, $kern::<F32, $R, $T> $args),
                 (DType::F16, $R, $T) => add_into($acc, $r, $t, $kern::<F16, $R, $T> $args),
                 (DType::BF16, $R, $T) => add_into($acc, $r, $t, $kern::<BF16, $R, $T> $args),
+                (DType::I8, $R, $T) => add_into($acc, $r, $t, $kern::<I8, $R, $T> $args),
             )*
             _ => unreachable!("sub-tile size"),
         }
@@ -163,6 +174,7 @@ unsafe fn load16<const D: u8>(p: *const u8) -> __m512 {
         match D {
             F32 => _mm512_loadu_ps(p as *const f32),
             F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+            I8 => _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))),
             _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
                 _mm256_loadu_si256(p as *const __m256i),
             ))),
@@ -181,7 +193,7 @@ unsafe fn kern512<const D: u8, const R: usize, const T: usize>(
     xs: usize,
     len: usize,
 ) -> [[f32; T]; R] {
-    let es = if D == F32 { 4 } else { 2 };
+    let es = elem_size(D);
     let mut acc = [[_mm512_setzero_ps(); T]; R];
     let mut c = 0;
     while c < len {
@@ -190,7 +202,7 @@ unsafe fn kern512<const D: u8, const R: usize, const T: usize>(
             // SAFETY: row r, columns c..c+16 are inside the matrix (checked by the caller).
             *v = unsafe { load16::<D>(w.add(r * ws + c * es)) };
         }
-        if T == 1 && (c * es) % 64 == 0 {
+        if T == 1 && (c * es).is_multiple_of(64) {
             // Decoding is bound by memory: rows often span a single 4 KiB page, where the
             // hardware prefetcher stops, so fetch the next row tile's lines ahead of time. A
             // prefetch never faults, and the address is only computed (wrapping), not read.
@@ -415,6 +427,7 @@ unsafe fn load8<const D: u8>(p: *const u8) -> __m256 {
         match D {
             F32 => _mm256_loadu_ps(p as *const f32),
             F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+            I8 => _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))),
             _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
                 _mm_loadu_si128(p as *const __m128i),
             ))),
@@ -442,7 +455,7 @@ unsafe fn kern256<const D: u8, const R: usize, const T: usize>(
     xs: usize,
     len: usize,
 ) -> [[f32; T]; R] {
-    let es = if D == F32 { 4 } else { 2 };
+    let es = elem_size(D);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut c = 0;
     while c < len {

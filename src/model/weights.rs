@@ -46,10 +46,11 @@ impl<'a> Weights<'a> {
 
     /// Bytes of the matrices used in place from the map.
     pub fn mapped_bytes(&self) -> u64 {
-        let mut b = self.embed.data.len() as u64 + self.lm_head.map_or(0, |m| m.data.len() as u64);
+        let mut b =
+            self.embed.stored_bytes() as u64 + self.lm_head.map_or(0, |m| m.stored_bytes() as u64);
         for l in &self.layers {
             for m in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
-                b += m.data.len() as u64;
+                b += m.stored_bytes() as u64;
             }
         }
         b
@@ -227,6 +228,11 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Nam
         // An untied head stored although the config ties it is harmless: it is ignored.
         .filter(|n| !(cfg.tie_word_embeddings && *n == nm.lm_head))
         .filter(|n| !(nm.gemma_pytorch && GEMMA_PYTORCH_BUFFERS.contains(n)))
+        // Per-row scales of int8 matrices (checked with their matrix below).
+        .filter(|n| {
+            n.strip_suffix("_scaler")
+                .is_none_or(|m| !wanted.contains(m) || !is_int8(index, m))
+        })
         .collect();
     if !missing.is_empty() || !extra.is_empty() {
         let mut msg = format!(
@@ -249,22 +255,37 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Nam
     }
     for e in &exp {
         let t = &index.tensors[&e.name];
+        let file = index.path_of(t).display();
         if t.shape != e.shape {
             bail!(
-                "{}: tensor `{}` has shape {:?} but the config implies {:?}",
-                index.path_of(t).display(),
+                "{file}: tensor `{}` has shape {:?} but the config implies {:?}",
                 e.name,
                 t.shape,
                 e.shape
             );
         }
-        if !matches!(t.dtype, StoredDType::Float(_)) {
-            bail!(
-                "{}: tensor `{}` is stored as {}; frugal reads bf16, f16 and f32 weights in place",
-                index.path_of(t).display(),
+        match t.dtype {
+            StoredDType::Known(DType::I8) if e.shape.len() == 2 => {
+                let sn = scaler_name(&e.name);
+                let Some(s) = index.tensors.get(&sn) else {
+                    bail!("{file}: tensor `{}` is int8 but its per-row scales `{sn}` are missing", e.name);
+                };
+                if s.shape != [e.shape[0]] || !is_float(&s.dtype) {
+                    bail!(
+                        "{}: tensor `{sn}` has shape {:?} and dtype {}; the int8 matrix `{}` needs one float scale per row, shape [{}]",
+                        index.path_of(s).display(),
+                        s.shape,
+                        s.dtype,
+                        e.name,
+                        e.shape[0]
+                    );
+                }
+            }
+            ref d if is_float(d) => {}
+            ref d => bail!(
+                "{file}: tensor `{}` is stored as {d}; frugal reads bf16, f16 and f32 weights in place, and int8 matrices with per-row `weight_scaler`",
                 e.name,
-                t.dtype
-            );
+            ),
         }
     }
     Ok(nm)
@@ -275,7 +296,13 @@ pub fn bind<'a>(cfg: &GemmaConfig, index: &'a TensorIndex, source: &str) -> Resu
     let nm = check(cfg, index, source)?;
     let mat = |n: &str| -> MatRef<'a> {
         let t = &index.tensors[n];
-        MatRef::new(index.bytes(t), dtype(t), t.shape[0], t.shape[1])
+        let m = MatRef::new(index.bytes(t), dtype(t), t.shape[0], t.shape[1]);
+        if m.dtype == DType::I8 {
+            let s = &index.tensors[&scaler_name(n)];
+            m.with_scale(index.bytes(s), dtype(s))
+        } else {
+            m
+        }
     };
     let norm = |n: &str| -> Vec<f32> {
         let t = &index.tensors[n];
@@ -341,9 +368,25 @@ pub fn bind<'a>(cfg: &GemmaConfig, index: &'a TensorIndex, source: &str) -> Resu
     })
 }
 
+/// Name of the per-row scales of an int8 matrix (gemma_pytorch: `x.weight` -> `x.weight_scaler`).
+pub fn scaler_name(weight: &str) -> String {
+    format!("{weight}_scaler")
+}
+
+fn is_int8(index: &TensorIndex, name: &str) -> bool {
+    index
+        .tensors
+        .get(name)
+        .is_some_and(|t| t.dtype == StoredDType::Known(DType::I8))
+}
+
+fn is_float(d: &StoredDType) -> bool {
+    matches!(d, StoredDType::Known(DType::F32 | DType::F16 | DType::BF16))
+}
+
 fn dtype(t: &TensorInfo) -> DType {
     match t.dtype {
-        StoredDType::Float(d) => d,
+        StoredDType::Known(d) => d,
         StoredDType::Other(_) => unreachable!("checked in bind"),
     }
 }
@@ -379,6 +422,13 @@ pub fn hf_sources<'a>(
     source: &str,
 ) -> Result<Vec<Source<'a>>> {
     let nm = check(cfg, index, source)?;
+    if let Some((n, _)) = index
+        .tensors
+        .iter()
+        .find(|(_, t)| t.dtype == StoredDType::Known(DType::I8))
+    {
+        bail!("{source}: tensor `{n}` is int8 with per-row scales, which the Hugging Face Gemma format has no way to store; run this checkpoint with frugal directly (it is used in place), or convert its float original");
+    }
     let hf = Naming {
         prefix: "model.".into(),
         lm_head: "lm_head.weight".into(),

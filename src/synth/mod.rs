@@ -23,13 +23,14 @@ const SHARD_BYTES: u64 = 4 << 30;
 /// Elements generated per chunk.
 const CHUNK: usize = 1 << 22;
 
-/// Parses `bf16`, `f16` or `f32`.
+/// Parses `bf16`, `f16`, `f32` or `int8`.
 pub fn parse_dtype(s: &str) -> Result<DType> {
     Ok(match s {
         "bf16" | "bfloat16" => DType::BF16,
         "f16" | "float16" => DType::F16,
         "f32" | "float32" => DType::F32,
-        other => bail!("--dtype: `{other}` is not one of bf16, f16, f32"),
+        "int8" | "i8" => DType::I8,
+        other => bail!("--dtype: `{other}` is not one of bf16, f16, f32, int8"),
     })
 }
 
@@ -114,6 +115,8 @@ fn fill(out: &mut [u8], dtype: DType, std: f32, seed: u64) {
                     DType::F32 => e.copy_from_slice(&x.to_le_bytes()),
                     DType::F16 => e.copy_from_slice(&half::f16::from_f32(x).to_le_bytes()),
                     DType::BF16 => e.copy_from_slice(&half::bf16::from_f32(x).to_le_bytes()),
+                    // The int8 grid of [-a, a]: the per-row scale is a / 127.
+                    DType::I8 => e[0] = ((x / a * 127.0).round() as i8) as u8,
                 }
             }
         });
@@ -143,6 +146,9 @@ pub fn write_format(
     seed: u64,
     force: bool,
 ) -> Result<u64> {
+    if dtype == DType::I8 && format != Format::Ckpt {
+        bail!("--dtype int8 writes gemma_pytorch's int8 layout (int8 matrices with per-row `weight_scaler`); add --format ckpt");
+    }
     crate::output::atomic_dir(out, force, |tmp| match format {
         Format::Safetensors => write_into(shape, dtype, tmp, seed),
         Format::Ckpt => write_ckpt_into(shape, dtype, tmp, seed),
@@ -174,7 +180,8 @@ fn emit_random(
 }
 
 /// gemma_pytorch layout: `embedder.weight`, fused `qkv_proj`, `query_norm`/`key_norm`, and the
-/// complex64 RoPE tables it stores as buffers.
+/// complex64 RoPE tables it stores as buffers. With `dtype` int8, as gemma_pytorch's quantized
+/// checkpoints: every matrix int8 with a bf16 `weight_scaler` per row, norms in bf16.
 fn write_ckpt_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result<u64> {
     use crate::checkpoint::pytorch::{write_archive, ArchiveTensor};
     let specs = specs(shape);
@@ -207,17 +214,39 @@ fn write_ckpt_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result
         });
         i += 1;
     }
-    let storage = match dtype {
+    // (spec, stored dtype, constant value for per-row scales)
+    let mut items: Vec<(Spec, DType, Option<f32>)> = Vec::new();
+    for s in out {
+        if dtype == DType::I8 && s.shape.len() == 2 {
+            let scaler = Spec {
+                name: format!("{}_scaler", s.name),
+                shape: vec![s.shape[0]],
+                std: 0.0,
+            };
+            let scale = s.std * 3f32.sqrt() / 127.0;
+            items.push((s, DType::I8, None));
+            items.push((scaler, DType::BF16, Some(scale)));
+        } else {
+            let d = if dtype == DType::I8 {
+                DType::BF16
+            } else {
+                dtype
+            };
+            items.push((s, d, None));
+        }
+    }
+    let storage = |d: DType| match d {
         DType::BF16 => "BFloat16Storage",
         DType::F16 => "HalfStorage",
         DType::F32 => "FloatStorage",
+        DType::I8 => "CharStorage",
     };
-    let mut tensors: Vec<ArchiveTensor> = out
+    let mut tensors: Vec<ArchiveTensor> = items
         .iter()
-        .map(|s| ArchiveTensor {
+        .map(|(s, d, _)| ArchiveTensor {
             name: s.name.clone(),
-            storage,
-            elem_size: dtype.size(),
+            storage: storage(*d),
+            elem_size: d.size(),
             shape: s.shape.clone(),
         })
         .collect();
@@ -237,8 +266,16 @@ fn write_ckpt_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result
     }
     let mut buf = Vec::new();
     let total = write_archive(&dir.join("model.ckpt"), &tensors, |i, w| {
-        if i < out.len() {
-            return emit_random(&out[i], i, dtype, seed, &mut buf, w);
+        if let Some((spec, d, constant)) = items.get(i) {
+            if let Some(c) = constant {
+                let n = spec.shape[0];
+                buf.clear();
+                for _ in 0..n {
+                    buf.extend_from_slice(&half::bf16::from_f32(*c).to_le_bytes());
+                }
+                return Ok(w.write_all(&buf)?);
+            }
+            return emit_random(spec, i, *d, seed, &mut buf, w);
         }
         // RoPE table: exp(i * pos * theta^(-2k/d)) as (cos, sin) f32 pairs.
         let half = shape.head_dim / 2;

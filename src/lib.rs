@@ -12,5 +12,6 @@ pub mod load;
 pub mod memory;
 pub mod model;
 pub mod output;
+pub mod progress;
 pub mod synth;
 pub mod tokenizer;

@@ -47,7 +47,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let t0 = Instant::now();
     let s = Session::open(&a.model)?;
     let mut model = s.ck.model()?;
-    model.fast_prefill = !a.model.exact;
+    model.fast_bf16 = !a.model.exact;
     let load_s = t0.elapsed().as_secs_f64();
     let ctx = a.prompt_tokens + a.gen_tokens;
     if ctx > a.model.ctx {
@@ -109,7 +109,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             ("gen_tokens", serde_json::json!(a.gen_tokens)),
             ("runs", serde_json::json!(a.runs)),
             ("threads", serde_json::json!(threads)),
-            ("exact_prefill", serde_json::json!(a.model.exact)),
+            ("exact", serde_json::json!(a.model.exact)),
             ("prefill_runs_tok_s", serde_json::json!(prefill)),
             ("decode_runs_tok_s", serde_json::json!(decode)),
         ] {

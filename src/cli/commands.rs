@@ -105,7 +105,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let s = Session::open(&a.model)?;
     let tok = s.tokenizer()?;
     let mut model = s.ck.model()?;
-    model.fast_prefill = !a.model.exact;
+    model.fast_bf16 = !a.model.exact;
     let prompt = if a.chat {
         tok.chat_prompt_with_system(a.system.as_deref(), &a.prompt, model.cfg.bos_token_id)?
     } else {
@@ -482,8 +482,8 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         .collect();
     let total: u64 = tensors.iter().map(|t| t.bytes()).sum();
     let started = std::time::Instant::now();
+    let progress = crate::progress::Progress::bytes("converting", total);
     let bytes = crate::output::atomic_dir(&a.output, a.force, |tmp| {
-        let mut done = 0u64;
         let n = crate::checkpoint::safetensors::write_shards(
             tmp,
             &tensors,
@@ -493,13 +493,10 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
                 // Straight from the input's map, a chunk at a time: no copy of the model in memory.
                 for chunk in sources[i].bytes.chunks(8 << 20) {
                     w.write_all(chunk)?;
-                    done += chunk.len() as u64;
                     // Consumed: drop the input's pages so they never accumulate.
                     #[cfg(unix)]
                     ck.index.release(chunk);
-                }
-                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                    eprint!("\rconverting: {} of {}", human(done), human(total));
+                    progress.add(chunk.len() as u64);
                 }
                 Ok(())
             },
@@ -523,9 +520,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         }
         Ok(n)
     })?;
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!();
-    }
+    progress.finish();
     let p = monitor.peaks();
     eprintln!(
         "converted {} ({} tensors, {}) to {} in {:.1} s; peak RSS {}, peak anonymous {}",

@@ -58,7 +58,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let s = Session::open(&m)?;
     let tok = s.tokenizer()?;
     let mut model = s.ck.model()?;
-    model.fast_prefill = true;
+    model.fast_bf16 = true;
     let p = plan::plan(&model.cfg, &s.ck.index, m.ctx);
     eprintln!(
         "{}: {} {} layers, {} of bf16 weights used in place; predicted peak RSS {} (anonymous {})",

@@ -12,9 +12,11 @@
 //! every weight converted into a register is reused for several tokens. Within a tile the
 //! products are accumulated along whole rows in SIMD lanes and reduced once at the end. More
 //! than 64 tokens are done in groups of 64 to bound the activations streamed per row tile.
-//! Decode (`n == 1`) writes straight into `y` chunks; for bf16 weights on AVX-512 it has its own kernel (`x86::Avx512::matvec_bf16`): one row at a time, the 32
-//! weights of each 64-byte load split into even and odd halves by a shift and a mask (no
-//! shuffle), against the activations de-interleaved once per call.
+//! Decode (`n == 1`) writes straight into `y` chunks; for bf16 weights on AVX-512 it has its
+//! own kernels, one row at a time: the exact one (`x86::Avx512::matvec_bf16`) splits the 32
+//! weights of each 64-byte load into even and odd halves by a shift and a mask (no shuffle),
+//! against the activations de-interleaved once per call; the fast one
+//! (`x86::Avx512Bf16::matvec_bf16`) feeds them to `vdpbf16ps` with bf16 activations.
 
 pub mod ops;
 pub mod scalar;
@@ -268,7 +270,8 @@ fn product(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
 /// Opt-in faster, slightly less exact product for bf16 weights: the activations are rounded to
 /// bf16 once per call (round-to-nearest-even) and multiplied with AVX512_BF16 `vdpbf16ps`, which
 /// does two bf16 products per f32 lane and accumulates in f32 (about twice the f32 FMA rate).
-/// This is what llama.cpp does for bf16 prefill. Same layout as [`matmul`]; the result equals
+/// This is what llama.cpp does for bf16 weights. One token (decode) runs one row at a time
+/// (`x86::Avx512Bf16::matvec_bf16`), more tokens in register tiles. Same layout as [`matmul`]; the result equals
 /// [`scalar::matmul_bf16_fast`] up to accumulation order. Falls back to the exact [`matmul`] for
 /// other dtypes or when the CPU lacks AVX512_BF16.
 pub fn matmul_bf16_fast(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
@@ -277,7 +280,14 @@ pub fn matmul_bf16_fast(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     if w.dtype == DType::BF16 && has_bf16_dot() {
         if let Some(k) = x86::Avx512Bf16::detect() {
             let xb = scalar::round_to_bf16(x);
-            run(&k, w, &xb, n, y);
+            if n == 1 {
+                let rpt = rows_per_task(w.rows, w.cols, 1);
+                y.par_chunks_mut(rpt).enumerate().for_each(|(b, ys)| {
+                    k.matvec_bf16(w, &xb, b * rpt, ys);
+                });
+            } else {
+                run(&k, w, &xb, n, y);
+            }
             w.apply_scale(y);
             return;
         }

@@ -166,7 +166,14 @@ fn bf16_fast_matches_twin() {
     for cols in 1..=70 {
         shapes.push((1 + rng.below(37), cols, 1 + rng.below(9)));
     }
-    shapes.extend_from_slice(&[(300, 2048, 1), (129, 1000, 13), (37, 4099, 70)]);
+    shapes.extend_from_slice(&[
+        (300, 2048, 1),
+        (5, 130, 1),
+        (7, 97, 1),
+        (3, 4099, 1),
+        (129, 1000, 13),
+        (37, 4099, 70),
+    ]);
     for (rows, cols, n) in shapes {
         let (buf, off) = random_matrix(&mut rng, DType::BF16, rows, cols, cols % 2 == 1);
         let w = MatRef::new(&buf[off..], DType::BF16, rows, cols);

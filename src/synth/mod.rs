@@ -7,6 +7,7 @@ use crate::checkpoint::safetensors::{write_shards, OutTensor};
 use crate::kernels::DType;
 use crate::model::config::GemmaConfig;
 pub use crate::model::variants::{shapes, Shape};
+use crate::progress::Progress;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde_json::json;
@@ -163,6 +164,7 @@ fn emit_random(
     seed: u64,
     buf: &mut Vec<u8>,
     w: &mut dyn std::io::Write,
+    progress: &Progress,
 ) -> Result<()> {
     let n = spec.shape.iter().product::<usize>();
     let mut done = 0;
@@ -173,6 +175,7 @@ fn emit_random(
         let tseed = seed ^ splitmix(&mut (i as u64 * 1_000_003 + ci));
         fill(buf, dtype, spec.std, tseed);
         w.write_all(buf)?;
+        progress.add(buf.len() as u64);
         done += m;
         ci += 1;
     }
@@ -265,6 +268,13 @@ fn write_ckpt_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result
         });
     }
     let mut buf = Vec::new();
+    let progress = Progress::bytes(
+        "synthesizing",
+        tensors
+            .iter()
+            .map(|t| (t.shape.iter().product::<usize>() * t.elem_size) as u64)
+            .sum(),
+    );
     let total = write_archive(&dir.join("model.ckpt"), &tensors, |i, w| {
         if let Some((spec, d, constant)) = items.get(i) {
             if let Some(c) = constant {
@@ -273,9 +283,11 @@ fn write_ckpt_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result
                 for _ in 0..n {
                     buf.extend_from_slice(&half::bf16::from_f32(*c).to_le_bytes());
                 }
-                return Ok(w.write_all(&buf)?);
+                w.write_all(&buf)?;
+                progress.add(buf.len() as u64);
+                return Ok(());
             }
-            return emit_random(spec, i, *d, seed, &mut buf, w);
+            return emit_random(spec, i, *d, seed, &mut buf, w, &progress);
         }
         // RoPE table: exp(i * pos * theta^(-2k/d)) as (cos, sin) f32 pairs.
         let half = shape.head_dim / 2;
@@ -293,9 +305,11 @@ fn write_ckpt_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result
                 buf.extend_from_slice(&(a.sin() as f32).to_le_bytes());
             }
             w.write_all(&buf)?;
+            progress.add(buf.len() as u64);
         }
         Ok(())
     })?;
+    progress.finish();
     std::fs::write(dir.join("tokenizer.model"), TOKENIZER_MODEL)?;
     Ok(total)
 }
@@ -311,9 +325,11 @@ fn write_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result<u64>
         })
         .collect();
     let mut buf = Vec::new();
+    let progress = Progress::bytes("synthesizing", tensors.iter().map(|t| t.bytes()).sum());
     let total = write_shards(dir, &tensors, SHARD_BYTES, "frugal synth", |i, f| {
-        emit_random(&specs[i], i, dtype, seed, &mut buf, f)
+        emit_random(&specs[i], i, dtype, seed, &mut buf, f, &progress)
     })?;
+    progress.finish();
     std::fs::write(
         dir.join("config.json"),
         serde_json::to_vec_pretty(&shape.config_json(dtype))?,

@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: checkpoint formats ([`checkpoint`]) -> load plan and weights in memory
 //! ([`load`]) -> model ([`model`]) -> generation ([`generate`]) -> command line ([`cli`]).
-//! Weights stored in a dtype the [`kernels`] can read are used in place from the memory map.
+//! Weights stored in a dtype the [`kernels`] can read are used in place from the memory map;
+//! [`quant`] holds the GGUF-compatible block formats the kernels also multiply in place.
 
 pub mod checkpoint;
 pub mod cli;
@@ -13,5 +14,6 @@ pub mod memory;
 pub mod model;
 pub mod output;
 pub mod progress;
+pub mod quant;
 pub mod synth;
 pub mod tokenizer;

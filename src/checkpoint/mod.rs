@@ -24,10 +24,15 @@ pub enum StoredDType {
 }
 
 impl StoredDType {
-    /// Bytes per element, when known.
-    pub fn size(&self) -> Option<usize> {
+    /// Bytes of a tensor of `shape`, when the dtype is known: `None` for unknown dtypes,
+    /// `Some(Err(..))` when `shape` cannot be stored in it (a quantized row that is not a whole
+    /// number of blocks) or is too large.
+    pub fn tensor_bytes(
+        &self,
+        shape: &[usize],
+    ) -> Option<Result<usize, crate::kernels::LayoutError>> {
         match self {
-            StoredDType::Known(d) => Some(d.size()),
+            StoredDType::Known(d) => Some(d.tensor_bytes(shape)),
             StoredDType::Other(_) => None,
         }
     }
@@ -155,9 +160,9 @@ impl TensorIndex {
                 info.offset as u128 + info.len as u128
             );
         }
-        if let Some(sz) = info.dtype.size() {
-            let numel = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-            if numel.and_then(|n| n.checked_mul(sz)) != Some(info.len) {
+        if let Some(bytes) = info.dtype.tensor_bytes(&info.shape) {
+            let bytes = bytes.with_context(|| format!("{path}: tensor `{name}`"))?;
+            if bytes != info.len {
                 bail!(
                     "{path}: tensor `{name}` has shape {:?} of {} but occupies {} bytes",
                     info.shape,

@@ -111,9 +111,9 @@ pub struct OutTensor {
 }
 
 impl OutTensor {
-    /// Bytes of data.
+    /// Bytes of data (element dtypes: [`write_shards`] refuses quantized ones).
     pub fn bytes(&self) -> u64 {
-        self.shape.iter().product::<usize>() as u64 * self.dtype.size() as u64
+        self.dtype.tensor_bytes(&self.shape).map_or(0, |b| b as u64)
     }
 }
 
@@ -129,6 +129,13 @@ pub fn write_shards(
 ) -> Result<u64> {
     use serde_json::json;
     use std::io::Write;
+    if let Some(t) = tensors.iter().find(|t| t.dtype.is_quantized()) {
+        bail!(
+            "tensor `{}` is {}, a block-quantized type safetensors cannot store",
+            t.name,
+            t.dtype.name()
+        );
+    }
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
     let mut cur = 0u64;
     for (i, t) in tensors.iter().enumerate() {
@@ -161,6 +168,7 @@ pub fn write_shards(
                 DType::F16 => "F16",
                 DType::F32 => "F32",
                 DType::I8 => "I8",
+                d => unreachable!("{} refused above", d.name()),
             };
             header.insert(
                 t.name.clone(),

@@ -29,24 +29,116 @@ mod tests;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
-/// Storage dtype of a weight matrix as it lies in the file.
+/// Storage dtype of a weight matrix as it lies in the file (or as frugal quantized it).
+///
+/// Element dtypes (`F32`, `F16`, `BF16`, `I8`) store one value per element; the quantized
+/// dtypes store blocks of [`DType::block_len`] elements in [`DType::block_bytes`] bytes, laid out
+/// exactly as GGUF's types of the same name (see [`crate::quant`]). A row is always a whole
+/// number of blocks: use [`DType::row_bytes`] rather than multiplying by an element size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)] // GGUF's names
 pub enum DType {
     F32,
     F16,
     BF16,
     /// Signed 8-bit integers, scaled per row (gemma_pytorch's int8 checkpoints): see [`Scale`].
     I8,
+    /// GGUF Q8_0: blocks of 32 int8 with one f16 scale (34 bytes).
+    Q8_0,
+    /// GGUF Q4_0: blocks of 32 4-bit values with one f16 scale (18 bytes).
+    Q4_0,
+    /// GGUF Q4_K: super-blocks of 256 4-bit values, 8 sub-blocks with 6-bit scales and mins
+    /// (144 bytes).
+    Q4_K,
+    /// GGUF Q6_K: super-blocks of 256 6-bit values, 16 sub-blocks with int8 scales (210 bytes).
+    Q6_K,
+}
+
+/// A row length or tensor shape that a dtype cannot store.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{dtype} stores rows in blocks of {block} elements, but a row has {cols} elements; quantize this tensor to another type or keep it in float")]
+    Ragged {
+        dtype: &'static str,
+        block: usize,
+        cols: usize,
+    },
+    #[error("tensor of shape {0:?} is too large to address")]
+    Overflow(Vec<usize>),
 }
 
 impl DType {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
+    /// Every dtype, element dtypes first.
+    pub const ALL: [DType; 8] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::I8,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_K,
+        DType::Q6_K,
+    ];
+
+    /// Elements per block: 1 for element dtypes, 32 (Q8_0, Q4_0) or 256 (Q4_K, Q6_K).
+    pub fn block_len(self) -> usize {
+        match self {
+            DType::F32 | DType::F16 | DType::BF16 | DType::I8 => 1,
+            DType::Q8_0 | DType::Q4_0 => 32,
+            DType::Q4_K | DType::Q6_K => 256,
+        }
+    }
+
+    /// Bytes per block (per element for element dtypes).
+    pub fn block_bytes(self) -> usize {
         match self {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I8 => 1,
+            DType::Q8_0 => 34,
+            DType::Q4_0 => 18,
+            DType::Q4_K => 144,
+            DType::Q6_K => 210,
         }
+    }
+
+    /// Whether this is a block-quantized dtype (`Q8_0`, `Q4_0`, `Q4_K`, `Q6_K`).
+    pub fn is_quantized(self) -> bool {
+        self.block_len() > 1
+    }
+
+    /// Whether this is a float element dtype (f32, f16, bf16).
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::BF16)
+    }
+
+    /// Bytes of one row of `cols` elements; an error if `cols` is not a whole number of blocks.
+    pub fn row_bytes(self, cols: usize) -> Result<usize, LayoutError> {
+        let block = self.block_len();
+        if !cols.is_multiple_of(block) {
+            return Err(LayoutError::Ragged {
+                dtype: self.name(),
+                block,
+                cols,
+            });
+        }
+        (cols / block)
+            .checked_mul(self.block_bytes())
+            .ok_or_else(|| LayoutError::Overflow(vec![cols]))
+    }
+
+    /// Bytes of a row-major tensor of `shape`, blocks running along the last dimension (a
+    /// scalar shape `[]` is one element).
+    pub fn tensor_bytes(self, shape: &[usize]) -> Result<usize, LayoutError> {
+        let (cols, outer) = match shape.split_last() {
+            Some((&c, rest)) => (c, rest),
+            None => (1, &[][..]),
+        };
+        let row = self.row_bytes(cols)?;
+        outer
+            .iter()
+            .try_fold(row, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| LayoutError::Overflow(shape.to_vec()))
     }
 
     /// Lower-case name as used on the command line and in reports.
@@ -56,7 +148,18 @@ impl DType {
             DType::F16 => "f16",
             DType::BF16 => "bf16",
             DType::I8 => "int8",
+            DType::Q8_0 => "q8_0",
+            DType::Q4_0 => "q4_0",
+            DType::Q4_K => "q4_k",
+            DType::Q6_K => "q6_k",
         }
+    }
+
+    /// The dtype of a [`DType::name`] (case-insensitive).
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -64,7 +167,7 @@ impl DType {
 /// row `r` of the matrix stands for `stored[r, ..] * scale[r]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Scale<'a> {
-    /// Raw little-endian bytes, exactly `rows * dtype.size()` long.
+    /// Raw little-endian bytes, exactly `rows * dtype.block_bytes()` long.
     pub data: &'a [u8],
     /// A float dtype.
     pub dtype: DType,
@@ -73,7 +176,7 @@ pub struct Scale<'a> {
 impl Scale<'_> {
     /// The scale of row `r` as f32.
     pub fn get(&self, r: usize) -> f32 {
-        let s = self.dtype.size();
+        let s = self.dtype.block_bytes();
         let mut v = [0f32];
         scalar::to_f32(&self.data[r * s..(r + 1) * s], self.dtype, &mut v);
         v[0]
@@ -83,32 +186,58 @@ impl Scale<'_> {
 /// A borrowed row-major matrix `[rows, cols]` of weights in their stored dtype.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
-    /// Raw little-endian bytes, exactly `rows * cols * dtype.size()` long.
+    /// Raw little-endian bytes, exactly `rows * dtype.row_bytes(cols)` long.
     pub data: &'a [u8],
     pub dtype: DType,
     pub rows: usize,
     pub cols: usize,
     /// Per-row scales (int8 weights); the products are multiplied by them after the dot.
     pub scale: Option<Scale<'a>>,
+    /// Bytes per row.
+    stride: usize,
 }
 
 impl<'a> MatRef<'a> {
-    /// Wraps raw bytes; panics only on a programming error (callers validate sizes first).
+    /// Wraps raw bytes; panics on a programming error (callers validate shapes first, or use
+    /// [`MatRef::try_new`]).
     pub fn new(data: &'a [u8], dtype: DType, rows: usize, cols: usize) -> Self {
-        assert_eq!(data.len(), rows * cols * dtype.size(), "matrix byte length");
-        MatRef {
+        match Self::try_new(data, dtype, rows, cols) {
+            Ok(m) => m,
+            Err(e) => panic!("MatRef::new: {e}"),
+        }
+    }
+
+    /// Wraps raw bytes after checking that `cols` is a whole number of `dtype`'s blocks and
+    /// that `data` holds exactly `rows` rows.
+    pub fn try_new(data: &'a [u8], dtype: DType, rows: usize, cols: usize) -> anyhow::Result<Self> {
+        let stride = dtype.row_bytes(cols)?;
+        let want = stride
+            .checked_mul(rows)
+            .ok_or_else(|| LayoutError::Overflow(vec![rows, cols]))?;
+        anyhow::ensure!(
+            data.len() == want,
+            "a [{rows}, {cols}] {} matrix takes {want} bytes, but {} were given",
+            dtype.name(),
+            data.len()
+        );
+        Ok(MatRef {
             data,
             dtype,
             rows,
             cols,
             scale: None,
-        }
+            stride,
+        })
     }
 
     /// Attaches per-row scales (`rows` values of the float dtype `dtype`).
     pub fn with_scale(mut self, data: &'a [u8], dtype: DType) -> Self {
-        assert!(dtype != DType::I8, "scales are floats");
-        assert_eq!(data.len(), self.rows * dtype.size(), "scale byte length");
+        assert!(dtype.is_float(), "scales are floats");
+        assert_eq!(
+            data.len(),
+            self.rows * dtype.block_bytes(),
+            "scale byte length"
+        );
         self.scale = Some(Scale { data, dtype });
         self
     }
@@ -118,28 +247,35 @@ impl<'a> MatRef<'a> {
         self.data.len() + self.scale.map_or(0, |s| s.data.len())
     }
 
+    /// Bytes per row.
+    pub fn row_stride(&self) -> usize {
+        self.stride
+    }
+
     /// The bytes of row `r`.
     pub fn row_bytes(&self, r: usize) -> &'a [u8] {
-        let n = self.cols * self.dtype.size();
+        let n = self.stride;
         &self.data[r * n..(r + 1) * n]
     }
 
     /// A view of rows `start..end` (no copy).
     pub fn rows_range(&self, start: usize, end: usize) -> MatRef<'a> {
-        let n = self.cols * self.dtype.size();
+        let n = self.stride;
         MatRef {
             data: &self.data[start * n..end * n],
             dtype: self.dtype,
             rows: end - start,
             cols: self.cols,
             scale: self.scale.map(|s| Scale {
-                data: &s.data[start * s.dtype.size()..end * s.dtype.size()],
+                data: &s.data[start * s.dtype.block_bytes()..end * s.dtype.block_bytes()],
                 dtype: s.dtype,
             }),
+            stride: n,
         }
     }
 
-    /// Converts row `r` to f32 into `out`, scale applied (used for embedding lookups).
+    /// Converts row `r` to f32 into `out`, scale applied (used for embedding lookups); a
+    /// quantized row is dequantized.
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
         scalar::to_f32(self.row_bytes(r), self.dtype, out);
         if let Some(s) = &self.scale {
@@ -310,11 +446,8 @@ fn matvec_bf16_512(k: &x86::Avx512, w: &MatRef, x: &[f32], y: &mut [f32]) {
 }
 
 fn check_shapes(w: &MatRef, xlen: usize, n: usize, ylen: usize) {
-    assert_eq!(
-        w.data.len(),
-        w.rows * w.cols * w.dtype.size(),
-        "matrix byte length"
-    );
+    assert_eq!(Ok(w.stride), w.dtype.row_bytes(w.cols), "matrix row length");
+    assert_eq!(w.data.len(), w.rows * w.stride, "matrix byte length");
     assert_eq!(xlen, n * w.cols, "activation length");
     assert_eq!(ylen, n * w.rows, "output length");
 }

@@ -3,9 +3,10 @@
 use super::{Acc, DType, Kernel, MatRef, TILE_T};
 use half::{bf16, f16};
 
-/// Converts little-endian bytes of `dtype` to f32.
+/// Converts little-endian bytes of `dtype` to f32 (dequantizes quantized blocks: `out.len()`
+/// must then be a whole number of blocks).
 pub fn to_f32(bytes: &[u8], dtype: DType, out: &mut [f32]) {
-    assert_eq!(bytes.len(), out.len() * dtype.size());
+    assert_eq!(Ok(bytes.len()), dtype.row_bytes(out.len()), "byte length");
     match dtype {
         DType::F32 => {
             for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
@@ -27,13 +28,17 @@ pub fn to_f32(bytes: &[u8], dtype: DType, out: &mut [f32]) {
                 *o = b as i8 as f32;
             }
         }
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K => {
+            crate::quant::dequantize_row(bytes, dtype, out)
+        }
     }
 }
 
-/// Dot product of one stored row with f32 activations, accumulated in f32 (unscaled: a
-/// quantized row's scale is applied by the caller).
+/// Dot product of one stored row with f32 activations, accumulated in f32 (unscaled: an int8
+/// row's scale is applied by the caller). Quantized rows are dequantized block by block: this
+/// is the float reference, not the integer product [`super::matmul`] computes for them.
 pub fn dot(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
-    assert_eq!(row.len(), x.len() * dtype.size());
+    assert_eq!(Ok(row.len()), dtype.row_bytes(x.len()), "byte length");
     let mut acc = 0f32;
     match dtype {
         DType::F32 => {
@@ -54,6 +59,16 @@ pub fn dot(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
         DType::I8 => {
             for (&b, &xv) in row.iter().zip(x) {
                 acc += (b as i8 as f32) * xv;
+            }
+        }
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K => {
+            let (bl, bb) = (dtype.block_len(), dtype.block_bytes());
+            let mut buf = [0f32; 256];
+            for (blk, xb) in row.chunks_exact(bb).zip(x.chunks_exact(bl)) {
+                crate::quant::dequantize_row(blk, dtype, &mut buf[..bl]);
+                for (&w, &xv) in buf.iter().zip(xb) {
+                    acc += w * xv;
+                }
             }
         }
     }
@@ -126,7 +141,7 @@ impl Kernel for ScalarKernel {
         c1: usize,
         acc: &mut Acc,
     ) {
-        let es = w.dtype.size();
+        let es = w.dtype.block_bytes();
         for (r, ar) in acc[..nr].iter_mut().enumerate() {
             let row = &w.row_bytes(r0 + r)[c0 * es..c1 * es];
             for (t, a) in ar[..nt].iter_mut().enumerate() {

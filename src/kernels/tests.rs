@@ -32,7 +32,19 @@ fn random_matrix(
     cols: usize,
     misalign: bool,
 ) -> (Vec<u8>, usize) {
-    let off = if misalign { dtype.size() } else { 0 };
+    if dtype.is_quantized() {
+        // Any byte offset: quantized blocks are read with unaligned loads.
+        let off = usize::from(misalign);
+        let rb = dtype.row_bytes(cols).expect("whole blocks");
+        let mut buf = vec![0u8; off + rows * rb];
+        let mut vals = vec![0f32; cols];
+        for r in 0..rows {
+            vals.iter_mut().for_each(|v| *v = rng.f32() * 2.0);
+            crate::quant::quantize_row(&vals, dtype, &mut buf[off + r * rb..off + (r + 1) * rb]);
+        }
+        return (buf, off);
+    }
+    let off = if misalign { dtype.block_bytes() } else { 0 };
     let mut buf = vec![0u8; off];
     for _ in 0..rows * cols {
         let v = rng.f32() * 2.0;
@@ -41,6 +53,7 @@ fn random_matrix(
             DType::F16 => buf.extend_from_slice(&f16::from_f32(v).to_le_bytes()),
             DType::BF16 => buf.extend_from_slice(&bf16::from_f32(v).to_le_bytes()),
             DType::I8 => buf.push(((v * 63.5).round() as i8) as u8),
+            _ => unreachable!("quantized above"),
         }
     }
     (buf, off)

@@ -60,9 +60,10 @@ fn check_tile<X>(
         "tile inside the matrix"
     );
     assert!((t0 + nt) * w.cols <= x.len(), "tile inside the activations");
+    assert!(!w.dtype.is_quantized(), "element dtypes only");
     assert_eq!(
         w.data.len(),
-        w.rows * w.cols * w.dtype.size(),
+        w.rows * w.cols * w.dtype.block_bytes(),
         "matrix byte length"
     );
 }
@@ -83,7 +84,7 @@ fn tail_f32(
     if c0 == c1 {
         return;
     }
-    let es = w.dtype.size();
+    let es = w.dtype.block_bytes();
     for (r, ar) in acc[..nr].iter_mut().enumerate() {
         let row = &w.row_bytes(r0 + r)[c0 * es..c1 * es];
         for (t, a) in ar[..nt].iter_mut().enumerate() {
@@ -240,7 +241,7 @@ impl Kernel for Avx512 {
     ) {
         check_tile(w, r0, nr, x, t0, nt, c0, c1, Self::TMAX);
         let len = (c1 - c0) / 16 * 16;
-        let es = w.dtype.size();
+        let es = w.dtype.block_bytes();
         let ws = w.cols * es;
         if len > 0 {
             for_subtiles(nr, nt, &[6, 4, 2, 1], |r, rr, t, tt| {
@@ -500,7 +501,7 @@ impl Kernel for Avx2 {
     ) {
         check_tile(w, r0, nr, x, t0, nt, c0, c1, Self::TMAX);
         let len = (c1 - c0) / 8 * 8;
-        let es = w.dtype.size();
+        let es = w.dtype.block_bytes();
         let ws = w.cols * es;
         if len > 0 {
             for_subtiles(nr, nt, &[2, 1], |r, rr, t, tt| {

@@ -124,7 +124,7 @@ impl Shape {
             "eos_token_id": 1,
             "pad_token_id": 0,
             "tie_word_embeddings": true,
-            "torch_dtype": match dtype { DType::BF16 | DType::I8 => "bfloat16", DType::F16 => "float16", DType::F32 => "float32" },
+            "torch_dtype": match dtype { DType::F16 => "float16", DType::F32 => "float32", _ => "bfloat16" },
         });
         let o = c.as_object_mut().expect("object");
         if self.model_type != "gemma" {

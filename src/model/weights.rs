@@ -469,7 +469,7 @@ pub fn hf_sources<'a>(
         let t = &index.tensors[&src];
         let mut bytes = index.bytes(t);
         if let Some((a, b)) = rows {
-            let row = t.shape[1] * dtype(t).size();
+            let row = dtype(t).row_bytes(t.shape[1])?;
             bytes = &bytes[a * row..b * row];
         }
         out.push(Source {

@@ -103,7 +103,8 @@ fn splitmix(state: &mut u64) -> u64 {
 /// Fills `out` with little-endian values of `dtype`: uniform with standard deviation `std`.
 fn fill(out: &mut [u8], dtype: DType, std: f32, seed: u64) {
     let a = std * 3f32.sqrt();
-    let es = dtype.size();
+    assert!(!dtype.is_quantized(), "synth writes element dtypes");
+    let es = dtype.block_bytes();
     out.par_chunks_mut(es * 4096)
         .enumerate()
         .for_each(|(ci, chunk)| {
@@ -118,6 +119,7 @@ fn fill(out: &mut [u8], dtype: DType, std: f32, seed: u64) {
                     DType::BF16 => e.copy_from_slice(&half::bf16::from_f32(x).to_le_bytes()),
                     // The int8 grid of [-a, a]: the per-row scale is a / 127.
                     DType::I8 => e[0] = ((x / a * 127.0).round() as i8) as u8,
+                    d => unreachable!("{} refused above", d.name()),
                 }
             }
         });
@@ -171,7 +173,7 @@ fn emit_random(
     let mut ci = 0u64;
     while done < n {
         let m = CHUNK.min(n - done);
-        buf.resize(m * dtype.size(), 0);
+        buf.resize(m * dtype.block_bytes(), 0);
         let tseed = seed ^ splitmix(&mut (i as u64 * 1_000_003 + ci));
         fill(buf, dtype, spec.std, tseed);
         w.write_all(buf)?;
@@ -243,13 +245,14 @@ fn write_ckpt_into(shape: &Shape, dtype: DType, dir: &Path, seed: u64) -> Result
         DType::F16 => "HalfStorage",
         DType::F32 => "FloatStorage",
         DType::I8 => "CharStorage",
+        d => unreachable!("synth writes element dtypes, not {}", d.name()),
     };
     let mut tensors: Vec<ArchiveTensor> = items
         .iter()
         .map(|(s, d, _)| ArchiveTensor {
             name: s.name.clone(),
             storage: storage(*d),
-            elem_size: d.size(),
+            elem_size: d.block_bytes(),
             shape: s.shape.clone(),
         })
         .collect();

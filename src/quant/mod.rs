@@ -1,0 +1,410 @@
+//! Block-quantized weight formats, byte-compatible with GGUF's types of the same name, so a
+//! matrix quantized here can be written to a GGUF file unchanged and a GGUF file's blocks can
+//! be multiplied in place by the same kernels:
+//!
+//! | dtype | elements / block | bytes / block | bits / weight | file |
+//! |---|---|---|---|---|
+//! | [`DType::Q8_0`] | 32 | 34 | 8.5 | [`q8_0`] |
+//! | [`DType::Q4_0`] | 32 | 18 | 4.5 | [`q4_0`] |
+//! | [`DType::Q4_K`] | 256 | 144 | 4.5 | [`q4_k`] |
+//! | [`DType::Q6_K`] | 256 | 210 | 6.5625 | [`q6_k`] |
+//!
+//! Each format module has `quantize_row(&[f32], &mut [u8])` and `dequantize_row(&[u8], &mut
+//! [f32])` over whole blocks. Q8_0 and Q4_0 quantization equal gguf-py's `gguf.quants.quantize`
+//! byte for byte (the reference the loader's output is tested against, see
+//! `tests/quant.rs`); Q4_K and Q6_K follow llama.cpp's reference quantizers; dequantization of
+//! all four equals gguf-py's.
+//!
+//! For the loader: [`quantize_rows`] turns whole rows of a float tensor's stored bytes (f32,
+//! f16 or bf16, straight from the memory map) into blocks, with a few KB of stack scratch and no
+//! allocation, so disjoint row chunks can be quantized in parallel into disjoint parts of the
+//! output ([`quantize_rows_par`] does that on the rayon pool).
+//!
+//! The products of these blocks with activations are in [`crate::kernels`]: activations are
+//! quantized per block to int8 once per call and multiplied with integer dot products.
+
+pub mod q4_0;
+pub mod q4_k;
+pub mod q6_k;
+pub mod q8_0;
+
+pub use crate::kernels::{DType, LayoutError};
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// Why a quantization request cannot be done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QuantError {
+    #[error("{0} is not a quantized dtype (q8_0, q4_0, q4_k, q6_k)")]
+    NotQuantized(&'static str),
+    #[error("{0} weights cannot be quantized: the source must be f32, f16 or bf16")]
+    NotFloat(&'static str),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("{what}: {got} bytes is not {expected}")]
+    Length {
+        what: &'static str,
+        expected: String,
+        got: usize,
+    },
+}
+
+/// Quantizes `src` (a whole number of `dtype`'s blocks) into `dst` (exactly
+/// `dtype.row_bytes(src.len())` bytes). Panics if `dtype` is not quantized or the lengths are
+/// wrong (see [`quantize_rows`] for the checked entry point).
+pub fn quantize_row(src: &[f32], dtype: DType, dst: &mut [u8]) {
+    match dtype {
+        DType::Q8_0 => q8_0::quantize_row(src, dst),
+        DType::Q4_0 => q4_0::quantize_row(src, dst),
+        DType::Q4_K => q4_k::quantize_row(src, dst),
+        DType::Q6_K => q6_k::quantize_row(src, dst),
+        d => panic!("{} is not a quantized dtype", d.name()),
+    }
+}
+
+/// Dequantizes `src` (whole blocks of `dtype`) into `dst` (as many values as the blocks hold).
+/// Panics if `dtype` is not quantized or the lengths disagree.
+pub fn dequantize_row(src: &[u8], dtype: DType, dst: &mut [f32]) {
+    match dtype {
+        DType::Q8_0 => q8_0::dequantize_row(src, dst),
+        DType::Q4_0 => q4_0::dequantize_row(src, dst),
+        DType::Q4_K => q4_k::dequantize_row(src, dst),
+        DType::Q6_K => q6_k::dequantize_row(src, dst),
+        d => panic!("{} is not a quantized dtype", d.name()),
+    }
+}
+
+/// Checks a [`quantize_rows`] request; returns the number of rows.
+fn check_rows(
+    src: &[u8],
+    src_dtype: DType,
+    cols: usize,
+    dst_dtype: DType,
+    dst: &[u8],
+) -> Result<usize, QuantError> {
+    if !dst_dtype.is_quantized() {
+        return Err(QuantError::NotQuantized(dst_dtype.name()));
+    }
+    if !src_dtype.is_float() {
+        return Err(QuantError::NotFloat(src_dtype.name()));
+    }
+    let out_row = dst_dtype.row_bytes(cols)?;
+    let in_row = src_dtype.row_bytes(cols)?;
+    if in_row == 0 {
+        if !src.is_empty() || !dst.is_empty() {
+            return Err(QuantError::Length {
+                what: "rows of 0 columns",
+                expected: "0".into(),
+                got: src.len().max(dst.len()),
+            });
+        }
+        return Ok(0);
+    }
+    if !src.len().is_multiple_of(in_row) {
+        return Err(QuantError::Length {
+            what: "source",
+            expected: format!("a whole number of {cols}-column {} rows", src_dtype.name()),
+            got: src.len(),
+        });
+    }
+    let rows = src.len() / in_row;
+    if dst.len() != rows * out_row {
+        return Err(QuantError::Length {
+            what: "destination",
+            expected: format!("{rows} rows of {out_row} bytes ({})", dst_dtype.name()),
+            got: dst.len(),
+        });
+    }
+    Ok(rows)
+}
+
+/// Quantizes whole rows: `src` holds rows of `cols` little-endian `src_dtype` values (f32, f16
+/// or bf16, e.g. a row range of a tensor straight from the memory map), `dst` receives the same
+/// rows as `dst_dtype` blocks (`rows * dst_dtype.row_bytes(cols)` bytes). Works one block at a
+/// time through a stack buffer: no allocation, and the source is read once, in order.
+/// Returns the number of rows.
+pub fn quantize_rows(
+    src: &[u8],
+    src_dtype: DType,
+    cols: usize,
+    dst_dtype: DType,
+    dst: &mut [u8],
+) -> Result<usize, QuantError> {
+    let rows = check_rows(src, src_dtype, cols, dst_dtype, dst)?;
+    let (bl, bb, es) = (
+        dst_dtype.block_len(),
+        dst_dtype.block_bytes(),
+        src_dtype.block_bytes(),
+    );
+    let mut buf = [0f32; 256];
+    for (sb, db) in src.chunks_exact(bl * es).zip(dst.chunks_exact_mut(bb)) {
+        let x = &mut buf[..bl];
+        floats_to_f32(sb, src_dtype, x);
+        quantize_row(x, dst_dtype, db);
+    }
+    Ok(rows)
+}
+
+/// [`quantize_rows`] on the current rayon pool, in chunks of rows.
+pub fn quantize_rows_par(
+    src: &[u8],
+    src_dtype: DType,
+    cols: usize,
+    dst_dtype: DType,
+    dst: &mut [u8],
+) -> Result<usize, QuantError> {
+    let rows = check_rows(src, src_dtype, cols, dst_dtype, dst)?;
+    if rows == 0 {
+        return Ok(0);
+    }
+    let (in_row, out_row) = (src_dtype.row_bytes(cols)?, dst_dtype.row_bytes(cols)?);
+    // About 256 KiB of source per task.
+    let chunk = (256 * 1024 / in_row).max(1);
+    src.par_chunks(chunk * in_row)
+        .zip(dst.par_chunks_mut(chunk * out_row))
+        .try_for_each(|(s, d)| quantize_rows(s, src_dtype, cols, dst_dtype, d).map(|_| ()))?;
+    Ok(rows)
+}
+
+/// Float source bytes to f32 (exact for every dtype).
+fn floats_to_f32(src: &[u8], dtype: DType, out: &mut [f32]) {
+    match dtype {
+        DType::F32 => {
+            for (o, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::F16 => {
+            for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        DType::BF16 => {
+            for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        d => unreachable!("{} is not a float dtype", d.name()),
+    }
+}
+
+/// llama.cpp's threshold under which a group counts as all zero.
+pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// llama.cpp's `nearest_int`: round to nearest, ties to even, by adding 1.5 * 2^23 (valid for
+/// `|v| <= 2^22`, which every caller guarantees; out of range it wraps as llama.cpp's does).
+#[inline(always)]
+pub(crate) fn nearest_int(v: f32) -> i32 {
+    let f = v + 12582912.0;
+    (f.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// llama.cpp's `make_qkx2_quants` (sum of squared errors, no MAD): fits `x ~ scale * l + min`
+/// with `l` in `0..=nmax`, weighted, trying `nstep + 1` scales around `nmax / (max - min)`.
+/// Writes the levels into `l` and returns `(scale, -min)`. Operation order as in C so the f32
+/// rounding matches.
+pub(crate) fn make_qkx2_quants(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    l: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32) {
+    let n = x.len();
+    debug_assert!(n <= 32 && weights.len() == n && l.len() == n);
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l.fill(0);
+        return (0.0, -min);
+    }
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0f32;
+    for i in 0..n {
+        let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        l[i] = li as u8;
+        let diff = scale * li as f32 + min - x[i];
+        let diff = diff * diff;
+        best_error += weights[i] * diff;
+    }
+    let mut laux = [0u8; 32];
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+        for i in 0..n {
+            let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = li as u8;
+            let (w, lf) = (weights[i], li as f32);
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * x[i];
+        }
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0f32;
+            for i in 0..n {
+                let diff = this_scale * laux[i] as f32 + this_min - x[i];
+                let diff = diff * diff;
+                cur_error += weights[i] * diff;
+            }
+            if cur_error < best_error {
+                l.copy_from_slice(&laux[..n]);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// llama.cpp's `make_qx_quants` with `rmse_type = 1` (weights `x^2`) and no importance:
+/// symmetric levels `l` in `-nmax..nmax`, stored as `l + nmax`; tries 19 scales around
+/// `-nmax / max`, keeping the best weighted fit. Returns the scale.
+pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l.fill(0);
+        return 0.0;
+    }
+    let level = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    let mut iscale = -nmax as f32 / max;
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for (li, &v) in l.iter_mut().zip(x) {
+        let q = level(iscale, v);
+        *li = (q + nmax) as i8;
+        let w = v * v;
+        sumlx += w * v * q as f32;
+        suml2 += w * q as f32 * q as f32;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for &v in x {
+            let q = level(iscale, v);
+            let w = v * v;
+            sumlx += w * v * q as f32;
+            suml2 += w * q as f32 * q as f32;
+        }
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for (li, &v) in l.iter_mut().zip(x) {
+                *li = (level(iscale, v) + nmax) as i8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_int_ties_to_even() {
+        for (v, want) in [
+            (0.5f32, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (3.49, 3),
+            (-127.6, -128),
+        ] {
+            assert_eq!(nearest_int(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn block_sizes_match_the_format_modules() {
+        assert_eq!(DType::Q8_0.block_bytes(), q8_0::BLOCK_BYTES);
+        assert_eq!(DType::Q4_0.block_bytes(), q4_0::BLOCK_BYTES);
+        assert_eq!(DType::Q4_K.block_bytes(), q4_k::BLOCK_BYTES);
+        assert_eq!(DType::Q6_K.block_bytes(), q6_k::BLOCK_BYTES);
+        assert_eq!(DType::Q8_0.block_len(), q8_0::BLOCK);
+        assert_eq!(DType::Q4_K.block_len(), q4_k::BLOCK);
+    }
+
+    #[test]
+    fn quantize_rows_checks_its_arguments() {
+        let src = vec![0u8; 2 * 64 * 2];
+        let mut dst = vec![0u8; 2 * 2 * 34];
+        assert_eq!(
+            quantize_rows(&src, DType::BF16, 64, DType::Q8_0, &mut dst),
+            Ok(2)
+        );
+        assert!(matches!(
+            quantize_rows(&src, DType::BF16, 64, DType::BF16, &mut dst),
+            Err(QuantError::NotQuantized(_))
+        ));
+        assert!(matches!(
+            quantize_rows(&src, DType::I8, 64, DType::Q8_0, &mut dst),
+            Err(QuantError::NotFloat(_))
+        ));
+        assert!(matches!(
+            quantize_rows(&src, DType::BF16, 48, DType::Q8_0, &mut dst),
+            Err(QuantError::Layout(LayoutError::Ragged { .. }))
+        ));
+        assert!(matches!(
+            quantize_rows(&src, DType::BF16, 64, DType::Q8_0, &mut dst[1..]),
+            Err(QuantError::Length { .. })
+        ));
+        assert!(matches!(
+            quantize_rows(&src, DType::BF16, 128, DType::Q4_K, &mut dst),
+            Err(QuantError::Layout(LayoutError::Ragged { .. }))
+        ));
+    }
+
+    #[test]
+    fn quantize_rows_par_equals_serial() {
+        let cols = 512;
+        let rows = 300;
+        let src: Vec<u8> = (0..rows * cols)
+            .flat_map(|i| bf16::from_f32(((i * 7919) % 1013) as f32 / 500.0 - 1.0).to_le_bytes())
+            .collect();
+        for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K] {
+            let n = rows * dt.row_bytes(cols).unwrap();
+            let (mut a, mut b) = (vec![0u8; n], vec![1u8; n]);
+            quantize_rows(&src, DType::BF16, cols, dt, &mut a).unwrap();
+            quantize_rows_par(&src, DType::BF16, cols, dt, &mut b).unwrap();
+            assert_eq!(a, b, "{}", dt.name());
+        }
+    }
+}

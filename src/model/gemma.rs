@@ -262,10 +262,7 @@ impl<'a> Gemma<'a> {
                 (&kb[o..o + hd], &vb[o..o + hd])
             };
             let mut scores: Vec<f32> = (lo..=pos)
-                .map(|j| {
-                    let kj = key(j).0;
-                    qv.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * qscale
-                })
+                .map(|j| ops::dot(qv, key(j).0) * qscale)
                 .collect();
             if let Some(c) = softcap {
                 ops::softcap(&mut scores, c);
@@ -273,10 +270,7 @@ impl<'a> Gemma<'a> {
             ops::softmax(&mut scores);
             out.fill(0.0);
             for (j, p) in (lo..=pos).zip(&scores) {
-                let vj = key(j).1;
-                for (o, vv) in out.iter_mut().zip(vj) {
-                    *o += p * vv;
-                }
+                ops::axpy(out, *p, key(j).1);
             }
         });
         self.store_kv(cache, l, &k, &v, n);

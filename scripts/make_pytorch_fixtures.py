@@ -130,6 +130,45 @@ def write_int8(gp, name, out_name):
     return True
 
 
+def to_gemma_pytorch(sd, name):
+    """A Hugging Face state dict in gemma_pytorch's layout: fused qkv, query/key norms, RoPE buffers."""
+    out = {}
+    for k, v in sd.items():
+        if k == "model.embed_tokens.weight":
+            out["embedder.weight"] = v
+        elif ".self_attn.q_proj." in k:
+            p = k.replace("q_proj.weight", "")
+            out[p + "qkv_proj.weight"] = torch.cat([sd[p + "q_proj.weight"], sd[p + "k_proj.weight"], sd[p + "v_proj.weight"]], 0).contiguous()
+        elif ".self_attn.k_proj." in k or ".self_attn.v_proj." in k:
+            continue
+        else:
+            out[k.replace("self_attn.q_norm", "self_attn.query_norm").replace("self_attn.k_norm", "self_attn.key_norm")] = v
+    hd = out["model.layers.0.self_attn.query_norm.weight"].shape[0] if "gemma3" in name else 32
+    freqs = torch.polar(torch.ones(32, hd // 2), torch.outer(torch.arange(32.0), torch.rand(hd // 2)))
+    if "gemma3" in name:
+        out["local_freqs_cis"] = freqs
+        out["global_freqs_cis"] = freqs.clone()
+    else:
+        out["freqs_cis"] = freqs
+    return out
+
+
+def write_sharded(folder, sd, stem):
+    """`sd` split in two torch.save shards with a `<stem>.bin.index.json` weight map."""
+    os.makedirs(folder)
+    keys = sorted(sd)
+    halves = [keys[: len(keys) // 2], keys[len(keys) // 2:]]
+    weight_map, total = {}, 0
+    for i, part in enumerate(halves):
+        fname = f"{stem}-{i + 1:05d}-of-00002.bin"
+        torch.save({k: sd[k] for k in part}, os.path.join(folder, fname))
+        for k in part:
+            weight_map[k] = fname
+            total += sd[k].numel() * sd[k].element_size()
+    with open(os.path.join(folder, f"{stem}.bin.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=1, sort_keys=True)
+
+
 def config_head_dim(src):
     with open(os.path.join(src, "config.json")) as f:
         c = json.load(f)
@@ -146,34 +185,23 @@ def main():
     torch.save(sd, os.path.join(hf, "pytorch_model.bin"))
     shutil.copy(os.path.join(src, "config.json"), hf)
 
+    # The same weights as a sharded Hugging Face folder (pytorch_model.bin.index.json).
+    write_sharded(os.path.join(OUT, "hf-gemma1-sharded"), sd, "pytorch_model")
+    shutil.copy(os.path.join(src, "config.json"), os.path.join(OUT, "hf-gemma1-sharded"))
+
     # gemma_pytorch layout: fused qkv, query_norm/key_norm, RoPE buffers, model_state_dict wrapper.
     gp = os.path.join(OUT, "gemma_pytorch")
     os.makedirs(gp)
+    # gemma_pytorch's sharded folders: its layout, plain state dicts per shard, HF-style index
+    # (gemma_pytorch's load_weights reads pytorch_model.bin.index.json the same way).
+    write_sharded(os.path.join(gp, "gemma1-mqa-sharded"), to_gemma_pytorch(sd, "gemma1-mqa-bf16"), "pytorch_model")
     for name in ["gemma2-gqa-bf16", "gemma3-bf16"]:
         src = os.path.join(ROOT, "tests", "fixtures", "models", name)
         sd = {}
         for f in sorted(os.listdir(src)):
             if f.endswith(".safetensors"):
                 sd.update(load_file(os.path.join(src, f)))
-        out = {}
-        layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("model.layers.")})
-        for k, v in sd.items():
-            if k == "model.embed_tokens.weight":
-                out["embedder.weight"] = v
-            elif ".self_attn.q_proj." in k:
-                p = k.replace("q_proj.weight", "")
-                out[p + "qkv_proj.weight"] = torch.cat([sd[p + "q_proj.weight"], sd[p + "k_proj.weight"], sd[p + "v_proj.weight"]], 0).contiguous()
-            elif ".self_attn.k_proj." in k or ".self_attn.v_proj." in k:
-                continue
-            else:
-                out[k.replace("self_attn.q_norm", "self_attn.query_norm").replace("self_attn.k_norm", "self_attn.key_norm")] = v
-        hd = out["model.layers.0.self_attn.query_norm.weight"].shape[0] if "gemma3" in name else 32
-        freqs = torch.polar(torch.ones(32, hd // 2), torch.outer(torch.arange(32.0), torch.rand(hd // 2)))
-        if "gemma3" in name:
-            out["local_freqs_cis"] = freqs
-            out["global_freqs_cis"] = freqs.clone()
-        else:
-            out["freqs_cis"] = freqs
+        out = to_gemma_pytorch(sd, name)
         torch.save({"model_state_dict": out}, os.path.join(gp, f"{name}.ckpt"))
         if name == "gemma2-gqa-bf16":
             # One layer only: a shape no known variant has, for the inference error.

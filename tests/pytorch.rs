@@ -17,6 +17,26 @@ fn pytorch_model_bin_matches_transformers() {
     check_against(&ck, "gemma1-mqa-bf16");
 }
 
+/// Sharded folders: Hugging Face's (pytorch_model.bin.index.json, config.json beside it) and
+/// gemma_pytorch's (its layout and plain state dicts per shard, the config given).
+#[test]
+fn sharded_pytorch_folders_match_transformers() {
+    let ck = Checkpoint::open(&root().join("tests/fixtures/pytorch/hf-gemma1-sharded")).unwrap();
+    assert_eq!(ck.index.files.len(), 2);
+    check_against(&ck, "gemma1-mqa-bf16");
+    let ck = Checkpoint::open_with(
+        &root().join("tests/fixtures/pytorch/gemma_pytorch/gemma1-mqa-sharded"),
+        &frugal::load::OpenOptions {
+            config: Some(root().join("tests/fixtures/models/gemma1-mqa-bf16/config.json")),
+            variant: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(ck.index.files.len(), 2);
+    assert!(ck.index.tensors.contains_key("embedder.weight"));
+    check_against(&ck, "gemma1-mqa-bf16");
+}
+
 #[test]
 fn hostile_archives_are_refused() {
     let dir = root().join("tests/fixtures/pytorch/hostile");

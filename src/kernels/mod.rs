@@ -17,6 +17,13 @@
 //! weights of each 64-byte load into even and odd halves by a shift and a mask (no shuffle),
 //! against the activations de-interleaved once per call; the fast one
 //! (`x86::Avx512Bf16::matvec_bf16`) feeds them to `vdpbf16ps` with bf16 activations.
+//! Prefill on the fast bf16 path (16 tokens or more) turns the product around: the activations
+//! are packed once per call as bf16 pairs with tokens in SIMD lanes ([`pack_bf16_pairs`]), and
+//! `x86::Avx512Bf16::gemm_packed` broadcasts one weight pair per row against 16 tokens at a time,
+//! so no horizontal sums are needed and the weights are still read in place (6 rows x 64 tokens
+//! per register tile; 89 % of this machine's measured `vdpbf16ps` peak on one core, against 80 %
+//! for the row-dot tiles). Matrices that share an input (Q, K, V; gate, up) go through
+//! [`matmul_bf16_fast_many`]: one conversion, one parallel pass.
 
 pub mod ops;
 pub mod scalar;
@@ -415,6 +422,14 @@ pub fn matmul_bf16_fast(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if w.dtype == DType::BF16 && has_bf16_dot() {
         if let Some(k) = x86::Avx512Bf16::detect() {
+            if n >= PACKED_MIN_TOKENS && w.cols.is_multiple_of(2) {
+                let (xp, npad) = pack_bf16_pairs(x, n, w.cols);
+                row_tasks(&mut [(w, &mut *y)], n, 6)
+                    .into_par_iter()
+                    .for_each(|mut t| k.gemm_packed(t.mat, &xp, npad, t.r0, &mut t.outs));
+                w.apply_scale(y);
+                return;
+            }
             let xb = scalar::round_to_bf16(x);
             if n == 1 {
                 let rpt = rows_per_task(w.rows, w.cols, 1);
@@ -443,6 +458,111 @@ fn matvec_bf16_512(k: &x86::Avx512, w: &MatRef, x: &[f32], y: &mut [f32]) {
     y.par_chunks_mut(rpt).enumerate().for_each(|(b, ys)| {
         k.matvec_bf16(w, x, &xd, b * rpt, ys);
     });
+}
+
+/// From this many tokens the bf16 fast path packs the activations and runs
+/// `x86::Avx512Bf16::gemm_packed` (lanes are tokens); fewer would waste most of a 16-lane vector.
+const PACKED_MIN_TOKENS: usize = 16;
+
+/// Packs `n` tokens of activations (`cols` even) as bf16 pairs for the prefill kernel: for each
+/// column pair `k`, `npad` u32 lanes (`npad` = `n` rounded up to 16) holding
+/// `(x[t][2k], x[t][2k+1])` rounded to nearest even, zeros in the padding lanes.
+pub(crate) fn pack_bf16_pairs(x: &[f32], n: usize, cols: usize) -> (Vec<u32>, usize) {
+    let npad = n.div_ceil(16) * 16;
+    let kp = cols / 2;
+    let mut out = vec![0u32; kp * npad];
+    // Column-pair chunks in parallel; inside one, token by token (activations read in order).
+    let kc = 64;
+    out.par_chunks_mut(kc * npad)
+        .enumerate()
+        .for_each(|(ci, chunk)| {
+            let k0 = ci * kc;
+            let kn = chunk.len() / npad;
+            for t in 0..n {
+                let row = &x[t * cols + 2 * k0..t * cols + 2 * (k0 + kn)];
+                for (k, p) in row.chunks_exact(2).enumerate() {
+                    chunk[k * npad + t] =
+                        scalar::bf16_bits(p[0]) as u32 | (scalar::bf16_bits(p[1]) as u32) << 16;
+                }
+            }
+        });
+    (out, npad)
+}
+
+/// One parallel task: matrix `mat` of a batch, its rows `r0..r0 + outs[0].len()`, and token
+/// `t`'s outputs for those rows in `outs[t]`.
+struct RowTask<'m, 'w, 'y> {
+    mat: &'m MatRef<'w>,
+    r0: usize,
+    outs: Vec<&'y mut [f32]>,
+}
+
+/// Splits every `(matrix, y)` of a batch into row blocks (multiples of `align` rows) with their
+/// output slices, ready to run in one parallel pass.
+fn row_tasks<'s, 'm, 'w>(
+    items: &'s mut [(&'m MatRef<'w>, &mut [f32])],
+    n: usize,
+    align: usize,
+) -> Vec<RowTask<'m, 'w, 's>> {
+    let mut tasks = Vec::new();
+    for (w, y) in items.iter_mut() {
+        let rows = w.rows;
+        if rows == 0 || n == 0 {
+            continue;
+        }
+        let rpt = rows_per_task(rows, w.cols, n).div_ceil(align) * align;
+        let first = tasks.len();
+        for b in 0..rows.div_ceil(rpt) {
+            tasks.push(RowTask {
+                mat: w,
+                r0: b * rpt,
+                outs: Vec::with_capacity(n),
+            });
+        }
+        for yt in y.chunks_mut(rows) {
+            for (b, s) in yt.chunks_mut(rpt).enumerate() {
+                tasks[first + b].outs.push(s);
+            }
+        }
+    }
+    tasks
+}
+
+/// [`matmul_bf16_fast`] of several matrices that share one input (Q, K and V; gate and up):
+/// the activations are converted once and all the matrices' row blocks run in one parallel
+/// pass, so there is one synchronisation instead of one per matrix.
+pub fn matmul_bf16_fast_many(items: &mut [(&MatRef, &mut [f32])], x: &[f32], n: usize) {
+    for (w, y) in items.iter() {
+        check_shapes(w, x.len(), n, y.len());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_bf16_dot()
+        && !items.is_empty()
+        && items
+            .iter()
+            .all(|(w, _)| w.dtype == DType::BF16 && w.scale.is_none())
+    {
+        if let Some(k) = x86::Avx512Bf16::detect() {
+            let cols = items[0].0.cols;
+            if n >= PACKED_MIN_TOKENS && cols.is_multiple_of(2) {
+                let (xp, npad) = pack_bf16_pairs(x, n, cols);
+                row_tasks(items, n, 6).into_par_iter().for_each(|mut t| {
+                    k.gemm_packed(t.mat, &xp, npad, t.r0, &mut t.outs);
+                });
+                return;
+            }
+            if n == 1 {
+                let xb = scalar::round_to_bf16(x);
+                row_tasks(items, 1, 1).into_par_iter().for_each(|mut t| {
+                    k.matvec_bf16(t.mat, &xb, t.r0, t.outs[0]);
+                });
+                return;
+            }
+        }
+    }
+    for (w, y) in items.iter_mut() {
+        matmul_bf16_fast(w, x, n, y);
+    }
 }
 
 fn check_shapes(w: &MatRef, xlen: usize, n: usize, ylen: usize) {

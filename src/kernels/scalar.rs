@@ -78,7 +78,18 @@ pub fn dot(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
 /// Rounds f32 activations to bf16 bits, round-to-nearest-even (NaN stays NaN), as the fast
 /// bf16 path does once per call.
 pub fn round_to_bf16(x: &[f32]) -> Vec<u16> {
-    x.iter().map(|&v| bf16::from_f32(v).to_bits()).collect()
+    x.iter().map(|&v| bf16_bits(v)).collect()
+}
+
+/// `v` rounded to bf16 (nearest, ties to even; NaN stays NaN), as bits. Branch-free integer
+/// arithmetic, so loops over it vectorize.
+#[inline(always)]
+pub fn bf16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
 /// Dot product of bf16 weight bytes with bf16 activation bits; every product is exact in f32

@@ -162,6 +162,23 @@ fn empty_shapes() {
 
 #[test]
 fn round_to_bf16_is_nearest_even() {
+    for v in [
+        1.0f32,
+        -2.5,
+        1e-40,
+        f32::MAX,
+        f32::INFINITY,
+        -0.0,
+        3.000_000_2,
+        1.007_812_5,
+    ] {
+        assert_eq!(
+            scalar::bf16_bits(v),
+            half::bf16::from_f32(v).to_bits(),
+            "{v}"
+        );
+    }
+    assert!(half::bf16::from_bits(scalar::bf16_bits(f32::NAN)).is_nan());
     // 1 + 2^-8 is exactly halfway between bf16 1.0 and 1 + 2^-7: ties to even (1.0).
     let halfway = f32::from_bits(0x3F80_8000);
     let above = f32::from_bits(0x3F80_8001);
@@ -186,6 +203,14 @@ fn bf16_fast_matches_twin() {
         (3, 4099, 1),
         (129, 1000, 13),
         (37, 4099, 70),
+        // The packed prefill kernel (>= 16 tokens, even columns): ragged rows and tokens.
+        (129, 1000, 16),
+        (37, 4098, 70),
+        (61, 2048, 64),
+        (7, 130, 33),
+        (300, 64, 17),
+        (6, 2, 80),
+        (13, 34, 129),
     ]);
     for (rows, cols, n) in shapes {
         let (buf, off) = random_matrix(&mut rng, DType::BF16, rows, cols, cols % 2 == 1);
@@ -243,5 +268,37 @@ fn bf16_decode_matches_scalar() {
     for cols in (1..=200).chain([2048, 2048 + 17, 4096 + 32]) {
         let rows = 1 + rng.below(9);
         check_shape(&mut rng, DType::BF16, rows, cols, 1);
+    }
+}
+
+#[test]
+fn bf16_fast_many_equals_one_by_one() {
+    let mut rng = Rng(11);
+    for &(cols, n) in &[(64usize, 1usize), (130, 5), (96, 16), (2050, 40), (33, 20)] {
+        let shapes = [37usize, 6, 130];
+        let mats: Vec<(Vec<u8>, usize)> = shapes
+            .iter()
+            .map(|&rows| random_matrix(&mut rng, DType::BF16, rows, cols, false))
+            .collect();
+        let ws: Vec<MatRef> = mats
+            .iter()
+            .zip(shapes)
+            .map(|((b, off), rows)| MatRef::new(&b[*off..], DType::BF16, rows, cols))
+            .collect();
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
+        let mut ys: Vec<Vec<f32>> = shapes.iter().map(|r| vec![f32::NAN; n * r]).collect();
+        {
+            let mut items: Vec<(&MatRef, &mut [f32])> = ws
+                .iter()
+                .zip(ys.iter_mut())
+                .map(|(w, y)| (w, y.as_mut_slice()))
+                .collect();
+            matmul_bf16_fast_many(&mut items, &x, n);
+        }
+        for (w, y) in ws.iter().zip(&ys) {
+            let mut one = vec![0f32; n * w.rows];
+            matmul_bf16_fast(w, &x, n, &mut one);
+            assert_eq!(y, &one, "{}x{cols} n={n}", w.rows);
+        }
     }
 }

@@ -331,6 +331,115 @@ fn zero_bh() -> __m512bh {
     unsafe { std::mem::zeroed() }
 }
 
+/// Prefill product of `R` bf16 weight rows (at `w`, `ws` bytes apart) with `16 * TV` tokens
+/// whose activations are packed as bf16 pairs (`xp`: for each column pair `k`, `xs` u32 lanes
+/// of `(x[t][2k], x[t][2k+1])`, token `t` in lane `t`), over `kp` column pairs.
+///
+/// Lanes are tokens, so no horizontal sums are needed: each step broadcasts one weight pair per
+/// row and feeds `vdpbf16ps` with `TV` vectors of 16 tokens' pairs; `R = 6, TV = 4` keeps 24
+/// accumulators busy with 10 loads per 24 dot-product instructions.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512bf16")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn gemm_pairs<const R: usize, const TV: usize>(
+    w: *const u8,
+    ws: usize,
+    xp: *const u32,
+    xs: usize,
+    kp: usize,
+) -> [[__m512; TV]; R] {
+    let mut acc = [[_mm512_setzero_ps(); TV]; R];
+    for k in 0..kp {
+        let mut xv = [zero_bh(); TV];
+        for (v, x) in xv.iter_mut().enumerate() {
+            // SAFETY: pair k of tokens 16v..16v+16 lies inside the packed activations (caller).
+            *x = unsafe { (xp.add(k * xs + 16 * v) as *const __m512bh).read_unaligned() };
+        }
+        for r in 0..R {
+            // SAFETY: row r, columns 2k..2k+2 lie inside the matrix (checked by the caller).
+            let pair = unsafe { (w.add(r * ws + k * 4) as *const i32).read_unaligned() };
+            // SAFETY: __m512i and __m512bh are both 64 plain bytes.
+            let wb: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi32(pair)) };
+            for v in 0..TV {
+                acc[r][v] = _mm512_dpbf16_ps(acc[r][v], wb, xv[v]);
+            }
+        }
+    }
+    acc
+}
+
+impl Avx512Bf16 {
+    /// Rows `r0 .. r0 + outs[0].len()` of `w` (bf16, even `cols`) times `n` tokens whose
+    /// activations `xp` are packed by [`super::pack_bf16_pairs`] (`npad` lanes per column pair);
+    /// token `t`'s outputs go to `outs[t]`.
+    pub(crate) fn gemm_packed(
+        &self,
+        w: &MatRef,
+        xp: &[u32],
+        npad: usize,
+        r0: usize,
+        outs: &mut [&mut [f32]],
+    ) {
+        let n = outs.len();
+        let nrows = outs.first().map_or(0, |o| o.len());
+        let kp = w.cols / 2;
+        assert_eq!(w.dtype, DType::BF16, "the fast path is for bf16 weights");
+        assert!(
+            w.cols.is_multiple_of(2) && npad.is_multiple_of(16) && n <= npad,
+            "packed shapes"
+        );
+        assert!(xp.len() >= kp * npad, "packed activation length");
+        assert!(r0 + nrows <= w.rows, "rows inside the matrix");
+        assert_eq!(w.data.len(), w.rows * w.cols * 2, "matrix byte length");
+        assert!(outs.iter().all(|o| o.len() == nrows), "output slices");
+        let ws = w.cols * 2;
+        let mut rt = 0;
+        while rt < nrows {
+            let rr = if nrows - rt >= 6 { 6 } else { 1 };
+            let mut tg = 0;
+            while tg < n {
+                let tv = (n - tg).div_ceil(16).min(4);
+                let wp = w.data[(r0 + rt) * ws..].as_ptr();
+                let xpp = xp[tg..].as_ptr();
+                // SAFETY: `self` proves AVX-512F + AVX512_BF16; rows r0+rt..r0+rt+rr and all
+                // `kp` column pairs are inside `w`, and pairs 0..kp of lanes tg..tg+16*tv are
+                // inside `xp` (tg + 16 tv <= npad, checked above).
+                let mut lanes = [[[0f32; 16]; 4]; 6];
+                macro_rules! go {
+                    ($R:literal, $TV:literal) => {{
+                        let acc = unsafe { gemm_pairs::<$R, $TV>(wp, ws, xpp, npad, kp) };
+                        for r in 0..$R {
+                            for v in 0..$TV {
+                                // SAFETY: a __m512 is 16 plain f32.
+                                lanes[r][v] =
+                                    unsafe { std::mem::transmute::<__m512, [f32; 16]>(acc[r][v]) };
+                            }
+                        }
+                    }};
+                }
+                match (rr, tv) {
+                    (6, 4) => go!(6, 4),
+                    (6, 3) => go!(6, 3),
+                    (6, 2) => go!(6, 2),
+                    (6, 1) => go!(6, 1),
+                    (1, 4) => go!(1, 4),
+                    (1, 3) => go!(1, 3),
+                    (1, 2) => go!(1, 2),
+                    (1, 1) => go!(1, 1),
+                    _ => unreachable!("sub-tile size"),
+                }
+                for (t, out) in outs.iter_mut().enumerate().skip(tg).take(16 * tv) {
+                    let (v, i) = ((t - tg) / 16, (t - tg) % 16);
+                    for (r, o) in out[rt..rt + rr].iter_mut().enumerate() {
+                        *o = lanes[r][v][i];
+                    }
+                }
+                tg += 16 * tv;
+            }
+            rt += rr;
+        }
+    }
+}
+
 impl Kernel for Avx512Bf16 {
     type X = u16;
     const TMAX: usize = 6;

@@ -134,14 +134,18 @@ impl<'a> Gemma<'a> {
                 cache.pos + tokens.len()
             );
         }
-        let mut out = Vec::new();
-        let chunks: Vec<&[u32]> = tokens.chunks(PREFILL_CHUNK).collect();
-        for (ci, chunk) in chunks.iter().enumerate() {
-            let last = ci + 1 == chunks.len();
-            let logits = self.forward_chunk(chunk, cache, all, last)?;
-            out.extend_from_slice(&logits);
-        }
-        Ok(out)
+        // The whole pass runs on a worker of the thread pool, so each of its ~10 parallel steps
+        // per layer starts on a running thread instead of waking one from outside the pool.
+        rayon::scope(|_| {
+            let mut out = Vec::new();
+            let chunks: Vec<&[u32]> = tokens.chunks(PREFILL_CHUNK).collect();
+            for (ci, chunk) in chunks.iter().enumerate() {
+                let last = ci + 1 == chunks.len();
+                let logits = self.forward_chunk(chunk, cache, all, last)?;
+                out.extend_from_slice(&logits);
+            }
+            Ok(out)
+        })
     }
 
     fn forward_chunk(
@@ -196,6 +200,18 @@ impl<'a> Gemma<'a> {
         }
     }
 
+    /// [`Gemma::matmul`] of several matrices sharing the input `x`, in one parallel pass on
+    /// the fast path.
+    fn matmul_many(&self, items: &mut [(&kernels::MatRef, &mut [f32])], x: &[f32], n: usize) {
+        if self.fast_bf16 {
+            kernels::matmul_bf16_fast_many(items, x, n);
+        } else {
+            for (w, y) in items.iter_mut() {
+                kernels::matmul(w, x, n, y);
+            }
+        }
+    }
+
     fn norm_rows(x: &[f32], out: &mut [f32], w: &[f32], eps: f32) {
         let h = w.len();
         out.copy_from_slice(x);
@@ -216,9 +232,11 @@ impl<'a> Gemma<'a> {
         let mut q = vec![0f32; n * nh * hd];
         let mut k = vec![0f32; n * nkv * hd];
         let mut v = vec![0f32; n * nkv * hd];
-        self.matmul(&lw.q, xn, n, &mut q);
-        self.matmul(&lw.k, xn, n, &mut k);
-        self.matmul(&lw.v, xn, n, &mut v);
+        self.matmul_many(
+            &mut [(&lw.q, &mut q), (&lw.k, &mut k), (&lw.v, &mut v)],
+            xn,
+            n,
+        );
 
         // Per-head q/k norms (Gemma 3), then rotary embeddings.
         let inv_freq = &self.inv_freq[l];
@@ -262,10 +280,7 @@ impl<'a> Gemma<'a> {
                 (&kb[o..o + hd], &vb[o..o + hd])
             };
             let mut scores: Vec<f32> = (lo..=pos)
-                .map(|j| {
-                    let kj = key(j).0;
-                    qv.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * qscale
-                })
+                .map(|j| ops::dot(qv, key(j).0) * qscale)
                 .collect();
             if let Some(c) = softcap {
                 ops::softcap(&mut scores, c);
@@ -273,10 +288,7 @@ impl<'a> Gemma<'a> {
             ops::softmax(&mut scores);
             out.fill(0.0);
             for (j, p) in (lo..=pos).zip(&scores) {
-                let vj = key(j).1;
-                for (o, vv) in out.iter_mut().zip(vj) {
-                    *o += p * vv;
-                }
+                ops::axpy(out, *p, key(j).1);
             }
         });
         self.store_kv(cache, l, &k, &v, n);
@@ -294,8 +306,7 @@ impl<'a> Gemma<'a> {
         let inter = cfg.intermediate_size;
         let mut gate = vec![0f32; n * inter];
         let mut up = vec![0f32; n * inter];
-        self.matmul(&lw.gate, xn, n, &mut gate);
-        self.matmul(&lw.up, xn, n, &mut up);
+        self.matmul_many(&mut [(&lw.gate, &mut gate), (&lw.up, &mut up)], xn, n);
         gate.par_chunks_mut(inter)
             .zip(up.par_chunks(inter))
             .for_each(|(g, u)| ops::gelu_mul(g, u));

@@ -71,13 +71,15 @@ impl TensorInfo {
 pub struct MappedFile {
     pub path: PathBuf,
     pub map: Mmap,
+    /// The open file, kept for page-cache advice ([`TensorIndex::drop_cache`]).
+    file: File,
 }
 
 impl MappedFile {
     /// Maps `path` read-only.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-        // SAFETY: the map is read-only and private. frugal never writes to it; if another process
+        // SAFETY: the map is read-only (shared, never written by frugal). If another process
         // truncates the file while it is mapped, reads may fault (SIGBUS), which is the documented
         // limit of every mmap-based loader. Checkpoints are not expected to change while in use.
         let map = unsafe { Mmap::map(&file) }
@@ -85,7 +87,16 @@ impl MappedFile {
         Ok(MappedFile {
             path: path.to_path_buf(),
             map,
+            file,
         })
+    }
+
+    /// The byte range of `bytes` within this file's map, if it lies inside it.
+    fn range_of(&self, bytes: &[u8]) -> Option<(usize, usize)> {
+        let base = self.map.as_ptr() as usize;
+        let start = bytes.as_ptr() as usize;
+        (start >= base && start + bytes.len() <= base + self.map.len())
+            .then(|| (start - base, bytes.len()))
     }
 }
 
@@ -117,23 +128,49 @@ impl TensorIndex {
     pub fn release(&self, bytes: &[u8]) {
         let page = 4096usize;
         for f in &self.files {
-            let base = f.map.as_ptr() as usize;
-            let start = bytes.as_ptr() as usize;
-            if start < base || start + bytes.len() > base + f.map.len() {
+            let Some((start, len)) = f.range_of(bytes) else {
                 continue;
-            }
-            let lo = (start - base).div_ceil(page) * page;
-            let hi = (start - base + bytes.len()) / page * page;
+            };
+            let lo = start.div_ceil(page) * page;
+            let hi = (start + len) / page * page;
             if hi > lo {
-                // SAFETY: MADV_DONTNEED on a private, read-only file mapping only discards this
-                // process's pages of the range; the mapping stays valid and later reads refault
-                // the unchanged file contents, so no reference into the map observes a change.
+                // SAFETY: MADV_DONTNEED on a read-only file mapping only unmaps this process's
+                // pages of the range; the mapping stays valid and later reads refault the
+                // unchanged file contents, so no reference into the map observes a change.
                 let _ = unsafe {
                     f.map
                         .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
                 };
             }
             return;
+        }
+    }
+
+    /// Asks the kernel to read `bytes` (a slice of one of this index's maps) ahead, so the
+    /// reads of a streaming pass overlap its computation. Advice only: errors are ignored.
+    pub fn will_need(&self, bytes: &[u8]) {
+        for f in &self.files {
+            if let Some((start, len)) = f.range_of(bytes) {
+                let _ = f.map.advise_range(memmap2::Advice::WillNeed, start, len);
+                return;
+            }
+        }
+    }
+
+    /// Drops the file's clean pages of `bytes` from the page cache (`POSIX_FADV_DONTNEED`), so
+    /// a pass that reads a checkpoint once and keeps a converted copy does not also leave the
+    /// whole source file cached. Advice only: errors are ignored.
+    pub fn drop_cache(&self, bytes: &[u8]) {
+        for f in &self.files {
+            if let Some((start, len)) = f.range_of(bytes) {
+                let _ = rustix::fs::fadvise(
+                    &f.file,
+                    start as u64,
+                    std::num::NonZeroU64::new(len as u64),
+                    rustix::fs::Advice::DontNeed,
+                );
+                return;
+            }
         }
     }
 

@@ -54,7 +54,18 @@ impl Session {
         let monitor = Monitor::start();
         init_threads(m.threads)?;
         check_ctx(m.ctx)?;
-        let ck = Checkpoint::open_with(&m.model, &m.open_options())?;
+        let mut ck = Checkpoint::open_with(&m.model, &m.open_options())?;
+        if let Some(kind) = m.quant {
+            let t = std::time::Instant::now();
+            ck.quantize(kind)?;
+            let q = ck.quant.as_ref().map_or(0, |q| q.bytes());
+            eprintln!(
+                "quantized the weight matrices to {} in {:.1} s: {}",
+                kind.name(),
+                t.elapsed().as_secs_f64(),
+                human(q)
+            );
+        }
         let tok = match ck.tokenizer_path() {
             Some(p) => Some(GemmaTokenizer::from_file(&p)?),
             None => None,
@@ -75,7 +86,7 @@ impl Session {
     /// The memory report so far.
     pub fn report(&self, kv_cache_bytes: u64) -> Report {
         Report {
-            weights_bytes: self.ck.index.total_bytes(),
+            weights_bytes: self.ck.weights_bytes(),
             kv_cache_bytes,
             peaks: self.monitor.peaks(),
         }

@@ -54,6 +54,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         variant: None,
         config: None,
         exact: false,
+        quant: None,
     };
     let s = Session::open(&m)?;
     let tok = s.tokenizer()?;

@@ -42,6 +42,11 @@ pub struct ModelArgs {
     /// (a few % on the test fixtures, whose large gains amplify rounding).
     #[arg(long)]
     pub exact: bool,
+    /// Quantize the weight matrices while loading: q8 (GGUF Q8_0), q4 (Q4_0) or q4k (Q4_K,
+    /// Q4_0 where rows are not a multiple of 256). The full-precision weights are never held:
+    /// the peak is the quantized size.
+    #[arg(long, value_enum)]
+    pub quant: Option<crate::load::quantize::QuantKind>,
 }
 
 impl ModelArgs {

@@ -2,6 +2,7 @@
 //! headers, predict the resident memory ([`plan`]), and bind the weights in place.
 
 pub mod plan;
+pub mod quantize;
 
 use crate::checkpoint::{pytorch, safetensors, TensorIndex};
 use crate::model::config::GemmaConfig;
@@ -25,6 +26,9 @@ pub struct Checkpoint {
     pub dir: PathBuf,
     pub cfg: GemmaConfig,
     pub index: TensorIndex,
+    /// The matrices quantized while loading ([`Checkpoint::quantize`]), used instead of the
+    /// stored ones.
+    pub quant: Option<quantize::Quantized>,
 }
 
 impl Checkpoint {
@@ -85,13 +89,53 @@ impl Checkpoint {
         let cfg = Self::resolve_config(&dir, &index, opts)?;
         // Validate the whole binding now, so errors surface before any data is read.
         weights::check(&cfg, &index, &dir.display().to_string())?;
-        Ok(Checkpoint { dir, cfg, index })
+        Ok(Checkpoint {
+            dir,
+            cfg,
+            index,
+            quant: None,
+        })
     }
 
-    /// Binds the weights in place and builds the model.
+    /// The quantize-on-load plan for `kind`, from headers alone.
+    pub fn quant_plan(&self, kind: quantize::QuantKind) -> Result<quantize::QuantPlan> {
+        quantize::QuantPlan::new(&self.cfg, &self.index, &self.source(), kind)
+    }
+
+    /// Quantizes every weight matrix to `kind` (see [`quantize`]); the model then uses the
+    /// quantized copies and the checkpoint's matrices are no longer touched.
+    pub fn quantize(&mut self, kind: quantize::QuantKind) -> Result<()> {
+        let plan = self.quant_plan(kind)?;
+        self.quant = Some(quantize::Quantized::build(&self.index, &plan, kind)?);
+        Ok(())
+    }
+
+    /// Bytes of the weights as the model uses them: the quantized matrices plus the tensors
+    /// used in place, or the whole checkpoint when nothing was quantized.
+    pub fn weights_bytes(&self) -> u64 {
+        match &self.quant {
+            None => self.index.total_bytes(),
+            Some(q) => {
+                let replaced: u64 = self.quant_plan(q.kind).map(|p| p.source_bytes).unwrap_or(0);
+                self.index.total_bytes() - replaced + q.bytes()
+            }
+        }
+    }
+
+    /// Binds the weights (in place, or the quantized copies) and builds the model.
     pub fn model(&self) -> Result<Gemma<'_>> {
-        let w = weights::bind(&self.cfg, &self.index, &self.dir.display().to_string())?;
+        let replaced = self
+            .quant
+            .as_ref()
+            .map(|q| q.matrices())
+            .unwrap_or_default();
+        let w = weights::bind_with(&self.cfg, &self.index, &self.source(), &replaced)?;
         Ok(Gemma::new(self.cfg.clone(), w))
+    }
+
+    /// The checkpoint's name in errors.
+    fn source(&self) -> String {
+        self.dir.display().to_string()
     }
 
     /// Path of the tokenizer beside the weights (tokenizer.json, else tokenizer.model), if any.

@@ -5,7 +5,7 @@ use super::config::{Family, GemmaConfig};
 use crate::checkpoint::{StoredDType, TensorIndex, TensorInfo};
 use crate::kernels::{DType, MatRef};
 use anyhow::{bail, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The weights of one decoder layer. Norm vectors hold `1 + w` in f32 (a few KB); matrices are
 /// borrowed from the map.
@@ -293,8 +293,33 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Nam
 
 /// Checks (as [`check`]) and binds every expected tensor in place.
 pub fn bind<'a>(cfg: &GemmaConfig, index: &'a TensorIndex, source: &str) -> Result<Weights<'a>> {
+    bind_with(cfg, index, source, &BTreeMap::new())
+}
+
+/// The stored 2-D matrices the config binds (gemma_pytorch's fused qkv as one), after the same
+/// checks as [`bind`]: what quantize-on-load converts. Reads no tensor data.
+pub fn matrix_names(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Vec<String>> {
+    let nm = check(cfg, index, source)?;
+    Ok(expected(cfg, &nm)
+        .into_iter()
+        .filter(|e| e.shape.len() == 2)
+        .map(|e| e.name)
+        .collect())
+}
+
+/// [`bind`], except that the matrices named in `replaced` (stored names, as
+/// [`matrix_names`] lists them) are taken from there: the quantized copies made while loading.
+pub fn bind_with<'a>(
+    cfg: &GemmaConfig,
+    index: &'a TensorIndex,
+    source: &str,
+    replaced: &BTreeMap<String, MatRef<'a>>,
+) -> Result<Weights<'a>> {
     let nm = check(cfg, index, source)?;
     let mat = |n: &str| -> MatRef<'a> {
+        if let Some(m) = replaced.get(n) {
+            return *m;
+        }
         let t = &index.tensors[n];
         let m = MatRef::new(index.bytes(t), dtype(t), t.shape[0], t.shape[1]);
         if m.dtype == DType::I8 {

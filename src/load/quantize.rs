@@ -1,0 +1,242 @@
+//! Quantize while loading: every weight matrix of a float (or int8) checkpoint is converted to
+//! a block format as it is read, and nothing of the full-precision model is kept.
+//!
+//! The quantized matrices live in one anonymous mapping sized from the headers (their exact
+//! block bytes) before any data is read; its pages become resident only as they are written.
+//! Each matrix is read from the checkpoint's memory map in row chunks of [`CHUNK_BYTES`],
+//! quantized on all threads ([`crate::quant::quantize_rows_par`]) straight into its place, and
+//! the chunk's source pages are then dropped from the process (`MADV_DONTNEED`) and from the
+//! page cache (`POSIX_FADV_DONTNEED`), while the next chunk is already being read ahead
+//! (`MADV_WILLNEED`). So the peak is the quantized bytes plus two chunks in flight: the source
+//! file's pages never accumulate.
+
+use crate::checkpoint::{StoredDType, TensorIndex};
+use crate::kernels::{DType, MatRef};
+use crate::model::config::GemmaConfig;
+use crate::model::weights;
+use crate::progress::Progress;
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+
+/// Source bytes read, quantized and released per step.
+pub const CHUNK_BYTES: usize = 16 << 20;
+
+/// What `--quant` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+pub enum QuantKind {
+    /// GGUF Q8_0: blocks of 32 int8 weights with an f16 scale (8.5 bits per weight).
+    Q8,
+    /// GGUF Q4_0: blocks of 32 4-bit weights with an f16 scale (4.5 bits per weight).
+    Q4,
+    /// GGUF Q4_K: super-blocks of 256 4-bit weights with 6-bit scales and minimums (4.5 bits per
+    /// weight); matrices whose rows are not a multiple of 256 fall back to Q4_0.
+    Q4k,
+}
+
+impl QuantKind {
+    /// The block dtype for a matrix with `cols` columns.
+    pub fn dtype_for(self, cols: usize) -> DType {
+        match self {
+            QuantKind::Q8 => DType::Q8_0,
+            QuantKind::Q4 => DType::Q4_0,
+            QuantKind::Q4k if cols.is_multiple_of(DType::Q4_K.block_len()) => DType::Q4_K,
+            QuantKind::Q4k => DType::Q4_0,
+        }
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantKind::Q8 => "q8",
+            QuantKind::Q4 => "q4",
+            QuantKind::Q4k => "q4k",
+        }
+    }
+}
+
+/// One quantized matrix: where it lies in the arena.
+#[derive(Clone, Debug)]
+struct Entry {
+    name: String,
+    offset: usize,
+    len: usize,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+}
+
+/// The plan of a quantized load, from headers alone: every matrix's target dtype and bytes.
+#[derive(Clone, Debug)]
+pub struct QuantPlan {
+    entries: Vec<Entry>,
+    /// Bytes of the quantized matrices (the arena).
+    pub quantized_bytes: u64,
+    /// Bytes of the source matrices read and released.
+    pub source_bytes: u64,
+}
+
+impl QuantPlan {
+    /// Plans `kind` for every matrix `cfg` binds from `index`, in file order. Fails (naming the
+    /// tensor) where a matrix's rows do not split into whole blocks.
+    pub fn new(
+        cfg: &GemmaConfig,
+        index: &TensorIndex,
+        source: &str,
+        kind: QuantKind,
+    ) -> Result<Self> {
+        let mut names = weights::matrix_names(cfg, index, source)?;
+        names.sort_by_key(|n| {
+            let t = &index.tensors[n];
+            (t.file, t.offset)
+        });
+        let mut entries = Vec::with_capacity(names.len());
+        let (mut offset, mut src) = (0usize, 0u64);
+        for name in names {
+            let t = &index.tensors[&name];
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            let dtype = kind.dtype_for(cols);
+            let row = dtype.row_bytes(cols).with_context(|| {
+                format!(
+                    "{}: tensor `{name}` cannot be quantized to {}",
+                    index.path_of(t).display(),
+                    dtype.name()
+                )
+            })?;
+            let len = rows * row;
+            entries.push(Entry {
+                name,
+                offset,
+                len,
+                dtype,
+                rows,
+                cols,
+            });
+            // Cache-line aligned starts.
+            offset = (offset + len).div_ceil(64) * 64;
+            src += t.len as u64;
+        }
+        Ok(QuantPlan {
+            entries,
+            quantized_bytes: offset as u64,
+            source_bytes: src,
+        })
+    }
+
+    /// The dtypes used, with the bytes of each.
+    pub fn bytes_by_dtype(&self) -> BTreeMap<&'static str, u64> {
+        let mut m = BTreeMap::new();
+        for e in &self.entries {
+            *m.entry(e.dtype.name()).or_insert(0) += e.len as u64;
+        }
+        m
+    }
+}
+
+/// Quantized matrices, owned in one anonymous mapping.
+pub struct Quantized {
+    arena: memmap2::MmapMut,
+    entries: Vec<Entry>,
+    /// The request this was made for.
+    pub kind: QuantKind,
+}
+
+impl Quantized {
+    /// Carries out `plan`: reads, quantizes and releases every matrix chunk by chunk (see the
+    /// module doc), with a progress bar on a terminal.
+    pub fn build(index: &TensorIndex, plan: &QuantPlan, kind: QuantKind) -> Result<Self> {
+        let mut arena = memmap2::MmapMut::map_anon(plan.quantized_bytes.max(1) as usize)
+            .context("cannot reserve memory for the quantized weights")?;
+        let progress =
+            Progress::bytes(&format!("quantizing to {}", kind.name()), plan.source_bytes);
+        for e in &plan.entries {
+            let t = &index.tensors[&e.name];
+            let src = index.bytes(t);
+            let in_row = src.len() / e.rows.max(1);
+            let out_row = e.len / e.rows.max(1);
+            let chunk_rows = (CHUNK_BYTES / in_row.max(1)).max(1);
+            let dst = &mut arena[e.offset..e.offset + e.len];
+            let scale = match t.dtype {
+                StoredDType::Known(DType::I8) => {
+                    let s = &index.tensors[&weights::scaler_name(&e.name)];
+                    match s.dtype {
+                        StoredDType::Known(d) => Some((index.bytes(s), d)),
+                        StoredDType::Other(_) => unreachable!("checked by matrix_names"),
+                    }
+                }
+                _ => None,
+            };
+            let src_dtype = match t.dtype {
+                StoredDType::Known(d) => d,
+                StoredDType::Other(ref o) => bail!(
+                    "{}: tensor `{}` is stored as {o}, which cannot be quantized",
+                    index.path_of(t).display(),
+                    e.name
+                ),
+            };
+            let mut r0 = 0;
+            while r0 < e.rows {
+                let r1 = (r0 + chunk_rows).min(e.rows);
+                let s = &src[r0 * in_row..r1 * in_row];
+                if r1 < e.rows {
+                    let r2 = (r1 + chunk_rows).min(e.rows);
+                    index.will_need(&src[r1 * in_row..r2 * in_row]);
+                }
+                let d = &mut dst[r0 * out_row..r1 * out_row];
+                match scale {
+                    None => {
+                        crate::quant::quantize_rows_par(s, src_dtype, e.cols, e.dtype, d)
+                            .with_context(|| {
+                                format!("{}: tensor `{}`", index.path_of(t).display(), e.name)
+                            })?;
+                    }
+                    Some((sb, sd)) => {
+                        // int8 with per-row scales: dequantize a row, quantize it again.
+                        let m = MatRef::new(s, DType::I8, r1 - r0, e.cols)
+                            .with_scale(&sb[r0 * sd.block_bytes()..r1 * sd.block_bytes()], sd);
+                        d.par_chunks_mut(out_row).enumerate().for_each_init(
+                            || vec![0f32; e.cols],
+                            |row, (r, out)| {
+                                m.row_to_f32(r, row);
+                                crate::quant::quantize_row(row, e.dtype, out);
+                            },
+                        );
+                    }
+                }
+                index.release(s);
+                index.drop_cache(s);
+                progress.add(s.len() as u64);
+                r0 = r1;
+            }
+        }
+        progress.finish();
+        Ok(Quantized {
+            arena,
+            entries: plan.entries.clone(),
+            kind,
+        })
+    }
+
+    /// The quantized matrices by stored name, for [`weights::bind_with`].
+    pub fn matrices(&self) -> BTreeMap<String, MatRef<'_>> {
+        self.entries
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    MatRef::new(
+                        &self.arena[e.offset..e.offset + e.len],
+                        e.dtype,
+                        e.rows,
+                        e.cols,
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Bytes of the quantized matrices.
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.len as u64).sum()
+    }
+}

@@ -52,6 +52,7 @@ pub enum QuantError {
 /// Quantizes `src` (a whole number of `dtype`'s blocks) into `dst` (exactly
 /// `dtype.row_bytes(src.len())` bytes). Panics if `dtype` is not quantized or the lengths are
 /// wrong (see [`quantize_rows`] for the checked entry point).
+#[inline(always)]
 pub fn quantize_row(src: &[f32], dtype: DType, dst: &mut [u8]) {
     match dtype {
         DType::Q8_0 => q8_0::quantize_row(src, dst),
@@ -123,6 +124,11 @@ fn check_rows(
 /// rows as `dst_dtype` blocks (`rows * dst_dtype.row_bytes(cols)` bytes). Works one block at a
 /// time through a stack buffer: no allocation, and the source is read once, in order.
 /// Returns the number of rows.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw",
+    "x86_64+avx2+fma",
+    "x86_64+sse4.1"
+))]
 pub fn quantize_rows(
     src: &[u8],
     src_dtype: DType,
@@ -167,6 +173,7 @@ pub fn quantize_rows_par(
 }
 
 /// Float source bytes to f32 (exact for every dtype).
+#[inline(always)]
 fn floats_to_f32(src: &[u8], dtype: DType, out: &mut [f32]) {
     match dtype {
         DType::F32 => {

@@ -13,6 +13,7 @@ pub const BLOCK: usize = 32;
 pub const BLOCK_BYTES: usize = 18;
 
 /// Quantizes `src` (a whole number of blocks) into `dst` (`src.len() / 32 * 18` bytes).
+#[inline(always)]
 pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
     assert!(
         src.len().is_multiple_of(BLOCK),
@@ -31,6 +32,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 fn quantize_block(x: &[f32; BLOCK], out: &mut [u8]) {
     // numpy's argmax of |x|: the first index of the largest magnitude.
     let (mut amax, mut max) = (0f32, 0f32);

@@ -13,6 +13,7 @@ pub const BLOCK: usize = 32;
 pub const BLOCK_BYTES: usize = 34;
 
 /// Quantizes `src` (a whole number of blocks) into `dst` (`src.len() / 32 * 34` bytes).
+#[inline(always)]
 pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
     assert!(
         src.len().is_multiple_of(BLOCK),
@@ -31,6 +32,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 fn quantize_block(x: &[f32; BLOCK], out: &mut [u8]) {
     // `max` of absolute values; NaN never wins a comparison, as in numpy only when absent.
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -26,9 +26,12 @@
 //! [`matmul_bf16_fast_many`]: one conversion, one parallel pass.
 
 pub mod ops;
+mod qmat;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86q;
 
 #[cfg(test)]
 mod tests;
@@ -311,8 +314,11 @@ pub enum Isa {
     Scalar,
     /// AVX2 + FMA + F16C, 8 f32 lanes.
     Avx2,
-    /// AVX-512F, 16 f32 lanes.
+    /// AVX-512F (+BW, VL), 16 f32 lanes.
     Avx512,
+    /// AVX-512 with VNNI (`vpdpbusd`, `vpdpwssd`): quantized products use it; float products are
+    /// those of [`Isa::Avx512`].
+    Avx512Vnni,
 }
 
 impl Isa {
@@ -322,6 +328,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -333,6 +340,8 @@ impl Isa {
             Isa::Avx2 => x86::Avx2::detect().is_some(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => x86::Avx512::detect().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86q::Avx512Vnni::detect().is_some(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -340,7 +349,7 @@ impl Isa {
 
     /// Every level this CPU supports, slowest first.
     pub fn supported() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni]
             .into_iter()
             .filter(|i| i.is_supported())
             .collect()
@@ -371,7 +380,9 @@ pub fn has_bf16_dot() -> bool {
 
 /// `y[t * w.rows + r] = sum_c w[r, c] * x[t * w.cols + c]` for `t < n`: every token's activations
 /// times the weight matrix, in parallel over row blocks on the current rayon pool, with the best
-/// SIMD level of this CPU. Weights are converted to f32 exactly; accumulation is in f32.
+/// SIMD level of this CPU. Float and int8 weights are converted to f32 exactly and accumulated
+/// in f32. Block-quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) meet activations quantized per
+/// block to int8 in exact integer dot products, scaled per block in f32 (see `qmat.rs`).
 pub fn matmul(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     matmul_with(isa(), w, x, n, y);
 }
@@ -380,7 +391,11 @@ pub fn matmul(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
 /// Panics if this CPU does not support `level` (see [`Isa::is_supported`]).
 pub fn matmul_with(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     check_shapes(w, x.len(), n, y.len());
-    product(level, w, x, n, y);
+    if w.dtype.is_quantized() {
+        qmat::matmul_quant(level, w, x, n, y);
+    } else {
+        product(level, w, x, n, y);
+    }
     w.apply_scale(y);
 }
 
@@ -397,7 +412,7 @@ fn product(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
             y,
         ),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
+        Isa::Avx512 | Isa::Avx512Vnni => {
             let k = x86::Avx512::detect().expect("CPU lacks AVX-512F");
             if n == 1 && w.dtype == DType::BF16 {
                 matvec_bf16_512(&k, w, x, y);

@@ -302,3 +302,250 @@ fn bf16_fast_many_equals_one_by_one() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Quantized weights
+
+const QTYPES: [DType; 4] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K];
+
+/// Activations with the shapes real ones have: mostly small, a few large outliers, some
+/// all-zero blocks.
+fn q_activations(rng: &mut Rng, len: usize) -> Vec<f32> {
+    let mut x: Vec<f32> = (0..len).map(|_| rng.f32()).collect();
+    for _ in 0..len / 64 {
+        let i = rng.below(len);
+        x[i] *= 40.0;
+    }
+    if len >= 64 && rng.below(2) == 0 {
+        let b = rng.below(len / 32) * 32;
+        x[b..b + 32].fill(0.0);
+    }
+    x
+}
+
+/// Largest `|x|` of the activation block (of `bl` values) holding element `i` of a token.
+fn block_amax(xt: &[f32], i: usize, bl: usize) -> f32 {
+    let b = i / bl * bl;
+    xt[b..b + bl].iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// Per output, a bound on the magnitude of every partial sum any kernel forms: the sum over
+/// the row of `|weight term| * max |x|` of the element's activation block, where the weight
+/// term is what the kernels multiply before scaling (`w` for Q8_0/Q4_0; `d*sc*q` and
+/// `dmin*m` for Q4_K; `d*sc*(q + 32)` for Q6_K, whose `-32` is applied to sub-block sums).
+fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
+    let bl = w.dtype.block_len();
+    let mut wa = vec![0f32; w.cols];
+    let mut out = vec![0f32; n * w.rows];
+    for r in 0..w.rows {
+        let row = w.row_bytes(r);
+        match w.dtype {
+            DType::Q8_0 | DType::Q4_0 => {
+                w.row_to_f32(r, &mut wa);
+                wa.iter_mut().for_each(|v| *v = v.abs());
+            }
+            DType::Q4_K => {
+                for (b, blk) in row.chunks_exact(144).enumerate() {
+                    let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32().abs();
+                    let dmin = f16::from_le_bytes([blk[2], blk[3]]).to_f32().abs();
+                    let (sc, m) = crate::quant::q4_k::scales_mins(&blk[4..16]);
+                    for j in 0..8 {
+                        for i in 0..32 {
+                            wa[256 * b + 32 * j + i] = d * sc[j] as f32 * 15.0 + dmin * m[j] as f32;
+                        }
+                    }
+                }
+            }
+            DType::Q6_K => {
+                for (b, blk) in row.chunks_exact(210).enumerate() {
+                    let d = f16::from_le_bytes([blk[208], blk[209]]).to_f32().abs();
+                    for e in 0..256 {
+                        let sc = (blk[192 + e / 16] as i8 as f32).abs();
+                        wa[256 * b + e] = d * sc * 95.0;
+                    }
+                }
+            }
+            _ => unreachable!(),
+        }
+        for t in 0..n {
+            let xt = &x[t * w.cols..(t + 1) * w.cols];
+            out[t * w.rows + r] = wa
+                .iter()
+                .enumerate()
+                .map(|(i, a)| a * block_amax(xt, i, bl))
+                .sum();
+        }
+    }
+    out
+}
+
+fn check_quant(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n: usize) {
+    let (buf, off) = random_matrix(rng, dtype, rows, cols, rng.0 % 2 == 1);
+    let w = MatRef::new(&buf[off..], dtype, rows, cols);
+    let x = q_activations(rng, n * cols);
+    let what = |l: &str| format!("{l} {} {rows}x{cols} n={n}", dtype.name());
+
+    // The scalar twin: integer block sums, block results added in order.
+    let mut want = vec![f32::NAN; n * rows];
+    matmul_with(Isa::Scalar, &w, &x, n, &mut want);
+
+    // Every SIMD level computes the same integers per block, split over lanes, and adds the
+    // f32 block results in another order: with at most a few thousand terms per output the
+    // rounding of those additions stays far below 1e-5 of the bound on the partial sums,
+    // while one wrong block would move the result by about 1/nblocks of it.
+    let scale = q_abs_scale(&w, &x, n);
+    let bl = dtype.block_len();
+    let mut wr = vec![0f32; cols];
+    for level in Isa::supported() {
+        let mut got = vec![f32::NAN; n * rows];
+        matmul_with(level, &w, &x, n, &mut got);
+        for i in 0..got.len() {
+            let tol = 1e-5 * scale[i] + 1e-30;
+            assert!(
+                (got[i] - want[i]).abs() <= tol,
+                "{}: index {i}: got {} want {} (tol {tol})",
+                what(level.name()),
+                got[i],
+                want[i]
+            );
+        }
+    }
+
+    // Against the specification, in f64: activations quantized per block of `bl` as
+    // `q = round_half_even(x * (127 / amax))` (f32 arithmetic), `d = amax / 127`, times the
+    // dequantized weights. Only the f32 scaling and additions differ.
+    let mut xq = vec![0f64; cols];
+    for t in 0..n {
+        let xt = &x[t * cols..(t + 1) * cols];
+        for (b, xb) in xt.chunks(bl).enumerate() {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            let d = (amax / 127.0) as f64;
+            for (i, &v) in xb.iter().enumerate() {
+                xq[b * bl + i] = d * ((v * id).round_ties_even().clamp(-127.0, 127.0)) as f64;
+            }
+        }
+        for r in 0..rows {
+            w.row_to_f32(r, &mut wr);
+            let spec: f64 = wr.iter().zip(&xq).map(|(&a, &b)| a as f64 * b).sum();
+            let tol = 1e-5 * scale[t * rows + r] as f64 + 1e-30;
+            let got = want[t * rows + r] as f64;
+            assert!(
+                (got - spec).abs() <= tol,
+                "{}: row {r} token {t}: got {got} spec {spec} (tol {tol})",
+                what("scalar vs spec")
+            );
+        }
+    }
+
+    // Against f64 on the dequantized weights and the unquantized activations: the only
+    // approximation is the activations' rounding to `d * round(x / d)` with `d = amax / 127`
+    // per block, at most `amax / 254` per value, so the error is at most
+    // `sum |w| * amax / 254` (plus the f32 rounding of the sums). A wrong activation scale or
+    // block sum breaks this bound.
+    for r in 0..rows {
+        w.row_to_f32(r, &mut wr);
+        for t in 0..n {
+            let xt = &x[t * cols..(t + 1) * cols];
+            let exact: f64 = wr.iter().zip(xt).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let bound: f64 = wr
+                .iter()
+                .enumerate()
+                .map(|(i, a)| a.abs() as f64 * block_amax(xt, i, bl) as f64 / 254.0)
+                .sum();
+            let tol = bound * 1.001 + 1e-5 * scale[t * rows + r] as f64 + 1e-30;
+            let got = want[t * rows + r] as f64;
+            assert!(
+                (got - exact).abs() <= tol,
+                "{}: row {r} token {t}: got {got} exact {exact} (tol {tol})",
+                what("scalar vs f64")
+            );
+        }
+    }
+}
+
+#[test]
+fn quant_simd_matches_scalar_small_ragged() {
+    let mut rng = Rng(11);
+    for dtype in QTYPES {
+        let bl = dtype.block_len();
+        let maxb = if bl == 32 { 20 } else { 3 };
+        for nb in 1..=maxb {
+            let rows = 1 + rng.below(37);
+            let n = 1 + rng.below(11);
+            check_quant(&mut rng, dtype, rows, nb * bl, n);
+        }
+        for rows in [1, 2, 3, 5, 15, 16, 17, 31, 33] {
+            for n in [1, 2, 3, 5, 8, 9, 12, 17] {
+                let nb = 1 + rng.below(maxb);
+                check_quant(&mut rng, dtype, rows, nb * bl, n);
+            }
+        }
+    }
+}
+
+#[test]
+fn quant_simd_matches_scalar_large() {
+    let mut rng = Rng(12);
+    for dtype in QTYPES {
+        for &(rows, cols, n) in &[
+            (300, 2048, 1),
+            (129, 1024, 13),
+            (64, 4096 + 256, 3),
+            (37, 2048, 70),
+            (1024, 256, 1),
+            (200, 512, 64),
+        ] {
+            check_quant(&mut rng, dtype, rows, cols, n);
+        }
+        if dtype.block_len() == 32 {
+            // Row lengths that leave 1, 2 and 3 blocks after the last group of 4.
+            for nb in [65, 66, 67] {
+                check_quant(&mut rng, dtype, 21, 32 * nb, 1);
+                check_quant(&mut rng, dtype, 21, 32 * nb, 6);
+            }
+        }
+    }
+}
+
+#[test]
+fn quant_empty_shapes() {
+    for dtype in QTYPES {
+        for level in Isa::supported() {
+            let w = MatRef::new(&[], dtype, 3, 0);
+            let mut y = [1.0; 6];
+            matmul_with(level, &w, &[], 2, &mut y);
+            assert_eq!(y, [0.0; 6], "{} {}", level.name(), dtype.name());
+            let w = MatRef::new(&[], dtype, 0, dtype.block_len());
+            let mut y = [];
+            matmul_with(level, &w, &vec![0.0; 2 * dtype.block_len()], 2, &mut y);
+        }
+    }
+}
+
+#[test]
+fn quant_row_to_f32_dequantizes() {
+    let mut rng = Rng(13);
+    for dtype in QTYPES {
+        let cols = 2 * dtype.block_len();
+        let (buf, _) = random_matrix(&mut rng, dtype, 3, cols, false);
+        let w = MatRef::new(&buf, dtype, 3, cols);
+        let mut a = vec![0f32; cols];
+        let mut b = vec![0f32; cols];
+        w.row_to_f32(2, &mut a);
+        crate::quant::dequantize_row(w.row_bytes(2), dtype, &mut b);
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn quant_layout_errors_at_the_boundary() {
+    assert!(MatRef::try_new(&[0u8; 34], DType::Q8_0, 1, 32).is_ok());
+    let e = MatRef::try_new(&[0u8; 34], DType::Q8_0, 1, 33).unwrap_err();
+    assert!(e.to_string().contains("blocks of 32"), "{e}");
+    assert!(MatRef::try_new(&[0u8; 33], DType::Q8_0, 1, 32).is_err());
+    assert_eq!(DType::Q4_K.row_bytes(512), Ok(288));
+    assert!(DType::Q6_K.row_bytes(128).is_err());
+    assert_eq!(DType::Q4_0.tensor_bytes(&[3, 64]), Ok(108));
+    assert_eq!(DType::from_name("Q4_K"), Some(DType::Q4_K));
+}

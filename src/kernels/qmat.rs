@@ -1,0 +1,438 @@
+//! Products of block-quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) with f32 activations, by
+//! integer dot products.
+//!
+//! Once per call the activations are quantized per block to int8 with one f32 scale per block
+//! ([`quantize_b32`]: blocks of 32 for Q8_0/Q4_0 weights; [`quantize_k`]: blocks of 256 with
+//! per-16 and per-32 sums for the K-quants, like llama.cpp's Q8_K). Every weight block then
+//! meets its activation block in exact integer arithmetic and only the block's result is
+//! scaled in f32:
+//!
+//! - Q8_0: `dw * dx * sum(w * x)`.
+//! - Q4_0: `dw * dx * (sum(q * x) - 8 * sum(x))`: the nibbles `q` are used unsigned (`0..16`),
+//!   the `-8` folded into the activation block's precomputed sum.
+//! - Q4_K: `d * dx * sum_j sc_j * sum(q * x)_j - dmin * dx * sum_j m_j * sum(x)_j` over the
+//!   eight sub-blocks `j` of 32.
+//! - Q6_K: `d * dx * sum_j sc_j * (sum(q * x)_j - 32 * sum(x)_j)` over sixteen sub-blocks of
+//!   16, `q` unsigned in `0..64`.
+//!
+//! Every instruction-set level computes these same integers (the SIMD paths split a block's
+//! sum across lanes, exactly) and differs only in the order in which the f32 block results are
+//! added. This file holds the activation layouts, the portable scalar kernels the SIMD ones are
+//! tested against, and the driver that splits the rows over the rayon pool.
+
+use super::{rows_per_task, DType, Isa, MatRef};
+use half::f16;
+use rayon::prelude::*;
+
+/// One activation block of 32 for Q8_0 and Q4_0 weights, in natural order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct B32 {
+    /// `round(x / d)`, in `-127..=127`.
+    pub qs: [i8; 32],
+    /// The scale: `max |x| / 127`.
+    pub d: f32,
+    /// `sum(qs)`.
+    pub sum: i32,
+}
+
+/// Two activation blocks laid out for the AVX-512 Q8_0 decode kernel: one 64-byte vector of
+/// values, and per 32-bit lane of the products (4 values; 8 lanes per block) the block's scale
+/// and the correction of the unsigned weights (`w ^ 0x80 = w + 128`): `-128 * sum` of the
+/// lane's 4 values, so every lane's integer is exactly its part of `sum(w * x)`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct A8Pair {
+    pub qs: [i8; 64],
+    pub d: [f32; 16],
+    pub corr: [i32; 16],
+}
+
+/// Four activation blocks laid out for the AVX-512 Q4_0 decode kernel: the first halves
+/// (elements 0..16, which meet the low nibbles) of the four blocks, then their second halves
+/// (high nibbles); per 32-bit lane (4 per block; lane `l` covers bytes `4l..4l + 4` of both
+/// halves) the block's scale and `-8 * sum` of the lane's 8 values, so every lane's integer is
+/// exactly its part of `sum((q - 8) * x)`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct A4Group {
+    pub qs: [i8; 128],
+    pub d: [f32; 16],
+    pub corr: [i32; 16],
+}
+
+/// One activation block of 256 for K-quant weights.
+///
+/// For Q6_K weights `qs` is in natural order. For Q4_K weights its sub-blocks of 32 are
+/// stored in the order 0, 2, 1, 3, 4, 6, 5, 7: a 64-byte load of Q4_K nibbles holds the
+/// sub-blocks `4g` and `4g + 2` in its low nibbles and `4g + 1`, `4g + 3` in its high nibbles,
+/// and meets the activations with one aligned 64-byte load each (see [`k_pos`]).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AK {
+    pub qs: [i8; 256],
+    /// Sums of the 16 sub-blocks of 16 (natural order).
+    pub bsums16: [i16; 16],
+    /// Sums of the 8 sub-blocks of 32 (natural order).
+    pub bsums32: [i16; 8],
+    pub d: f32,
+}
+
+/// Where Q4_K sub-block `j` (of 32) lies in [`AK::qs`], in units of 32.
+#[inline(always)]
+pub(crate) fn k_pos(j: usize) -> usize {
+    const POS: [usize; 8] = [0, 2, 1, 3, 4, 6, 5, 7];
+    POS[j]
+}
+
+/// Rounds to the nearest integer, ties to even (llama.cpp's `nearest_int`); `|v| <= 2^22`.
+#[inline(always)]
+fn nearest(v: f32) -> i32 {
+    crate::quant::nearest_int(v)
+}
+
+/// Quantizes `x` (len 32 * k) into `out` (k blocks): `d = max |x| / 127`, values rounded to
+/// nearest (ties to even) and clamped to `-127..=127`. Plain loops the compiler vectorizes.
+pub(crate) fn quantize_b32(x: &[f32], out: &mut [B32]) {
+    assert_eq!(x.len(), out.len() * 32, "activation blocks");
+    for (xb, o) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let mut amax = 0f32;
+        for &v in xb {
+            amax = amax.max(v.abs());
+        }
+        let d = amax / 127.0;
+        let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in o.qs.iter_mut().zip(xb) {
+            let r = nearest(v * id).clamp(-127, 127);
+            *q = r as i8;
+            sum += r;
+        }
+        o.d = d;
+        o.sum = sum;
+    }
+}
+
+/// Sum of 4 values.
+fn sum4(q: &[i8]) -> i32 {
+    q[..4].iter().map(|&v| v as i32).sum()
+}
+
+/// The [`A8Pair`] layout of natural blocks: `2 * ceil(nb / 4)` pairs (the decode kernel takes
+/// 4 blocks per step), missing blocks zero.
+pub(crate) fn pairs_of(b: &[B32]) -> Vec<A8Pair> {
+    let zero = A8Pair {
+        qs: [0; 64],
+        d: [0.0; 16],
+        corr: [0; 16],
+    };
+    let mut out: Vec<A8Pair> = b
+        .chunks(2)
+        .map(|p| {
+            let mut a = zero;
+            for (k, blk) in p.iter().enumerate() {
+                a.qs[32 * k..32 * k + 32].copy_from_slice(&blk.qs);
+                a.d[8 * k..8 * k + 8].fill(blk.d);
+            }
+            for l in 0..16 {
+                a.corr[l] = -128 * sum4(&a.qs[4 * l..]);
+            }
+            a
+        })
+        .collect();
+    out.resize(2 * b.len().div_ceil(4), zero);
+    out
+}
+
+/// The [`A4Group`] layout of natural blocks (missing blocks of the last group are zero).
+pub(crate) fn groups_of(b: &[B32]) -> Vec<A4Group> {
+    b.chunks(4)
+        .map(|g| {
+            let mut a = A4Group {
+                qs: [0; 128],
+                d: [0.0; 16],
+                corr: [0; 16],
+            };
+            for (k, blk) in g.iter().enumerate() {
+                a.qs[16 * k..16 * k + 16].copy_from_slice(&blk.qs[..16]);
+                a.qs[64 + 16 * k..64 + 16 * k + 16].copy_from_slice(&blk.qs[16..]);
+                a.d[4 * k..4 * k + 4].fill(blk.d);
+            }
+            for l in 0..16 {
+                a.corr[l] = -8 * (sum4(&a.qs[4 * l..]) + sum4(&a.qs[64 + 4 * l..]));
+            }
+            a
+        })
+        .collect()
+}
+
+/// Quantizes `x` (len 256 * k) into `out` (k blocks) for weights of `dtype` (Q4_K or Q6_K,
+/// which decides the order of `qs`). Same rounding as [`quantize_b32`], one scale per 256.
+pub(crate) fn quantize_k(x: &[f32], dtype: DType, out: &mut [AK]) {
+    assert_eq!(x.len(), out.len() * 256, "activation blocks");
+    for (xb, o) in x.chunks_exact(256).zip(out.iter_mut()) {
+        let mut amax = 0f32;
+        for &v in xb {
+            amax = amax.max(v.abs());
+        }
+        o.d = amax / 127.0;
+        let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        let mut q = [0i8; 256];
+        for (qv, &v) in q.iter_mut().zip(xb) {
+            *qv = nearest(v * id).clamp(-127, 127) as i8;
+        }
+        for (s, c) in o.bsums16.iter_mut().zip(q.chunks_exact(16)) {
+            *s = c.iter().map(|&v| v as i16).sum();
+        }
+        for (j, s) in o.bsums32.iter_mut().enumerate() {
+            *s = o.bsums16[2 * j] + o.bsums16[2 * j + 1];
+        }
+        match dtype {
+            DType::Q4_K => {
+                for j in 0..8 {
+                    let p = k_pos(j);
+                    o.qs[32 * p..32 * p + 32].copy_from_slice(&q[32 * j..32 * j + 32]);
+                }
+            }
+            DType::Q6_K => o.qs = q,
+            d => unreachable!("{} is not a K-quant", d.name()),
+        }
+    }
+}
+
+/// An empty [`AK`] to fill.
+pub(crate) const AK_ZERO: AK = AK {
+    qs: [0; 256],
+    bsums16: [0; 16],
+    bsums32: [0; 8],
+    d: 0.0,
+};
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalar kernels: one row against one token, block results added in order.
+
+/// Q8_0 row (`34 * a.len()` bytes) times activation blocks.
+pub(crate) fn dot_q8_0(row: &[u8], a: &[B32]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(34).zip(a) {
+        let mut isum = 0i32;
+        for (&w, &q) in b[2..].iter().zip(&x.qs) {
+            isum += (w as i8 as i32) * q as i32;
+        }
+        acc += (f16_at(b, 0) * x.d) * isum as f32;
+    }
+    acc
+}
+
+/// Q4_0 row (`18 * a.len()` bytes) times activation blocks.
+pub(crate) fn dot_q4_0(row: &[u8], a: &[B32]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(18).zip(a) {
+        let mut isum = -8 * x.sum;
+        for j in 0..16 {
+            isum += (b[2 + j] & 15) as i32 * x.qs[j] as i32;
+            isum += (b[2 + j] >> 4) as i32 * x.qs[j + 16] as i32;
+        }
+        acc += (f16_at(b, 0) * x.d) * isum as f32;
+    }
+    acc
+}
+
+/// Q4_K row (`144 * a.len()` bytes) times activation blocks ([`quantize_k`] for Q4_K).
+pub(crate) fn dot_q4_k(row: &[u8], a: &[AK]) -> f32 {
+    let (mut acc, mut accm) = (0f32, 0f32);
+    for (b, x) in row.chunks_exact(144).zip(a) {
+        let (sc, m) = crate::quant::q4_k::scales_mins(&b[4..16]);
+        let qs = &b[16..];
+        let (mut isum, mut msum) = (0i32, 0i32);
+        for j in 0..8 {
+            let (c, shift) = (j / 2, 4 * (j % 2));
+            let xs = &x.qs[32 * k_pos(j)..32 * k_pos(j) + 32];
+            let mut s = 0i32;
+            for i in 0..32 {
+                s += ((qs[32 * c + i] >> shift) & 15) as i32 * xs[i] as i32;
+            }
+            isum += sc[j] as i32 * s;
+            msum += m[j] as i32 * x.bsums32[j] as i32;
+        }
+        acc += (f16_at(b, 0) * x.d) * isum as f32;
+        accm += (f16_at(b, 2) * x.d) * msum as f32;
+    }
+    acc - accm
+}
+
+/// Q6_K row (`210 * a.len()` bytes) times activation blocks ([`quantize_k`] for Q6_K).
+pub(crate) fn dot_q6_k(row: &[u8], a: &[AK]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(210).zip(a) {
+        let mut isum = 0i32;
+        for j in 0..16 {
+            let mut s = -32 * x.bsums16[j] as i32;
+            for i in 0..16 {
+                let e = 16 * j + i;
+                s += crate::quant::q6_k::q6(b, e) as i32 * x.qs[e] as i32;
+            }
+            isum += (b[192 + j] as i8) as i32 * s;
+        }
+        acc += (f16_at(b, 208) * x.d) * isum as f32;
+    }
+    acc
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations and the driver
+
+/// Quantized activations of `n` tokens, in the layouts the chosen kernel reads.
+pub(crate) struct QActs {
+    /// Blocks per token (of 32 or 256).
+    pub nb: usize,
+    /// Natural blocks of 32 (Q8_0, Q4_0 weights), `n * nb`.
+    pub b32: Vec<B32>,
+    /// Blocks of 256 (K-quant weights), `n * nb`.
+    pub k: Vec<AK>,
+    /// Decode layouts (one token), built when the kernel asks for them.
+    pub pairs: Vec<A8Pair>,
+    pub groups: Vec<A4Group>,
+}
+
+impl QActs {
+    /// Quantizes `n` tokens of `cols` activations for weights of `dtype`; `lanes` also builds
+    /// the decode layout of the first token ([`A8Pair`] for Q8_0, [`A4Group`] for Q4_0).
+    pub(crate) fn new(dtype: DType, x: &[f32], n: usize, cols: usize, lanes: bool) -> Self {
+        let nb = cols / dtype.block_len();
+        let mut a = QActs {
+            nb,
+            b32: Vec::new(),
+            k: Vec::new(),
+            pairs: Vec::new(),
+            groups: Vec::new(),
+        };
+        match dtype {
+            DType::Q8_0 | DType::Q4_0 => {
+                a.b32 = vec![B32::default(); n * nb];
+                quantize_b32(x, &mut a.b32);
+                if lanes {
+                    if dtype == DType::Q8_0 {
+                        a.pairs = pairs_of(&a.b32[..nb]);
+                    } else {
+                        a.groups = groups_of(&a.b32[..nb]);
+                    }
+                }
+            }
+            DType::Q4_K | DType::Q6_K => {
+                a.k = vec![AK_ZERO; n * nb];
+                quantize_k(x, dtype, &mut a.k);
+            }
+            d => unreachable!("{} is not quantized", d.name()),
+        }
+        a
+    }
+
+    /// Token `t`'s natural blocks of 32.
+    pub(crate) fn b32(&self, t: usize) -> &[B32] {
+        &self.b32[t * self.nb..(t + 1) * self.nb]
+    }
+
+    /// Token `t`'s blocks of 256.
+    pub(crate) fn k(&self, t: usize) -> &[AK] {
+        &self.k[t * self.nb..(t + 1) * self.nb]
+    }
+}
+
+/// One quantized product with its activations quantized: what the driver splits over tasks.
+pub(crate) trait QJob: Sync {
+    /// Rows per task must be a multiple of this.
+    fn row_align(&self) -> usize {
+        4
+    }
+    /// `y[i] = w[r0 + i] . x[token 0]` for `i < y.len()`.
+    fn matvec(&self, r0: usize, y: &mut [f32]);
+    /// `outs[t][i] = w[r0 + i] . x[token t]` for every token and `i < outs[0].len()`.
+    fn rows(&self, r0: usize, outs: &mut [&mut [f32]]);
+}
+
+/// Runs `job` over all `rows` for `n` tokens into `y` (`n * rows`, token-major).
+pub(crate) fn drive<J: QJob>(job: &J, rows: usize, cols: usize, n: usize, y: &mut [f32]) {
+    if rows == 0 || n == 0 {
+        return;
+    }
+    let al = job.row_align();
+    let rpt = rows_per_task(rows, cols, n).div_ceil(al) * al;
+    if n == 1 {
+        y.par_chunks_mut(rpt)
+            .enumerate()
+            .for_each(|(b, ys)| job.matvec(b * rpt, ys));
+        return;
+    }
+    let ntasks = rows.div_ceil(rpt);
+    let mut per_task: Vec<Vec<&mut [f32]>> = (0..ntasks).map(|_| Vec::with_capacity(n)).collect();
+    for yt in y.chunks_mut(rows) {
+        for (b, s) in yt.chunks_mut(rpt).enumerate() {
+            per_task[b].push(s);
+        }
+    }
+    per_task
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, mut outs)| job.rows(b * rpt, &mut outs));
+}
+
+/// The portable job: every output one scalar dot.
+struct ScalarJob<'a> {
+    w: &'a MatRef<'a>,
+    a: QActs,
+}
+
+impl ScalarJob<'_> {
+    fn dot(&self, r: usize, t: usize) -> f32 {
+        let row = self.w.row_bytes(r);
+        match self.w.dtype {
+            DType::Q8_0 => dot_q8_0(row, self.a.b32(t)),
+            DType::Q4_0 => dot_q4_0(row, self.a.b32(t)),
+            DType::Q4_K => dot_q4_k(row, self.a.k(t)),
+            DType::Q6_K => dot_q6_k(row, self.a.k(t)),
+            d => unreachable!("{} is not quantized", d.name()),
+        }
+    }
+}
+
+impl QJob for ScalarJob<'_> {
+    fn matvec(&self, r0: usize, y: &mut [f32]) {
+        for (i, v) in y.iter_mut().enumerate() {
+            *v = self.dot(r0 + i, 0);
+        }
+    }
+    fn rows(&self, r0: usize, outs: &mut [&mut [f32]]) {
+        for (t, o) in outs.iter_mut().enumerate() {
+            for (i, v) in o.iter_mut().enumerate() {
+                *v = self.dot(r0 + i, t);
+            }
+        }
+    }
+}
+
+/// The product of quantized `w` with `n` tokens of `x` at `level` (shapes checked by the
+/// caller).
+pub(crate) fn matmul_quant(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+    debug_assert!(w.dtype.is_quantized());
+    if w.rows == 0 || n == 0 {
+        return;
+    }
+    match level {
+        Isa::Scalar => {
+            let job = ScalarJob {
+                w,
+                a: QActs::new(w.dtype, x, n, w.cols, false),
+            };
+            drive(&job, w.rows, w.cols, n, y);
+        }
+        #[cfg(target_arch = "x86_64")]
+        _ => super::x86q::matmul_quant(level, w, x, n, y),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => panic!("{} is not available on this architecture", level.name()),
+    }
+}

@@ -1,0 +1,1137 @@
+//! x86-64 SIMD kernels for block-quantized weights: AVX2 (`vpmaddubsw`), AVX-512BW and
+//! AVX-512 VNNI (`vpdpbusd`, `vpdpwssd`). The AVX-512 kernels are written once in
+//! [`avx512_quant!`] and compiled twice, once per feature set, because a `#[target_feature]`
+//! function cannot be generic over its features.
+//!
+//! Every kernel computes, per 32-bit lane, an exact integer partial sum of `w * x` over a part
+//! of a block (signed weight levels; the unsigned-operand tricks are corrected exactly in the
+//! same lane), converts it to f32 and scales it per block: the scalar twins in `qmat.rs` compute
+//! the same block integers, and the results differ only in the order of the f32 additions.
+//!
+//! Layouts are the file's (GGUF) blocks, read in place with unaligned loads; nothing is
+//! repacked in memory. Decode (one token) streams each row once with few operations per byte:
+//!
+//! - Q4_0 (AVX-512): 4 blocks (72 bytes) per step. One 64-byte load and one 8-byte load cover
+//!   them; `vpermt2w` gathers their 64 nibble bytes into one register and their four f16
+//!   scales, each repeated over the block's four lanes, into another. Low nibbles meet the
+//!   first halves of the four activation blocks, high nibbles the second halves ([`A4Group`]);
+//!   the `-8` is the activation lane's precomputed `-8 * sum(x)`, the start of the `vpdpbusd`
+//!   accumulation. Two f32 accumulators alternate between steps.
+//! - Q8_0 (AVX-512): 4 blocks (136 bytes) per step, two per register; the scales by one
+//!   `vpermt2w` from two 64-byte loads. VNNI: weights made unsigned by `^ 0x80`, corrected by
+//!   the lane's `-128 * sum(x)`; AVX-512BW: `|w|` times `x` with `w`'s sign.
+//! - Q4_K, Q6_K: one super-block (256 values) per step; `vpmaddubsw` products (`q` unsigned)
+//!   weighted by the sub-block scales with `vpdpwssd` (`vpmaddwd` + add without VNNI); Q4_K's
+//!   mins and Q6_K's `-32` through the activations' per-sub-block sums.
+//!
+//! Prefill (several tokens) reuses each unpacked weight block for several tokens:
+//!
+//! - Q4_0, Q8_0 (AVX-512): the rows are taken 16 at a time; each block of the 16 rows is
+//!   unpacked once into a small scratch (per task, about 20 bytes per weight of the 16 rows)
+//!   as 8 vectors whose lane `r` holds 4 consecutive weights of row `r`, so one `vpdpbusd`
+//!   with 4 activation bytes broadcast advances 16 rows by 4 columns, and a block's 8 of them
+//!   leave one finished block sum per row in each lane: the f32 scaling is then one fused
+//!   multiply-add per 16 rows x 32 columns. Tokens go 8 at a time through the scratch.
+//! - AVX2 and the K-quants: one row at a time, its blocks unpacked once per group of up to 4
+//!   tokens (register tiles of 1 row x 4 tokens).
+
+use super::qmat::{drive, k_pos, A4Group, A8Pair, QActs, QJob, AK, B32};
+use super::x86::{Avx2, Avx512};
+use super::{DType, Isa, MatRef};
+use std::arch::x86_64::*;
+
+/// Proof that the CPU has AVX-512F/BW/VL and AVX512_VNNI.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Vnni {
+    _private: (),
+}
+
+impl Avx512Vnni {
+    pub(crate) fn detect() -> Option<Self> {
+        (Avx512::detect().is_some() && is_x86_feature_detected!("avx512vnni"))
+            .then_some(Avx512Vnni { _private: () })
+    }
+}
+
+/// The product of quantized `w` with `n` tokens of `x` at `level` (not `Scalar`).
+pub(crate) fn matmul_quant(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+    let a = QActs::new(w.dtype, x, n, w.cols, n == 1 && level != Isa::Avx2);
+    match level {
+        Isa::Avx2 => {
+            let k = Avx2::detect().expect("CPU lacks AVX2/FMA/F16C");
+            drive(&Avx2Job { _k: k, w, a }, w.rows, w.cols, n, y);
+        }
+        Isa::Avx512 => {
+            let k = Avx512::detect().expect("CPU lacks AVX-512F/BW/VL");
+            let job = bw::Job::new(k, w, a, n);
+            drive(&job, w.rows, w.cols, n, y);
+        }
+        Isa::Avx512Vnni => {
+            let k = Avx512Vnni::detect().expect("CPU lacks AVX512_VNNI");
+            let job = vnni::Job::new(k, w, a, n);
+            drive(&job, w.rows, w.cols, n, y);
+        }
+        Isa::Scalar => unreachable!("the scalar level is in qmat.rs"),
+    }
+}
+
+/// Most tokens of a one-row register tile.
+const TT: usize = 4;
+
+/// Splits `n` tokens into tiles of 4, 2 and 1 and calls `f(t0, nt)`.
+#[inline(always)]
+fn token_tiles(n: usize, mut f: impl FnMut(usize, usize)) {
+    let mut t = 0;
+    while t < n {
+        let nt = [4, 2, 1].into_iter().find(|&s| s <= n - t).unwrap_or(1);
+        f(t, nt);
+        t += nt;
+    }
+}
+
+/// Checks what every kernel relies on: `w` holds `rows` whole rows of its dtype and the
+/// activations have the matching number of blocks per token.
+fn check_job(w: &MatRef, a: &QActs, n: usize) {
+    let rb = w.dtype.row_bytes(w.cols).expect("whole blocks");
+    assert_eq!(w.row_stride(), rb, "row stride");
+    assert_eq!(w.data.len(), w.rows * rb, "matrix byte length");
+    assert_eq!(a.nb * w.dtype.block_len(), w.cols, "activation blocks");
+    match w.dtype {
+        DType::Q8_0 | DType::Q4_0 => assert_eq!(a.b32.len(), n * a.nb),
+        _ => assert_eq!(a.k.len(), n * a.nb),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2
+
+/// One-row tiles of up to 4 tokens on AVX2, every dtype.
+struct Avx2Job<'a> {
+    _k: Avx2,
+    w: &'a MatRef<'a>,
+    a: QActs,
+}
+
+impl Avx2Job<'_> {
+    /// `out[t] = row r . token (t0 + t)` for `t < nt`.
+    fn tile(&self, r: usize, t0: usize, nt: usize, out: &mut [f32]) {
+        let row = self.w.row_bytes(r);
+        let nb = self.a.nb;
+        let p = row.as_ptr();
+        macro_rules! go {
+            ($f:ident, $acts:ident, $T:literal) => {{
+                let x: [*const _; $T] = std::array::from_fn(|t| self.a.$acts(t0 + t).as_ptr());
+                // SAFETY: `self._k` proves AVX2+FMA+F16C; check_job showed `row` holds `nb`
+                // blocks and every token `nb` activation blocks.
+                let r = unsafe { $f::<$T>(p, nb, x) };
+                out[..$T].copy_from_slice(&r);
+            }};
+        }
+        macro_rules! by_t {
+            ($f:ident, $acts:ident) => {
+                match nt {
+                    4 => go!($f, $acts, 4),
+                    2 => go!($f, $acts, 2),
+                    1 => go!($f, $acts, 1),
+                    _ => unreachable!("token tile"),
+                }
+            };
+        }
+        match self.w.dtype {
+            DType::Q8_0 => by_t!(a2_q8_0, b32),
+            DType::Q4_0 => by_t!(a2_q4_0, b32),
+            DType::Q4_K => by_t!(a2_q4_k, k),
+            DType::Q6_K => by_t!(a2_q6_k, k),
+            d => unreachable!("{} is not quantized", d.name()),
+        }
+    }
+}
+
+impl QJob for Avx2Job<'_> {
+    fn matvec(&self, r0: usize, y: &mut [f32]) {
+        check_job(self.w, &self.a, 1);
+        for (i, v) in y.iter_mut().enumerate() {
+            let mut o = [0f32; 1];
+            self.tile(r0 + i, 0, 1, &mut o);
+            *v = o[0];
+        }
+    }
+
+    fn rows(&self, r0: usize, outs: &mut [&mut [f32]]) {
+        let n = outs.len();
+        check_job(self.w, &self.a, n);
+        for i in 0..outs[0].len() {
+            token_tiles(n, |t0, nt| {
+                let mut o = [0f32; TT];
+                self.tile(r0 + i, t0, nt, &mut o);
+                for (t, &v) in o[..nt].iter().enumerate() {
+                    outs[t0 + t][i] = v;
+                }
+            });
+        }
+    }
+}
+
+/// Horizontal sum of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum8(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// The f16 at `p` as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees 2 readable bytes at p.
+    let h = unsafe { (p as *const u16).read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// Q8_0 row (`nb` blocks at `p`) times `T` tokens: `|w|` times `x` with the sign of `w`
+/// (`vpmaddubsw` cannot overflow: `2 * 128 * 127 < 2^15`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn a2_q8_0<const T: usize>(p: *const u8, nb: usize, x: [*const B32; T]) -> [f32; T] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for k in 0..nb {
+        // SAFETY: block k (34 bytes) lies inside the row and every token has block k.
+        unsafe {
+            let b = p.add(34 * k);
+            let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+            let u = _mm256_abs_epi8(w);
+            let dw = f16_at(b);
+            for t in 0..T {
+                let xb = &*x[t].add(k);
+                let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xb.d), acc[t]);
+            }
+        }
+    }
+    acc.map(|a| hsum8(a))
+}
+
+/// Q4_0 row times `T` tokens: levels `q - 8` used signed through the same sign trick.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn a2_q4_0<const T: usize>(p: *const u8, nb: usize, x: [*const B32; T]) -> [f32; T] {
+    let ones = _mm256_set1_epi16(1);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let eight = _mm256_set1_epi8(8);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for k in 0..nb {
+        // SAFETY: block k (18 bytes) lies inside the row and every token has block k.
+        unsafe {
+            let b = p.add(18 * k);
+            let q = _mm_loadu_si128(b.add(2) as *const __m128i);
+            let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), m4);
+            let w = _mm256_sub_epi8(nib, eight);
+            let u = _mm256_abs_epi8(w);
+            let dw = f16_at(b);
+            for t in 0..T {
+                let xb = &*x[t].add(k);
+                let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xb.d), acc[t]);
+            }
+        }
+    }
+    acc.map(|a| hsum8(a))
+}
+
+/// The eight 6-bit scales (bytes 0..8) and mins (8..16) of a Q4_K block's 12 packed bytes at
+/// `s`, as llama.cpp unpacks them with 32-bit masks.
+#[inline(always)]
+unsafe fn q4k_scales(s: *const u8) -> [u32; 4] {
+    // SAFETY: the caller guarantees 12 readable bytes at s.
+    let u: [u32; 3] = unsafe { (s as *const [u32; 3]).read_unaligned() };
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    [
+        u[0] & K1,
+        (u[2] & K2) | (((u[0] >> 6) & K3) << 4),
+        u[1] & K1,
+        ((u[2] >> 4) & K2) | (((u[1] >> 6) & K3) << 4),
+    ]
+}
+
+/// Q4_K row (`nb` super-blocks) times `T` tokens.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn a2_q4_k<const T: usize>(p: *const u8, nb: usize, x: [*const AK; T]) -> [f32; T] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut accm = [_mm_setzero_ps(); T];
+    for k in 0..nb {
+        // SAFETY: super-block k (144 bytes) lies inside the row; every token has block k.
+        unsafe {
+            let b = p.add(144 * k);
+            let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
+            let sm = q4k_scales(b.add(4));
+            let sc: [u8; 8] = std::mem::transmute([sm[0], sm[1]]);
+            let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, sm[3] as i32, sm[2] as i32));
+            let xb: [&AK; T] = std::array::from_fn(|t| &*x[t].add(k));
+            let mut isum = [_mm256_setzero_si256(); T];
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(v, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                let (slo, shi) = (
+                    _mm256_set1_epi16(sc[2 * c] as i16),
+                    _mm256_set1_epi16(sc[2 * c + 1] as i16),
+                );
+                for t in 0..T {
+                    let xq = xb[t].qs.as_ptr();
+                    let xlo = _mm256_load_si256(xq.add(32 * k_pos(2 * c)) as *const __m256i);
+                    let xhi = _mm256_load_si256(xq.add(32 * k_pos(2 * c + 1)) as *const __m256i);
+                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xlo), slo);
+                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xhi), shi);
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(plo, phi));
+                }
+            }
+            for t in 0..T {
+                let bs = _mm_loadu_si128(xb[t].bsums32.as_ptr() as *const __m128i);
+                let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
+                accm[t] = _mm_fmadd_ps(m, _mm_set1_ps(dmin * xb[t].d), accm[t]);
+                let dd = _mm256_set1_ps(d * xb[t].d);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), dd, acc[t]);
+            }
+        }
+    }
+    let mut out = [0f32; T];
+    for t in 0..T {
+        let m = accm[t];
+        let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_add_ss(m, _mm_shuffle_ps::<1>(m, m));
+        out[t] = hsum8(acc[t]) - _mm_cvtss_f32(m);
+    }
+    out
+}
+
+/// Q6_K row (`nb` super-blocks) times `T` tokens.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn a2_q6_k<const T: usize>(p: *const u8, nb: usize, x: [*const AK; T]) -> [f32; T] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for k in 0..nb {
+        // SAFETY: super-block k (210 bytes) lies inside the row; every token has block k.
+        unsafe {
+            let b = p.add(210 * k);
+            let d = f16_at(b.add(208));
+            let sc8 = _mm_loadu_si128(b.add(192) as *const __m128i);
+            let sc16 = _mm256_cvtepi8_epi16(sc8);
+            let xb: [&AK; T] = std::array::from_fn(|t| &*x[t].add(k));
+            let mut isum = [_mm256_setzero_si256(); T];
+            for h in 0..2 {
+                let ql0 = _mm256_loadu_si256(b.add(64 * h) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(b.add(64 * h + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
+                let hb = |s: i32| -> __m256i {
+                    // (qh >> s) & 3, moved to bits 4..6 of each byte.
+                    let v = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(s));
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(v, m3))
+                };
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(0)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, m4), hb(2)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4), hb(4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4), hb(6)),
+                ];
+                for (i, qi) in q.iter().enumerate() {
+                    // Elements 128h + 32i .. +32: sub-blocks j and j + 1 of 16.
+                    let j = 8 * h + 2 * i;
+                    let s = _mm256_set_m128i(
+                        _mm_set1_epi16(*b.add(192 + j + 1) as i8 as i16),
+                        _mm_set1_epi16(*b.add(192 + j) as i8 as i16),
+                    );
+                    for t in 0..T {
+                        let xv = _mm256_load_si256(
+                            xb[t].qs.as_ptr().add(128 * h + 32 * i) as *const __m256i
+                        );
+                        let pr = _mm256_madd_epi16(_mm256_maddubs_epi16(*qi, xv), s);
+                        isum[t] = _mm256_add_epi32(isum[t], pr);
+                    }
+                }
+            }
+            for t in 0..T {
+                let bs = _mm256_loadu_si256(xb[t].bsums16.as_ptr() as *const __m256i);
+                let c = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
+                let i = _mm256_sub_epi32(isum[t], c);
+                let dd = _mm256_set1_ps(d * xb[t].d);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), dd, acc[t]);
+            }
+        }
+    }
+    acc.map(|a| hsum8(a))
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512: shared constants and layouts
+
+/// `vpermt2w` indices gathering the nibble bytes of 4 Q4_0 blocks (72 bytes, as 36 words
+/// across two registers): output words `8k..8k + 8` are block `k`'s words `9k + 1..9k + 9`.
+static IDX_Q4_NIB: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (9 * (j / 8) + 1 + j % 8) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// `vpermt2w` indices of the 4 Q4_0 scales, each repeated 4 times (words 0..16).
+static IDX_Q4_D: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 16 {
+        a[j] = (9 * (j / 4)) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// `vpermt2w` indices of the 4 Q8_0 scales of a 136-byte group (words 0, 17, 34, 51), each
+/// repeated 8 times.
+static IDX_Q8_D: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (17 * (j / 8)) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// `vpermw` indices spreading Q4_K's scales (words 0..8 of `[sc0..sc7, m0..m7]`) over the
+/// `vpmaddubsw` words of the four 64-value groups: group `i` holds sub-blocks `a` (words
+/// 0..16) and `b` (16..32) with `(a, b)` = (0, 2), (1, 3), (4, 6), (5, 7).
+static IDX_Q4K_SC: [[i16; 32]; 4] = {
+    let pairs = [(0, 2), (1, 3), (4, 6), (5, 7)];
+    let mut a = [[0i16; 32]; 4];
+    let mut i = 0;
+    while i < 4 {
+        let mut j = 0;
+        while j < 32 {
+            a[i][j] = if j < 16 { pairs[i].0 } else { pairs[i].1 };
+            j += 1;
+        }
+        i += 1;
+    }
+    a
+};
+
+/// `vpermw` indices spreading Q6_K's 16 scales over the `vpmaddubsw` words of the four
+/// 64-value groups: group `i` holds sub-blocks `4i..4i + 4`, 8 words each.
+static IDX_Q6K_SC: [[i16; 32]; 4] = {
+    let mut a = [[0i16; 32]; 4];
+    let mut i = 0;
+    while i < 4 {
+        let mut j = 0;
+        while j < 32 {
+            a[i][j] = (4 * i + j / 8) as i16;
+            j += 1;
+        }
+        i += 1;
+    }
+    a
+};
+
+/// Per-128-bit-lane shift counts of Q6_K's high bits: lanes 0-1 by `a`, lanes 2-3 by `b`.
+static Q6K_SHIFTS: [[i16; 32]; 2] = {
+    let mut a = [[0i16; 32]; 2];
+    let mut j = 0;
+    while j < 32 {
+        a[0][j] = if j < 16 { 0 } else { 2 };
+        a[1][j] = if j < 16 { 4 } else { 6 };
+        j += 1;
+    }
+    a
+};
+
+/// `vpermd` indices grouping dword `v` of the four 128-bit lanes: `[0, 4, 8, 12, 1, 5, ..]`.
+static IDX_TR: [i32; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+
+/// One block of 16 rows unpacked for the prefill kernel: `w[v]` lane `r` holds weights
+/// `4v..4v + 4` of row `r` as bytes (Q4_0: `q` in `0..16`; Q8_0 with VNNI: `w ^ 0x80`; Q8_0
+/// without: `|w|`, with the negative ones marked in `neg[v]`), `d` the 16 rows' scales.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct TB {
+    w: [[u8; 64]; 8],
+    d: [f32; 16],
+    neg: [u64; 8],
+}
+
+const TB_ZERO: TB = TB {
+    w: [[0; 64]; 8],
+    d: [0.0; 16],
+    neg: [0; 8],
+};
+
+/// 64 zero bytes: the block of the rows past the end of a 16-row tile.
+static ZERO_BLOCK: [u8; 64] = [0; 64];
+
+/// `vpdpbusd` (VNNI): `acc + sum of 4 products u8 * i8` per lane.
+macro_rules! dp_vnni {
+    ($acc:expr, $u:expr, $s:expr) => {
+        _mm512_dpbusd_epi32($acc, $u, $s)
+    };
+}
+
+/// The same with AVX-512BW: `vpmaddubsw` (pairs, no saturation for the operands used here)
+/// then `vpmaddwd` by ones.
+macro_rules! dp_bw {
+    ($acc:expr, $u:expr, $s:expr) => {
+        _mm512_add_epi32(
+            $acc,
+            _mm512_madd_epi16(_mm512_maddubs_epi16($u, $s), _mm512_set1_epi16(1)),
+        )
+    };
+}
+
+/// `vpdpwssd` (VNNI): `acc + sum of 2 products i16 * i16` per lane.
+macro_rules! dpw_vnni {
+    ($acc:expr, $a:expr, $b:expr) => {
+        _mm512_dpwssd_epi32($acc, $a, $b)
+    };
+}
+
+/// The same with AVX-512BW.
+macro_rules! dpw_bw {
+    ($acc:expr, $a:expr, $b:expr) => {
+        _mm512_add_epi32($acc, _mm512_madd_epi16($a, $b))
+    };
+}
+
+/// The AVX-512 kernels and job for one feature set: `$vnni` selects the unsigned-weight
+/// encoding of Q8_0 (`w ^ 0x80` with VNNI, `|w|` and signs without), `$dp` and `$dpw` the
+/// byte and word dot products.
+macro_rules! avx512_quant {
+    ($m:ident, $token:ty, $feat:literal, $vnni:literal, $dp:ident, $dpw:ident) => {
+        pub(crate) mod $m {
+            use super::*;
+
+            /// Q8_0 times one activation pair per 2 blocks: 4 blocks (136 bytes at `p`) into
+            /// `acc[0]` and `acc[1]`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn step_q8_0(
+                p: *const u8,
+                a: *const A8Pair,
+                idx_d: __m512i,
+                acc: &mut [__m512; 2],
+            ) {
+                // SAFETY: the caller guarantees 136 readable bytes at p and two pairs at a.
+                unsafe {
+                    let w0 = _mm512_loadu_si512(p as *const _);
+                    let w1 = _mm512_loadu_si512(p.add(64) as *const _);
+                    let dh = _mm512_permutex2var_epi16(w0, idx_d, w1);
+                    let dw = [
+                        _mm512_cvtph_ps(_mm512_castsi512_si256(dh)),
+                        _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dh)),
+                    ];
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let q = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_loadu_si256(
+                                p.add(68 * h + 2) as *const __m256i
+                            )),
+                            _mm256_loadu_si256(p.add(68 * h + 36) as *const __m256i),
+                        );
+                        let ap = &*a.add(h);
+                        let x = _mm512_load_si512(ap.qs.as_ptr() as *const _);
+                        let i = if $vnni {
+                            let corr = _mm512_load_si512(ap.corr.as_ptr() as *const _);
+                            $dp!(corr, _mm512_xor_si512(q, _mm512_set1_epi8(-128)), x)
+                        } else {
+                            let neg = _mm512_movepi8_mask(q);
+                            let s = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+                            $dp!(_mm512_setzero_si512(), _mm512_abs_epi8(q), s)
+                        };
+                        let dx = _mm512_load_ps(ap.d.as_ptr());
+                        *acc =
+                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw[h], dx), *acc);
+                    }
+                }
+            }
+
+            /// One Q8_0 row (`nb` blocks at `p`) times one token in the [`A8Pair`] layout (at
+            /// least `2 * ceil(nb / 4)` pairs).
+            #[target_feature(enable = $feat)]
+            unsafe fn row_q8_0(p: *const u8, nb: usize, a: *const A8Pair) -> f32 {
+                // SAFETY: the caller guarantees the row's `nb` blocks and the pairs; the tail
+                // group is copied into a zeroed buffer first.
+                unsafe {
+                    let idx_d = _mm512_loadu_si512(IDX_Q8_D.as_ptr() as *const _);
+                    let mut acc = [_mm512_setzero_ps(); 2];
+                    let ng = nb / 4;
+                    for g in 0..ng {
+                        step_q8_0(p.add(136 * g), a.add(2 * g), idx_d, &mut acc);
+                    }
+                    if nb % 4 != 0 {
+                        let mut buf = [0u8; 136];
+                        std::ptr::copy_nonoverlapping(
+                            p.add(136 * ng),
+                            buf.as_mut_ptr(),
+                            34 * (nb % 4),
+                        );
+                        step_q8_0(buf.as_ptr(), a.add(2 * ng), idx_d, &mut acc);
+                    }
+                    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+                }
+            }
+
+            /// Q4_0 times one [`A4Group`]: 4 blocks (72 bytes at `p`) into `acc`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn step_q4_0(p: *const u8, a: &A4Group, idx: &[__m512i; 2], acc: &mut __m512) {
+                // SAFETY: the caller guarantees 72 readable bytes at p.
+                unsafe {
+                    let w0 = _mm512_loadu_si512(p as *const _);
+                    let w1 = _mm512_zextsi128_si512(_mm_loadl_epi64(p.add(64) as *const __m128i));
+                    let nib = _mm512_permutex2var_epi16(w0, idx[0], w1);
+                    let dh = _mm512_permutex2var_epi16(w0, idx[1], w1);
+                    let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dh));
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    let lo = _mm512_and_si512(nib, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(nib), m4);
+                    let corr = _mm512_load_si512(a.corr.as_ptr() as *const _);
+                    let xlo = _mm512_load_si512(a.qs.as_ptr() as *const _);
+                    let xhi = _mm512_load_si512(a.qs.as_ptr().add(64) as *const _);
+                    let i = $dp!($dp!(corr, lo, xlo), hi, xhi);
+                    let dx = _mm512_load_ps(a.d.as_ptr());
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw, dx), *acc);
+                }
+            }
+
+            /// One Q4_0 row (`nb` blocks at `p`) times one token in the [`A4Group`] layout
+            /// (`ceil(nb / 4)` groups).
+            #[target_feature(enable = $feat)]
+            unsafe fn row_q4_0(p: *const u8, nb: usize, a: &[A4Group]) -> f32 {
+                // SAFETY: the caller guarantees the row's `nb` blocks; `a` has a group per 4
+                // blocks (checked), and the tail group is copied into a zeroed buffer first.
+                unsafe {
+                    assert_eq!(a.len(), nb.div_ceil(4), "activation groups");
+                    let idx = [
+                        _mm512_loadu_si512(IDX_Q4_NIB.as_ptr() as *const _),
+                        _mm512_loadu_si512(IDX_Q4_D.as_ptr() as *const _),
+                    ];
+                    let mut acc = [_mm512_setzero_ps(); 2];
+                    let ng = nb / 4;
+                    let mut g = 0;
+                    while g + 2 <= ng {
+                        step_q4_0(p.add(72 * g), &a[g], &idx, &mut acc[0]);
+                        step_q4_0(p.add(72 * g + 72), &a[g + 1], &idx, &mut acc[1]);
+                        g += 2;
+                    }
+                    if g < ng {
+                        step_q4_0(p.add(72 * g), &a[g], &idx, &mut acc[0]);
+                    }
+                    if nb % 4 != 0 {
+                        let mut buf = [0u8; 72];
+                        std::ptr::copy_nonoverlapping(
+                            p.add(72 * ng),
+                            buf.as_mut_ptr(),
+                            18 * (nb % 4),
+                        );
+                        step_q4_0(buf.as_ptr(), &a[ng], &idx, &mut acc[1]);
+                    }
+                    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+                }
+            }
+
+            /// The f16 at `p` as f32.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn f16_at(p: *const u8) -> f32 {
+                // SAFETY: the caller guarantees 2 readable bytes at p.
+                let h = unsafe { (p as *const u16).read_unaligned() };
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+            }
+
+            /// Horizontal sum of 4 lanes.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn hsum4(m: __m128) -> f32 {
+                let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+                _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps::<1>(m, m)))
+            }
+
+            /// One Q4_K row (`nb` super-blocks at `p`) times `T` tokens.
+            #[target_feature(enable = $feat)]
+            unsafe fn row_q4_k<const T: usize>(
+                p: *const u8,
+                nb: usize,
+                x: [*const AK; T],
+            ) -> [f32; T] {
+                // SAFETY: the caller guarantees the row's `nb` blocks and `nb` activation
+                // blocks per token.
+                unsafe {
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    let idx: [__m512i; 4] = std::array::from_fn(|i| {
+                        _mm512_loadu_si512(IDX_Q4K_SC[i].as_ptr() as *const _)
+                    });
+                    let mut acc = [_mm512_setzero_ps(); T];
+                    let mut accm = [_mm_setzero_ps(); T];
+                    for k in 0..nb {
+                        let b = p.add(144 * k);
+                        let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
+                        let sm = q4k_scales(b.add(4));
+                        let sm16 = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                            sm[3] as i32,
+                            sm[2] as i32,
+                            sm[1] as i32,
+                            sm[0] as i32,
+                        ));
+                        let mins = _mm256_extracti128_si256::<1>(sm16);
+                        let sm512 = _mm512_castsi256_si512(sm16);
+                        let v0 = _mm512_loadu_si512(b.add(16) as *const _);
+                        let v1 = _mm512_loadu_si512(b.add(80) as *const _);
+                        let q = [
+                            _mm512_and_si512(v0, m4),
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v0), m4),
+                            _mm512_and_si512(v1, m4),
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v1), m4),
+                        ];
+                        let s: [__m512i; 4] =
+                            std::array::from_fn(|i| _mm512_permutexvar_epi16(idx[i], sm512));
+                        for t in 0..T {
+                            let xb = &*x[t].add(k);
+                            let mut i = _mm512_setzero_si512();
+                            for g in 0..4 {
+                                let xv = _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _);
+                                i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv), s[g]);
+                            }
+                            acc[t] = _mm512_fmadd_ps(
+                                _mm512_cvtepi32_ps(i),
+                                _mm512_set1_ps(d * xb.d),
+                                acc[t],
+                            );
+                            let bs = _mm_loadu_si128(xb.bsums32.as_ptr() as *const __m128i);
+                            let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
+                            accm[t] = _mm_fmadd_ps(m, _mm_set1_ps(dmin * xb.d), accm[t]);
+                        }
+                    }
+                    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum4(accm[t]))
+                }
+            }
+
+            /// One Q6_K row (`nb` super-blocks at `p`) times `T` tokens.
+            #[target_feature(enable = $feat)]
+            unsafe fn row_q6_k<const T: usize>(
+                p: *const u8,
+                nb: usize,
+                x: [*const AK; T],
+            ) -> [f32; T] {
+                // SAFETY: the caller guarantees the row's `nb` blocks and `nb` activation
+                // blocks per token.
+                unsafe {
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    let m3 = _mm512_set1_epi8(3);
+                    let idx: [__m512i; 4] = std::array::from_fn(|i| {
+                        _mm512_loadu_si512(IDX_Q6K_SC[i].as_ptr() as *const _)
+                    });
+                    let sh = [
+                        _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
+                        _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
+                    ];
+                    let mut acc = [_mm512_setzero_ps(); T];
+                    for k in 0..nb {
+                        let b = p.add(210 * k);
+                        let d = f16_at(b.add(208));
+                        let sc16 =
+                            _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
+                        let sc512 = _mm512_castsi256_si512(sc16);
+                        let s: [__m512i; 4] =
+                            std::array::from_fn(|i| _mm512_permutexvar_epi16(idx[i], sc512));
+                        let mut q = [_mm512_setzero_si512(); 4];
+                        for h in 0..2 {
+                            let ql = _mm512_loadu_si512(b.add(64 * h) as *const _);
+                            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                b.add(128 + 32 * h) as *const __m256i,
+                            ));
+                            let hi = |s: __m512i| {
+                                _mm512_slli_epi16::<4>(_mm512_and_si512(
+                                    _mm512_srlv_epi16(qh, s),
+                                    m3,
+                                ))
+                            };
+                            q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), hi(sh[0]));
+                            q[2 * h + 1] = _mm512_or_si512(
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                                hi(sh[1]),
+                            );
+                        }
+                        for t in 0..T {
+                            let xb = &*x[t].add(k);
+                            let mut i = _mm512_setzero_si512();
+                            for g in 0..4 {
+                                let xv = _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _);
+                                i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv), s[g]);
+                            }
+                            let bs = _mm256_loadu_si256(xb.bsums16.as_ptr() as *const __m256i);
+                            let c = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
+                            i = _mm512_sub_epi32(i, _mm512_zextsi256_si512(c));
+                            acc[t] = _mm512_fmadd_ps(
+                                _mm512_cvtepi32_ps(i),
+                                _mm512_set1_ps(d * xb.d),
+                                acc[t],
+                            );
+                        }
+                    }
+                    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]))
+                }
+            }
+
+            /// Transposes 16 rows x 4 dwords (row `4i + j` in 128-bit lane `j` of `z[i]`) into
+            /// 4 vectors of 16 dwords: output `v` lane `r` is dword `v` of row `r`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn transpose16x4(z: [__m512i; 4], idx: __m512i) -> [__m512i; 4] {
+                let p = z.map(|v| _mm512_permutexvar_epi32(idx, v));
+                let t0 = _mm512_shuffle_i32x4::<0x44>(p[0], p[1]);
+                let t1 = _mm512_shuffle_i32x4::<0xEE>(p[0], p[1]);
+                let t2 = _mm512_shuffle_i32x4::<0x44>(p[2], p[3]);
+                let t3 = _mm512_shuffle_i32x4::<0xEE>(p[2], p[3]);
+                [
+                    _mm512_shuffle_i32x4::<0x88>(t0, t2),
+                    _mm512_shuffle_i32x4::<0xDD>(t0, t2),
+                    _mm512_shuffle_i32x4::<0x88>(t1, t3),
+                    _mm512_shuffle_i32x4::<0xDD>(t1, t3),
+                ]
+            }
+
+            /// Loads 16 bytes at `rows[r] + off` for 16 rows, row `4i + j` into lane `j` of
+            /// register `i`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn load16x16(rows: &[*const u8; 16], off: usize) -> [__m512i; 4] {
+                // SAFETY: the caller guarantees 16 readable bytes at every rows[r] + off.
+                unsafe {
+                    std::array::from_fn(|i| {
+                        let l =
+                            |j: usize| _mm_loadu_si128(rows[4 * i + j].add(off) as *const __m128i);
+                        let v = _mm512_castsi128_si512(l(0));
+                        let v = _mm512_inserti32x4::<1>(v, l(1));
+                        let v = _mm512_inserti32x4::<2>(v, l(2));
+                        _mm512_inserti32x4::<3>(v, l(3))
+                    })
+                }
+            }
+
+            /// The f16 scales at `rows[r]` of 16 rows.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn scales16(rows: &[*const u8; 16]) -> __m512 {
+                // SAFETY: the caller guarantees 2 readable bytes at every rows[r].
+                let dh: [u16; 16] =
+                    std::array::from_fn(|r| unsafe { (rows[r] as *const u16).read_unaligned() });
+                // SAFETY: dh is 32 bytes.
+                _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(dh.as_ptr() as *const __m256i) })
+            }
+
+            /// Unpacks one Q4_0 block of 16 rows (`rows[r]` at the block) into `tb`.
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_q4_0(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
+                // SAFETY: the caller guarantees 18 readable bytes at every rows[r].
+                unsafe {
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    let v = transpose16x4(load16x16(rows, 2), idx);
+                    for (j, vj) in v.iter().enumerate() {
+                        let lo = _mm512_and_si512(*vj, m4);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*vj), m4);
+                        _mm512_store_si512(tb.w[j].as_mut_ptr() as *mut _, lo);
+                        _mm512_store_si512(tb.w[j + 4].as_mut_ptr() as *mut _, hi);
+                    }
+                    _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows));
+                }
+            }
+
+            /// Unpacks one Q8_0 block of 16 rows (`rows[r]` at the block) into `tb`.
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_q8_0(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
+                // SAFETY: the caller guarantees 34 readable bytes at every rows[r].
+                unsafe {
+                    for h in 0..2 {
+                        let v = transpose16x4(load16x16(rows, 2 + 16 * h), idx);
+                        for (j, vj) in v.iter().enumerate() {
+                            let u = if $vnni {
+                                _mm512_xor_si512(*vj, _mm512_set1_epi8(-128))
+                            } else {
+                                tb.neg[4 * h + j] = _mm512_movepi8_mask(*vj);
+                                _mm512_abs_epi8(*vj)
+                            };
+                            _mm512_store_si512(tb.w[4 * h + j].as_mut_ptr() as *mut _, u);
+                        }
+                    }
+                    _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows));
+                }
+            }
+
+            /// 16 unpacked rows (`nb` blocks at `s`) times `T` tokens: lane `r` of result `t`
+            /// is row `r` . token `t`. `Q8` selects the Q8_0 encoding of [`TB`] (and its
+            /// correction, `-128 * sum(x)` with VNNI, none without) over Q4_0's (`-8 * sum`).
+            #[target_feature(enable = $feat)]
+            unsafe fn tgemm<const Q8: bool, const T: usize>(
+                s: &[TB],
+                x: [*const B32; T],
+            ) -> [__m512; T] {
+                let mut acc = [_mm512_setzero_ps(); T];
+                for (k, tb) in s.iter().enumerate() {
+                    // SAFETY: every token has `s.len()` activation blocks (checked by the
+                    // caller); the scratch is 64-byte aligned.
+                    unsafe {
+                        let w: [__m512i; 8] =
+                            std::array::from_fn(
+                                |v| _mm512_load_si512(tb.w[v].as_ptr() as *const _),
+                            );
+                        let dw = _mm512_load_ps(tb.d.as_ptr());
+                        for t in 0..T {
+                            let xb = &*x[t].add(k);
+                            let c = if Q8 {
+                                if $vnni {
+                                    -128 * xb.sum
+                                } else {
+                                    0
+                                }
+                            } else {
+                                -8 * xb.sum
+                            };
+                            let mut i = _mm512_set1_epi32(c);
+                            let xq = xb.qs.as_ptr() as *const i32;
+                            for (v, wv) in w.iter().enumerate() {
+                                let xv = _mm512_set1_epi32(xq.add(v).read_unaligned());
+                                let xv = if Q8 && !$vnni {
+                                    _mm512_mask_sub_epi8(xv, tb.neg[v], _mm512_setzero_si512(), xv)
+                                } else {
+                                    xv
+                                };
+                                i = $dp!(i, *wv, xv);
+                            }
+                            let sc = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
+                            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), sc, acc[t]);
+                        }
+                    }
+                }
+                acc
+            }
+
+            /// The AVX-512 product job.
+            pub(crate) struct Job<'a> {
+                _k: $token,
+                w: &'a MatRef<'a>,
+                a: QActs,
+                n: usize,
+            }
+
+            impl<'a> Job<'a> {
+                pub(crate) fn new(k: $token, w: &'a MatRef<'a>, a: QActs, n: usize) -> Self {
+                    check_job(w, &a, n);
+                    if n == 1 {
+                        match w.dtype {
+                            DType::Q8_0 => assert_eq!(a.pairs.len(), 2 * a.nb.div_ceil(4)),
+                            DType::Q4_0 => assert_eq!(a.groups.len(), a.nb.div_ceil(4)),
+                            _ => {}
+                        }
+                    }
+                    Job { _k: k, w, a, n }
+                }
+
+                fn tiled(&self) -> bool {
+                    self.n > 1 && matches!(self.w.dtype, DType::Q8_0 | DType::Q4_0)
+                }
+
+                /// `out[t] = row r . token (t0 + t)` for `t < nt`, K-quants.
+                fn ktile(&self, r: usize, t0: usize, nt: usize, out: &mut [f32]) {
+                    let p = self.w.row_bytes(r).as_ptr();
+                    let nb = self.a.nb;
+                    macro_rules! go {
+                        ($f:ident, $T:literal) => {{
+                            let x: [*const AK; $T] =
+                                std::array::from_fn(|t| self.a.k(t0 + t).as_ptr());
+                            // SAFETY: the token proves the features; check_job showed the row
+                            // holds `nb` blocks and every token `nb` activation blocks.
+                            out[..$T].copy_from_slice(&unsafe { $f::<$T>(p, nb, x) });
+                        }};
+                    }
+                    match (self.w.dtype, nt) {
+                        (DType::Q4_K, 4) => go!(row_q4_k, 4),
+                        (DType::Q4_K, 2) => go!(row_q4_k, 2),
+                        (DType::Q4_K, 1) => go!(row_q4_k, 1),
+                        (DType::Q6_K, 4) => go!(row_q6_k, 4),
+                        (DType::Q6_K, 2) => go!(row_q6_k, 2),
+                        (DType::Q6_K, 1) => go!(row_q6_k, 1),
+                        (d, _) => unreachable!("{} x {nt}", d.name()),
+                    }
+                }
+
+                /// Rows `r0..` of every token, 16 rows at a time through the unpacked scratch.
+                fn rows16(&self, r0: usize, outs: &mut [&mut [f32]]) {
+                    let (nb, bb) = (self.a.nb, self.w.dtype.block_bytes());
+                    let q8 = self.w.dtype == DType::Q8_0;
+                    let nrows = outs[0].len();
+                    let mut scratch = vec![TB_ZERO; nb];
+                    // SAFETY: IDX_TR is 64 bytes.
+                    let idx = unsafe { _mm512_loadu_si512(IDX_TR.as_ptr() as *const _) };
+                    let mut rt = 0;
+                    while rt < nrows {
+                        let nr = 16.min(nrows - rt);
+                        let base: [*const u8; 16] = std::array::from_fn(|r| {
+                            if r < nr {
+                                self.w.row_bytes(r0 + rt + r).as_ptr()
+                            } else {
+                                ZERO_BLOCK.as_ptr()
+                            }
+                        });
+                        for (k, tb) in scratch.iter_mut().enumerate() {
+                            // Rows past the tile's end stay on the zero block.
+                            let rows: [*const u8; 16] = std::array::from_fn(|r| {
+                                if r < nr {
+                                    base[r].wrapping_add(k * bb)
+                                } else {
+                                    base[r]
+                                }
+                            });
+                            // SAFETY: the token proves the features; each pointer is at a
+                            // whole block of its row (or at the 64-byte zero block).
+                            unsafe {
+                                if q8 {
+                                    unpack_q8_0(&rows, idx, tb);
+                                } else {
+                                    unpack_q4_0(&rows, idx, tb);
+                                }
+                            }
+                        }
+                        let mut t0 = 0;
+                        while t0 < self.n {
+                            let nt = [8, 4, 2, 1]
+                                .into_iter()
+                                .find(|&s| s <= self.n - t0)
+                                .unwrap_or(1);
+                            macro_rules! go {
+                                ($T:literal) => {{
+                                    let x: [*const B32; $T] =
+                                        std::array::from_fn(|t| self.a.b32(t0 + t).as_ptr());
+                                    // SAFETY: the token proves the features; every token has
+                                    // `nb` activation blocks (check_job).
+                                    let acc = unsafe {
+                                        if q8 {
+                                            tgemm::<true, $T>(&scratch, x)
+                                        } else {
+                                            tgemm::<false, $T>(&scratch, x)
+                                        }
+                                    };
+                                    for (t, a) in acc.iter().enumerate() {
+                                        let mut lanes = [0f32; 16];
+                                        // SAFETY: 16 floats.
+                                        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *a) };
+                                        outs[t0 + t][rt..rt + nr].copy_from_slice(&lanes[..nr]);
+                                    }
+                                }};
+                            }
+                            match nt {
+                                8 => go!(8),
+                                4 => go!(4),
+                                2 => go!(2),
+                                _ => go!(1),
+                            }
+                            t0 += nt;
+                        }
+                        rt += nr;
+                    }
+                }
+            }
+
+            impl QJob for Job<'_> {
+                fn row_align(&self) -> usize {
+                    if self.tiled() {
+                        16
+                    } else {
+                        4
+                    }
+                }
+
+                fn matvec(&self, r0: usize, y: &mut [f32]) {
+                    assert!(r0 + y.len() <= self.w.rows, "rows inside the matrix");
+                    let nb = self.a.nb;
+                    for (i, v) in y.iter_mut().enumerate() {
+                        let p = self.w.row_bytes(r0 + i).as_ptr();
+                        // SAFETY: the token proves the features; the row holds `nb` blocks and
+                        // the activations their layouts (checked in `new`).
+                        *v = unsafe {
+                            match self.w.dtype {
+                                DType::Q8_0 => row_q8_0(p, nb, self.a.pairs.as_ptr()),
+                                DType::Q4_0 => row_q4_0(p, nb, &self.a.groups),
+                                DType::Q4_K => row_q4_k::<1>(p, nb, [self.a.k(0).as_ptr()])[0],
+                                DType::Q6_K => row_q6_k::<1>(p, nb, [self.a.k(0).as_ptr()])[0],
+                                d => unreachable!("{} is not quantized", d.name()),
+                            }
+                        };
+                    }
+                }
+
+                fn rows(&self, r0: usize, outs: &mut [&mut [f32]]) {
+                    assert_eq!(outs.len(), self.n, "one output per token");
+                    assert!(r0 + outs[0].len() <= self.w.rows, "rows inside the matrix");
+                    if self.tiled() {
+                        self.rows16(r0, outs);
+                        return;
+                    }
+                    for i in 0..outs[0].len() {
+                        token_tiles(self.n, |t0, nt| {
+                            let mut o = [0f32; TT];
+                            self.ktile(r0 + i, t0, nt, &mut o);
+                            for (t, &v) in o[..nt].iter().enumerate() {
+                                outs[t0 + t][i] = v;
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    };
+}
+
+avx512_quant!(
+    bw,
+    Avx512,
+    "avx512f,avx512bw,avx512vl",
+    false,
+    dp_bw,
+    dpw_bw
+);
+avx512_quant!(
+    vnni,
+    Avx512Vnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni",
+    true,
+    dp_vnni,
+    dpw_vnni
+);
+
+#[cfg(test)]
+mod tests {
+    /// The 32-bit unpacking of Q4_K's scales equals the format's definition.
+    #[test]
+    fn q4k_scales_unpack() {
+        let mut s = 0x9E37_79B9u32;
+        for _ in 0..1000 {
+            let bytes: [u8; 12] = std::array::from_fn(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                s as u8
+            });
+            // SAFETY: 12 readable bytes.
+            let u = unsafe { super::q4k_scales(bytes.as_ptr()) };
+            let b: [u8; 16] = unsafe { std::mem::transmute(u) };
+            let (sc, m) = crate::quant::q4_k::scales_mins(&bytes);
+            assert_eq!(&b[..8], &sc);
+            assert_eq!(&b[8..], &m);
+        }
+    }
+}

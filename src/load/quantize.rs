@@ -147,6 +147,10 @@ impl Quantized {
     pub fn build(index: &TensorIndex, plan: &QuantPlan, kind: QuantKind) -> Result<Self> {
         let mut arena = memmap2::MmapMut::map_anon(plan.quantized_bytes.max(1) as usize)
             .context("cannot reserve memory for the quantized weights")?;
+        // 2 MiB pages where the kernel allows them: fewer page faults while writing, fewer TLB
+        // misses while decoding. Advice only.
+        #[cfg(target_os = "linux")]
+        let _ = arena.advise(memmap2::Advice::HugePage);
         let progress =
             Progress::bytes(&format!("quantizing to {}", kind.name()), plan.source_bytes);
         for e in &plan.entries {

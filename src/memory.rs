@@ -118,6 +118,9 @@ pub struct Report {
     pub kv_cache_bytes: u64,
     #[serde(flatten)]
     pub peaks: Peaks,
+    /// The `--max-memory` budget, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_bytes: Option<u64>,
 }
 
 /// Formats bytes as MiB or GiB.
@@ -145,6 +148,68 @@ impl Report {
             p.peak_anon_bytes as f64 / w,
             human(p.peak_file_bytes),
             p.peak_file_bytes as f64 / w,
-        )
+        ) + &self
+            .budget_bytes
+            .map(|b| {
+                format!(
+                    "\n  budget         {:>10}  (peak RSS {:.1} % of it)",
+                    human(b),
+                    p.peak_rss_bytes as f64 * 100.0 / b.max(1) as f64
+                )
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Parses a memory size: a number (decimals allowed) with an optional unit. `K`/`KiB`, `M`/`MiB`,
+/// `G`/`GiB`, `T`/`TiB` are powers of 1024 (as `free`, `top` and llama.cpp count); `KB`, `MB`,
+/// `GB`, `TB` are powers of 1000; no unit or `B` means bytes. Case-insensitive: `4GiB`, `4096M`,
+/// `1.5g`, `8GB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        format!("`{s}` is not a size: give a number with an optional unit, like 4GiB, 4096MiB, 4G or 1.5GB (K/M/G/T = 1024-based, KB/MB/GB/TB = 1000-based)")
+    };
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024f64.powi(2),
+        "g" | "gib" => 1024f64.powi(3),
+        "t" | "tib" => 1024f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => return Err(bad()),
+    };
+    let b = v * mult;
+    if !b.is_finite() || b < 1.0 || b > u64::MAX as f64 / 2.0 {
+        return Err(format!("`{s}`: the size must be at least 1 byte"));
+    }
+    Ok(b as u64)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("4096MiB"), Ok(4 << 30));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("4g"), Ok(4 << 30));
+        assert_eq!(parse_size("4GB"), Ok(4_000_000_000));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        for bad in ["", "GiB", "4 parsecs", "-1G", "0", "1.2.3G", "nanG"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -91,6 +91,54 @@ impl MappedFile {
         })
     }
 
+    /// Drops the pages of `bytes` (a slice of this map) from the process, as a streaming reader
+    /// does once it has consumed them: resident memory stays at what is in use. Only whole
+    /// pages inside the slice are dropped; a later read faults them in again from the file, so
+    /// the data seen never changes.
+    pub fn release(&self, bytes: &[u8]) {
+        let page = 4096usize;
+        let Some((start, len)) = self.range_of(bytes) else {
+            return;
+        };
+        let lo = start.div_ceil(page) * page;
+        let hi = (start + len) / page * page;
+        if hi > lo {
+            // SAFETY: MADV_DONTNEED on a read-only file mapping only unmaps this process's pages
+            // of the range; the mapping stays valid and later reads refault the unchanged file
+            // contents, so no reference into the map observes a change.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
+            };
+        }
+    }
+
+    /// Asks the kernel to read `bytes` (a slice of this map) ahead, so the reads of a streaming
+    /// pass overlap its computation. Advice only: errors are ignored.
+    pub fn will_need(&self, bytes: &[u8]) {
+        if let Some((start, len)) = self.range_of(bytes) {
+            let _ = self.map.advise_range(memmap2::Advice::WillNeed, start, len);
+        }
+    }
+
+    /// Drops the file's clean pages of `bytes` from the page cache (`POSIX_FADV_DONTNEED`), so
+    /// a pass that reads a file once does not leave it all cached. Advice only.
+    pub fn drop_cache(&self, bytes: &[u8]) {
+        if let Some((start, len)) = self.range_of(bytes) {
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                start as u64,
+                std::num::NonZeroU64::new(len as u64),
+                rustix::fs::Advice::DontNeed,
+            );
+        }
+    }
+
+    /// Whether `bytes` lie inside this file's map.
+    pub fn contains(&self, bytes: &[u8]) -> bool {
+        self.range_of(bytes).is_some()
+    }
+
     /// The byte range of `bytes` within this file's map, if it lies inside it.
     fn range_of(&self, bytes: &[u8]) -> Option<(usize, usize)> {
         let base = self.map.as_ptr() as usize;
@@ -121,57 +169,30 @@ impl TensorIndex {
     }
 
     /// Drops the pages of `bytes` (a slice of one of this index's maps) from the process, as a
-    /// streaming reader does once it has consumed them: resident memory stays at what is in use.
-    /// Only whole pages inside the slice are dropped; a later read faults them in again from the
-    /// file, so the data seen never changes.
-    #[cfg(unix)]
+    /// streaming reader does once it has consumed them ([`MappedFile::release`]).
     pub fn release(&self, bytes: &[u8]) {
-        let page = 4096usize;
-        for f in &self.files {
-            let Some((start, len)) = f.range_of(bytes) else {
-                continue;
-            };
-            let lo = start.div_ceil(page) * page;
-            let hi = (start + len) / page * page;
-            if hi > lo {
-                // SAFETY: MADV_DONTNEED on a read-only file mapping only unmaps this process's
-                // pages of the range; the mapping stays valid and later reads refault the
-                // unchanged file contents, so no reference into the map observes a change.
-                let _ = unsafe {
-                    f.map
-                        .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
-                };
-            }
-            return;
+        if let Some(f) = self.file_of(bytes) {
+            f.release(bytes);
         }
     }
 
-    /// Asks the kernel to read `bytes` (a slice of one of this index's maps) ahead, so the
-    /// reads of a streaming pass overlap its computation. Advice only: errors are ignored.
+    /// Reads `bytes` ahead ([`MappedFile::will_need`]).
     pub fn will_need(&self, bytes: &[u8]) {
-        for f in &self.files {
-            if let Some((start, len)) = f.range_of(bytes) {
-                let _ = f.map.advise_range(memmap2::Advice::WillNeed, start, len);
-                return;
-            }
+        if let Some(f) = self.file_of(bytes) {
+            f.will_need(bytes);
         }
     }
 
-    /// Drops the file's clean pages of `bytes` from the page cache (`POSIX_FADV_DONTNEED`), so
-    /// a pass that reads a checkpoint once and keeps a converted copy does not also leave the
-    /// whole source file cached. Advice only: errors are ignored.
+    /// Drops the clean page cache of `bytes` ([`MappedFile::drop_cache`]).
     pub fn drop_cache(&self, bytes: &[u8]) {
-        for f in &self.files {
-            if let Some((start, len)) = f.range_of(bytes) {
-                let _ = rustix::fs::fadvise(
-                    &f.file,
-                    start as u64,
-                    std::num::NonZeroU64::new(len as u64),
-                    rustix::fs::Advice::DontNeed,
-                );
-                return;
-            }
+        if let Some(f) = self.file_of(bytes) {
+            f.drop_cache(bytes);
         }
+    }
+
+    /// The mapped file whose map holds `bytes`.
+    pub fn file_of(&self, bytes: &[u8]) -> Option<&MappedFile> {
+        self.files.iter().find(|f| f.range_of(bytes).is_some())
     }
 
     /// Path of the file holding `t`.

@@ -46,7 +46,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     }
     let t0 = Instant::now();
     let s = Session::open(&a.model)?;
-    let mut model = s.ck.model()?;
+    let mut model = s.model()?;
     model.fast_bf16 = !a.model.exact;
     let load_s = t0.elapsed().as_secs_f64();
     let ctx = a.prompt_tokens + a.gen_tokens;

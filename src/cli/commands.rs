@@ -3,7 +3,7 @@
 use super::{check_ctx, init_threads, ModelArgs};
 use crate::generate::sampler::SamplerConfig;
 use crate::generate::{self, GenerateOptions};
-use crate::load::{plan, Checkpoint};
+use crate::load::{budget, plan, Checkpoint};
 use crate::memory::{human, Monitor, Report};
 use crate::tokenizer::GemmaTokenizer;
 use anyhow::{bail, Context, Result};
@@ -46,6 +46,8 @@ pub struct Session {
     pub monitor: Monitor,
     pub ck: Checkpoint,
     pub tok: Option<GemmaTokenizer>,
+    /// The `--max-memory` budget and how it is kept.
+    pub budget: Option<budget::Budget>,
 }
 
 impl Session {
@@ -55,9 +57,39 @@ impl Session {
         init_threads(m.threads)?;
         check_ctx(m.ctx)?;
         let mut ck = Checkpoint::open_with(&m.model, &m.open_options())?;
+        // The budget is decided from the headers alone: an impossible one is refused here,
+        // before any weight is read or memory is reserved.
+        let budget = m
+            .max_memory
+            .map(|b| budget::decide(&ck, m.ctx, m.quant, b))
+            .transpose()?;
+        let stream = matches!(
+            budget.as_ref().map(|b| &b.placement),
+            Some(budget::Placement::Stream(_))
+        );
+        if let Some(b) = &budget {
+            eprintln!(
+                "memory budget {}: {}, predicted peak {}",
+                human(b.bytes),
+                match &b.placement {
+                    budget::Placement::Resident => "every weight resident".to_string(),
+                    budget::Placement::Stream(p) => format!(
+                        "streaming {} of {} layers from disk ({} per token)",
+                        p.pinned.iter().filter(|&&x| !x).count(),
+                        p.pinned.len(),
+                        human(p.streamed_bytes_per_token)
+                    ),
+                },
+                human(b.predicted_peak)
+            );
+        }
         if let Some(kind) = m.quant {
             let t = std::time::Instant::now();
-            ck.quantize(kind)?;
+            if stream {
+                ck.quantize_to_cache(kind)?;
+            } else {
+                ck.quantize(kind)?;
+            }
             let q = ck.quant.as_ref().map_or(0, |q| q.bytes());
             eprintln!(
                 "quantized the weight matrices to {} in {:.1} s: {}",
@@ -70,7 +102,25 @@ impl Session {
             Some(p) => Some(GemmaTokenizer::from_file(&p)?),
             None => None,
         };
-        Ok(Session { monitor, ck, tok })
+        Ok(Session {
+            monitor,
+            ck,
+            tok,
+            budget,
+        })
+    }
+
+    /// Binds the model, streaming its layers when the budget says so.
+    pub fn model(&self) -> Result<crate::model::gemma::Gemma<'_>> {
+        let mut model = self.ck.model()?;
+        if let Some(budget::Budget {
+            placement: budget::Placement::Stream(p),
+            ..
+        }) = &self.budget
+        {
+            model.streaming = Some(p.streaming(&self.ck));
+        }
+        Ok(model)
     }
 
     /// The tokenizer, or an error saying where it was looked for.
@@ -87,6 +137,7 @@ impl Session {
     pub fn report(&self, kv_cache_bytes: u64) -> Report {
         Report {
             weights_bytes: self.ck.weights_bytes(),
+            budget_bytes: self.budget.as_ref().map(|b| b.bytes),
             kv_cache_bytes,
             peaks: self.monitor.peaks(),
         }
@@ -115,7 +166,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let s = Session::open(&a.model)?;
     let tok = s.tokenizer()?;
-    let mut model = s.ck.model()?;
+    let mut model = s.model()?;
     model.fast_bf16 = !a.model.exact;
     let prompt = if a.chat {
         tok.chat_prompt_with_system(a.system.as_deref(), &a.prompt, model.cfg.bos_token_id)?
@@ -195,7 +246,7 @@ pub fn parse_tokens(s: &str) -> Result<Vec<u32>> {
 pub fn logits(a: LogitsArgs) -> Result<()> {
     let tokens = parse_tokens(&a.tokens)?;
     let s = Session::open(&a.model)?;
-    let model = s.ck.model()?;
+    let model = s.model()?;
     let vocab = model.cfg.vocab_size;
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
         bail!(
@@ -406,7 +457,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
 pub struct SynthArgs {
     /// Shape to imitate (gemma-2b, gemma-7b, gemma2-2b, gemma2-9b, gemma2-27b, gemma3-1b,
     /// gemma3-4b, gemma3-12b, gemma3-27b, or the small test shapes tiny-gemma, tiny-gemma2,
-    /// tiny-gemma3).
+    /// tiny-gemma3, small-gemma).
     #[arg(long)]
     pub shape: String,
     /// Output folder (must not exist, or be empty, unless --force).

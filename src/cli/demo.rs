@@ -27,10 +27,7 @@ pub struct DemoArgs {
 
 /// Where demo models are cached.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("FRUGAL_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| dirs::cache_dir().map(|d| d.join("frugal")))
-        .unwrap_or_else(|| std::env::temp_dir().join("frugal"))
+    crate::load::cache_dir()
 }
 
 pub fn demo(a: DemoArgs) -> Result<()> {
@@ -55,10 +52,11 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         config: None,
         exact: false,
         quant: None,
+        max_memory: None,
     };
     let s = Session::open(&m)?;
     let tok = s.tokenizer()?;
-    let mut model = s.ck.model()?;
+    let mut model = s.model()?;
     model.fast_bf16 = true;
     let p = plan::plan(&model.cfg, &s.ck.index, m.ctx);
     eprintln!(

@@ -47,6 +47,12 @@ pub struct ModelArgs {
     /// the peak is the quantized size.
     #[arg(long, value_enum)]
     pub quant: Option<crate::load::quantize::QuantKind>,
+    /// Keep resident memory within SIZE (e.g. 4GiB, 4096MiB, 4G; 4GB = 4e9). Decided from the
+    /// headers before loading: if the weights do not all fit, layers are streamed from disk
+    /// (with --quant, from a quantized copy cached on disk); if even one layer cannot fit,
+    /// the run is refused with the smallest budget that works.
+    #[arg(long = "max-memory", value_name = "SIZE", value_parser = crate::memory::parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 impl ModelArgs {

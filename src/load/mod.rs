@@ -1,8 +1,10 @@
 //! Opening a model: find the checkpoint and config in a path, build the tensor index from
 //! headers, predict the resident memory ([`plan`]), and bind the weights in place.
 
+pub mod budget;
 pub mod plan;
 pub mod quantize;
+pub mod stream;
 
 use crate::checkpoint::{pytorch, safetensors, TensorIndex};
 use crate::model::config::GemmaConfig;
@@ -10,6 +12,15 @@ use crate::model::gemma::Gemma;
 use crate::model::{variants, weights};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
+
+/// frugal's cache folder (demo models, quantized copies for streaming): `$FRUGAL_CACHE`, else
+/// the user's cache folder (`~/.cache/frugal`), else the temporary folder.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("FRUGAL_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("frugal")))
+        .unwrap_or_else(|| std::env::temp_dir().join("frugal"))
+}
 
 /// How to find a checkpoint's config when the folder does not say.
 #[derive(Clone, Debug, Default)]
@@ -110,6 +121,21 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Like [`Checkpoint::quantize`], into the cache file for this checkpoint and `kind`
+    /// ([`quantize::cache_path`]; reused when present), so the quantized layers can be
+    /// streamed.
+    pub fn quantize_to_cache(&mut self, kind: quantize::QuantKind) -> Result<()> {
+        let plan = self.quant_plan(kind)?;
+        let path = quantize::cache_path(&self.index, kind)?;
+        self.quant = Some(quantize::Quantized::build_file(
+            &self.index,
+            &plan,
+            kind,
+            &path,
+        )?);
+        Ok(())
+    }
+
     /// Bytes of the weights as the model uses them: the quantized matrices plus the tensors
     /// used in place, or the whole checkpoint when nothing was quantized.
     pub fn weights_bytes(&self) -> u64 {
@@ -141,5 +167,27 @@ impl Checkpoint {
     /// Path of the tokenizer beside the weights (tokenizer.json, else tokenizer.model), if any.
     pub fn tokenizer_path(&self) -> Option<PathBuf> {
         crate::tokenizer::GemmaTokenizer::find(&self.dir)
+    }
+}
+
+impl crate::model::gemma::Pager for Checkpoint {
+    fn prefetch(&self, bytes: &[u8]) {
+        match self.quant.as_ref().and_then(|q| q.file()) {
+            Some(f) if f.contains(bytes) => f.will_need(bytes),
+            _ => self.index.will_need(bytes),
+        }
+    }
+
+    fn evict(&self, bytes: &[u8]) {
+        match self.quant.as_ref().and_then(|q| q.file()) {
+            Some(f) if f.contains(bytes) => {
+                f.release(bytes);
+                f.drop_cache(bytes);
+            }
+            _ => {
+                self.index.release(bytes);
+                self.index.drop_cache(bytes);
+            }
+        }
     }
 }

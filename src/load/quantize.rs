@@ -10,7 +10,7 @@
 //! (`MADV_WILLNEED`). So the peak is the quantized bytes plus two chunks in flight: the source
 //! file's pages never accumulate.
 
-use crate::checkpoint::{StoredDType, TensorIndex};
+use crate::checkpoint::{MappedFile, StoredDType, TensorIndex};
 use crate::kernels::{DType, MatRef};
 use crate::model::config::GemmaConfig;
 use crate::model::weights;
@@ -18,6 +18,8 @@ use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// Source bytes read, quantized and released per step.
 pub const CHUNK_BYTES: usize = 16 << 20;
@@ -123,6 +125,14 @@ impl QuantPlan {
         })
     }
 
+    /// Every matrix's stored name and quantized bytes.
+    pub fn matrix_bytes(&self) -> Vec<(String, u64)> {
+        self.entries
+            .iter()
+            .map(|e| (e.name.clone(), e.len as u64))
+            .collect()
+    }
+
     /// The dtypes used, with the bytes of each.
     pub fn bytes_by_dtype(&self) -> BTreeMap<&'static str, u64> {
         let mut m = BTreeMap::new();
@@ -133,9 +143,17 @@ impl QuantPlan {
     }
 }
 
-/// Quantized matrices, owned in one anonymous mapping.
+/// Where quantized matrices live.
+enum Store {
+    /// Anonymous memory (the whole quantized model resident).
+    Anon(memmap2::MmapMut),
+    /// A cache file, mapped read-only, so its layers can be streamed like a checkpoint's.
+    File(MappedFile),
+}
+
+/// Quantized matrices, in one anonymous mapping or one mapped cache file.
 pub struct Quantized {
-    arena: memmap2::MmapMut,
+    store: Store,
     entries: Vec<Entry>,
     /// The request this was made for.
     pub kind: QuantKind,
@@ -154,71 +172,88 @@ impl Quantized {
         let progress =
             Progress::bytes(&format!("quantizing to {}", kind.name()), plan.source_bytes);
         for e in &plan.entries {
-            let t = &index.tensors[&e.name];
-            let src = index.bytes(t);
-            let in_row = src.len() / e.rows.max(1);
-            let out_row = e.len / e.rows.max(1);
-            let chunk_rows = (CHUNK_BYTES / in_row.max(1)).max(1);
             let dst = &mut arena[e.offset..e.offset + e.len];
-            let scale = match t.dtype {
-                StoredDType::Known(DType::I8) => {
-                    let s = &index.tensors[&weights::scaler_name(&e.name)];
-                    match s.dtype {
-                        StoredDType::Known(d) => Some((index.bytes(s), d)),
-                        StoredDType::Other(_) => unreachable!("checked by matrix_names"),
-                    }
-                }
-                _ => None,
-            };
-            let src_dtype = match t.dtype {
-                StoredDType::Known(d) => d,
-                StoredDType::Other(ref o) => bail!(
-                    "{}: tensor `{}` is stored as {o}, which cannot be quantized",
-                    index.path_of(t).display(),
-                    e.name
-                ),
-            };
-            let mut r0 = 0;
-            while r0 < e.rows {
-                let r1 = (r0 + chunk_rows).min(e.rows);
-                let s = &src[r0 * in_row..r1 * in_row];
-                if r1 < e.rows {
-                    let r2 = (r1 + chunk_rows).min(e.rows);
-                    index.will_need(&src[r1 * in_row..r2 * in_row]);
-                }
-                let d = &mut dst[r0 * out_row..r1 * out_row];
-                match scale {
-                    None => {
-                        crate::quant::quantize_rows_par(s, src_dtype, e.cols, e.dtype, d)
-                            .with_context(|| {
-                                format!("{}: tensor `{}`", index.path_of(t).display(), e.name)
-                            })?;
-                    }
-                    Some((sb, sd)) => {
-                        // int8 with per-row scales: dequantize a row, quantize it again.
-                        let m = MatRef::new(s, DType::I8, r1 - r0, e.cols)
-                            .with_scale(&sb[r0 * sd.block_bytes()..r1 * sd.block_bytes()], sd);
-                        d.par_chunks_mut(out_row).enumerate().for_each_init(
-                            || vec![0f32; e.cols],
-                            |row, (r, out)| {
-                                m.row_to_f32(r, row);
-                                crate::quant::quantize_row(row, e.dtype, out);
-                            },
-                        );
-                    }
-                }
-                index.release(s);
-                index.drop_cache(s);
-                progress.add(s.len() as u64);
-                r0 = r1;
-            }
+            let out_row = e.len / e.rows.max(1);
+            quantize_entry(index, e, &progress, |r0, r1, f| {
+                f(&mut dst[r0 * out_row..r1 * out_row])
+            })?;
         }
         progress.finish();
         Ok(Quantized {
-            arena,
+            store: Store::Anon(arena),
             entries: plan.entries.clone(),
             kind,
         })
+    }
+
+    /// Like [`Quantized::build`], but the quantized matrices go to the file `path` (written
+    /// sequentially through one chunk-sized buffer, then renamed into place) and are used
+    /// from its memory map, so they can be streamed. A file already at `path` with the plan's
+    /// size is reused: it was made from the same source (see [`cache_path`]).
+    pub fn build_file(
+        index: &TensorIndex,
+        plan: &QuantPlan,
+        kind: QuantKind,
+        path: &Path,
+    ) -> Result<Self> {
+        let size = plan.quantized_bytes.max(1);
+        let reuse = std::fs::metadata(path).is_ok_and(|m| m.len() == size);
+        if !reuse {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+            }
+            let tmp = path.with_extension("tmp");
+            let mut out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("{}: cannot create", tmp.display()))?,
+            );
+            let progress =
+                Progress::bytes(&format!("quantizing to {}", kind.name()), plan.source_bytes);
+            let mut written = 0usize;
+            let mut buf = Vec::new();
+            for e in &plan.entries {
+                out.write_all(&vec![0u8; e.offset - written])?;
+                let out_row = e.len / e.rows.max(1);
+                quantize_entry(index, e, &progress, |r0, r1, f| {
+                    buf.clear();
+                    buf.resize((r1 - r0) * out_row, 0);
+                    f(&mut buf)?;
+                    out.write_all(&buf)
+                        .with_context(|| format!("{}: cannot write", tmp.display()))
+                })?;
+                written = e.offset + e.len;
+            }
+            out.write_all(&vec![0u8; size as usize - written])?;
+            out.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("{}: cannot write", tmp.display()))?;
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("{}: cannot rename into place", path.display()))?;
+            progress.finish();
+        }
+        Ok(Quantized {
+            store: Store::File(MappedFile::open(path)?),
+            entries: plan.entries.clone(),
+            kind,
+        })
+    }
+
+    /// The mapped cache file, when the matrices live in one.
+    pub fn file(&self) -> Option<&MappedFile> {
+        match &self.store {
+            Store::File(f) => Some(f),
+            Store::Anon(_) => None,
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        match &self.store {
+            Store::Anon(m) => m,
+            Store::File(f) => &f.map,
+        }
     }
 
     /// The quantized matrices by stored name, for [`weights::bind_with`].
@@ -229,7 +264,7 @@ impl Quantized {
                 (
                     e.name.clone(),
                     MatRef::new(
-                        &self.arena[e.offset..e.offset + e.len],
+                        &self.data()[e.offset..e.offset + e.len],
                         e.dtype,
                         e.rows,
                         e.cols,
@@ -243,4 +278,97 @@ impl Quantized {
     pub fn bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.len as u64).sum()
     }
+}
+
+/// Quantizes the matrix of `e` chunk by chunk: for rows `r0..r1`, `place(r0, r1, q)` is given a
+/// function `q` that fills the chunk's destination bytes; the chunk's source pages are then
+/// released and the next chunk read ahead.
+fn quantize_entry(
+    index: &TensorIndex,
+    e: &Entry,
+    progress: &Progress,
+    mut place: impl FnMut(usize, usize, &mut dyn FnMut(&mut [u8]) -> Result<()>) -> Result<()>,
+) -> Result<()> {
+    let t = &index.tensors[&e.name];
+    let src = index.bytes(t);
+    let in_row = src.len() / e.rows.max(1);
+    let out_row = e.len / e.rows.max(1);
+    let chunk_rows = (CHUNK_BYTES / in_row.max(1)).max(1);
+    let scale = match t.dtype {
+        StoredDType::Known(DType::I8) => {
+            let s = &index.tensors[&weights::scaler_name(&e.name)];
+            match s.dtype {
+                StoredDType::Known(d) => Some((index.bytes(s), d)),
+                StoredDType::Other(_) => unreachable!("checked by matrix_names"),
+            }
+        }
+        _ => None,
+    };
+    let src_dtype = match t.dtype {
+        StoredDType::Known(d) => d,
+        StoredDType::Other(ref o) => bail!(
+            "{}: tensor `{}` is stored as {o}, which cannot be quantized",
+            index.path_of(t).display(),
+            e.name
+        ),
+    };
+    let mut r0 = 0;
+    while r0 < e.rows {
+        let r1 = (r0 + chunk_rows).min(e.rows);
+        let s = &src[r0 * in_row..r1 * in_row];
+        if r1 < e.rows {
+            let r2 = (r1 + chunk_rows).min(e.rows);
+            index.will_need(&src[r1 * in_row..r2 * in_row]);
+        }
+        place(r0, r1, &mut |d: &mut [u8]| {
+            match scale {
+                None => {
+                    crate::quant::quantize_rows_par(s, src_dtype, e.cols, e.dtype, d)
+                        .with_context(|| {
+                            format!("{}: tensor `{}`", index.path_of(t).display(), e.name)
+                        })?;
+                }
+                Some((sb, sd)) => {
+                    // int8 with per-row scales: dequantize a row, quantize it again.
+                    let m = MatRef::new(s, DType::I8, r1 - r0, e.cols)
+                        .with_scale(&sb[r0 * sd.block_bytes()..r1 * sd.block_bytes()], sd);
+                    d.par_chunks_mut(out_row).enumerate().for_each_init(
+                        || vec![0f32; e.cols],
+                        |row, (r, out)| {
+                            m.row_to_f32(r, row);
+                            crate::quant::quantize_row(row, e.dtype, out);
+                        },
+                    );
+                }
+            }
+            Ok(())
+        })?;
+        index.release(s);
+        index.drop_cache(s);
+        progress.add(s.len() as u64);
+        r0 = r1;
+    }
+    Ok(())
+}
+
+/// Where the quantized copy of `index`'s checkpoint for `kind` is cached: a file under the
+/// user's cache folder named by a hash of the source files' paths, sizes and modification
+/// times, the kind, and this layout's version, so a changed source never meets a stale copy.
+pub fn cache_path(index: &TensorIndex, kind: QuantKind) -> Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ("frugal-quant-v1", kind.name()).hash(&mut h);
+    for f in &index.files {
+        let p = std::fs::canonicalize(&f.path).unwrap_or_else(|_| f.path.clone());
+        p.hash(&mut h);
+        if let Ok(m) = std::fs::metadata(&p) {
+            m.len().hash(&mut h);
+            if let Ok(t) = m.modified() {
+                t.hash(&mut h);
+            }
+        }
+    }
+    Ok(super::cache_dir()
+        .join("quant")
+        .join(format!("{:016x}-{}.bin", h.finish(), kind.name())))
 }

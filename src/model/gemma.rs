@@ -60,6 +60,26 @@ fn layer_caps(cfg: &GemmaConfig, ctx: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Moves weight bytes in and out of memory when the weights are streamed from disk because
+/// they do not all fit in the memory budget (implemented by `load::stream`).
+pub trait Pager: Sync {
+    /// `bytes` (weights borrowed from a map) will be read soon: start reading them in.
+    fn prefetch(&self, bytes: &[u8]);
+    /// `bytes` were read and are not needed again soon: drop them from memory.
+    fn evict(&self, bytes: &[u8]);
+}
+
+/// How a model's weights are streamed: which layers stay resident, and how the rest and the
+/// output projection move through memory.
+pub struct Streaming<'a> {
+    pub pager: &'a dyn Pager,
+    /// `pinned[l]`: layer `l` stays resident once read; the others are read before use and
+    /// dropped after it, the next one read ahead while the current one computes.
+    pub pinned: Vec<bool>,
+    /// Bytes of the output projection multiplied per step (it is streamed in row chunks).
+    pub output_step_bytes: usize,
+}
+
 /// A Gemma model bound to its weights.
 pub struct Gemma<'a> {
     pub cfg: GemmaConfig,
@@ -70,6 +90,8 @@ pub struct Gemma<'a> {
     /// activations rounded to bf16 (AVX512_BF16 dot products, as llama.cpp does), 1.2-1.5x
     /// faster, no longer bit-exact f32 products. Default `false` (exact).
     pub fast_bf16: bool,
+    /// Set when the weights are streamed: see [`Streaming`].
+    pub streaming: Option<Streaming<'a>>,
 }
 
 impl<'a> Gemma<'a> {
@@ -93,6 +115,7 @@ impl<'a> Gemma<'a> {
             w,
             inv_freq,
             fast_bf16: false,
+            streaming: None,
         }
     }
 
@@ -164,10 +187,26 @@ impl<'a> Gemma<'a> {
             let row = &mut x[t * h..(t + 1) * h];
             self.w.embed.row_to_f32(tok as usize, row);
             row.iter_mut().for_each(|v| *v *= scale);
+            if let Some(s) = &self.streaming {
+                s.pager.evict(self.w.embed.row_bytes(tok as usize));
+            }
         }
         let mut xn = vec![0f32; n * h];
         for l in 0..cfg.num_layers {
+            if let Some(s) = &self.streaming {
+                if l == 0 && !s.pinned[0] {
+                    self.layer_pages(0, |b| s.pager.prefetch(b));
+                }
+                if l + 1 < cfg.num_layers && !s.pinned[l + 1] {
+                    self.layer_pages(l + 1, |b| s.pager.prefetch(b));
+                }
+            }
             self.layer(l, &mut x, &mut xn, cache, n);
+            if let Some(s) = &self.streaming {
+                if !s.pinned[l] {
+                    self.layer_pages(l, |b| s.pager.evict(b));
+                }
+            }
         }
         cache.pos += n;
         if !all && !last {
@@ -183,11 +222,59 @@ impl<'a> Gemma<'a> {
         }
         let out_w = self.w.output();
         let mut logits = vec![0f32; rows.len() * cfg.vocab_size];
-        self.matmul(out_w, &hsel, rows.len(), &mut logits);
+        match &self.streaming {
+            None => self.matmul(out_w, &hsel, rows.len(), &mut logits),
+            Some(s) => self.output_streamed(out_w, &hsel, rows.len(), &mut logits, s),
+        }
         if let Some(cap) = cfg.final_softcap {
             ops::softcap(&mut logits, cap);
         }
         Ok(logits)
+    }
+
+    /// Calls `f` on the bytes of every matrix of layer `l`.
+    fn layer_pages(&self, l: usize, mut f: impl FnMut(&[u8])) {
+        let lw = &self.w.layers[l];
+        for m in [&lw.q, &lw.k, &lw.v, &lw.o, &lw.gate, &lw.up, &lw.down] {
+            f(m.data);
+            if let Some(sc) = &m.scale {
+                f(sc.data);
+            }
+        }
+    }
+
+    /// The output projection of streamed weights, in row chunks of about
+    /// `s.output_step_bytes`: each chunk is read ahead while the previous one computes and
+    /// dropped once used. Same products as [`Gemma::matmul`], row by row.
+    fn output_streamed(
+        &self,
+        w: &kernels::MatRef,
+        x: &[f32],
+        n: usize,
+        logits: &mut [f32],
+        s: &Streaming,
+    ) {
+        let rows = w.rows;
+        let step = (s.output_step_bytes / w.row_stride().max(1)).clamp(1, rows.max(1));
+        let mut tmp = vec![0f32; n * step];
+        s.pager.prefetch(w.rows_range(0, step.min(rows)).data);
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + step).min(rows);
+            if r1 < rows {
+                s.pager
+                    .prefetch(w.rows_range(r1, (r1 + step).min(rows)).data);
+            }
+            let m = w.rows_range(r0, r1);
+            let part = &mut tmp[..n * (r1 - r0)];
+            self.matmul(&m, x, n, part);
+            for t in 0..n {
+                logits[t * rows + r0..t * rows + r1]
+                    .copy_from_slice(&part[t * (r1 - r0)..(t + 1) * (r1 - r0)]);
+            }
+            s.pager.evict(m.data);
+            r0 = r1;
+        }
     }
 
     /// `y = x W^T` for `n` tokens: exact, or the bf16 dot-product path when

@@ -85,6 +85,8 @@ pub fn shapes() -> Vec<Shape> {
         shape("tiny-gemma", "gemma", 2048, 64, 128, 2, 4, 1, 32, 32),
         g2(shape("tiny-gemma2", "gemma2", 2048, 64, 128, 4, 4, 2, 32, 32)),
         g3(shape("tiny-gemma3", "gemma3_text", 2048, 64, 128, 7, 4, 2, 32, 32), 16, Some(8.0)),
+        // Big enough for memory tests to see layers come and go (268 MB in bf16).
+        shape("small-gemma", "gemma", 2048, 1024, 4096, 8, 8, 1, 128, 128),
     ]
 }
 

@@ -4,7 +4,9 @@
 #   scripts/compare_llamacpp.sh MODEL_DIR [ROUNDS]
 #
 # MODEL_DIR is a Hugging Face Gemma folder (e.g. from `frugal synth --shape gemma-2b`); the peer
-# runs on a bf16 GGUF converted from it (scripts/peer_llamacpp.sh). Each round measures, with
+# runs on a bf16 GGUF converted from it (scripts/peer_llamacpp.sh). QUANT=q8 or q4 compares
+# frugal's quantize-on-load (`--quant`) with llama.cpp's Q8_0 or Q4_0 file of the same weights
+# (made by llama-quantize; PURE=1 for every tensor in that type, else llama.cpp's default mix). Each round measures, with
 # $THREADS (2) threads: frugal bench (64-token prefill, 32-token decode), llama.cpp's llama-bench
 # (pp64, tg32), and both programs' peak RSS and peak anonymous memory over a 16-token generation
 # with --ctx 256. Prints a Markdown table of medians on stdout.
@@ -12,6 +14,13 @@ set -euo pipefail
 MODEL_DIR="${1:?usage: $0 MODEL_DIR [ROUNDS]}"
 ROUNDS="${2:-3}"
 THREADS="${THREADS:-2}"
+QUANT="${QUANT:-}"
+case "$QUANT" in
+    "") QARGS=(); GGUF_TYPE=BF16 ;;
+    q8) QARGS=(--quant q8); GGUF_TYPE=Q8_0 ;;
+    q4) QARGS=(--quant q4); GGUF_TYPE=Q4_0 ;;
+    *) echo "QUANT must be q8 or q4" >&2; exit 2 ;;
+esac
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
 FRUGAL="$ROOT/target/release/frugal"
@@ -20,16 +29,16 @@ OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 for i in $(seq 1 "$ROUNDS"); do
     echo "round $i/$ROUNDS: frugal" >&2
-    "$FRUGAL" bench -m "$MODEL_DIR" --threads "$THREADS" --ctx 256 --prompt-tokens 64 --gen-tokens 32 --runs 1 --json \
+    "$FRUGAL" bench -m "$MODEL_DIR" --threads "$THREADS" --ctx 256 --prompt-tokens 64 --gen-tokens 32 --runs 1 --json "${QARGS[@]}" \
         > "$OUT/frugal-bench-$i.json" 2>/dev/null
-    "$FRUGAL" run -m "$MODEL_DIR" --threads "$THREADS" --ctx 256 -n 16 -p "The quick brown fox jumps over the lazy dog. Once upon a time" \
+    "$FRUGAL" run -m "$MODEL_DIR" "${QARGS[@]}" --threads "$THREADS" --ctx 256 -n 16 -p "The quick brown fox jumps over the lazy dog. Once upon a time" \
         > /dev/null 2> "$OUT/frugal-run-$i.txt"
-    /usr/bin/time -v -o "$OUT/frugal-time-$i.txt" "$FRUGAL" run -m "$MODEL_DIR" --threads "$THREADS" --ctx 256 -n 16 \
+    /usr/bin/time -v -o "$OUT/frugal-time-$i.txt" "$FRUGAL" run -m "$MODEL_DIR" "${QARGS[@]}" --threads "$THREADS" --ctx 256 -n 16 \
         -p "The quick brown fox jumps over the lazy dog. Once upon a time" > /dev/null 2>&1
     echo "round $i/$ROUNDS: llama.cpp" >&2
-    THREADS="$THREADS" PP=64 TG=32 REPS=1 "$HERE/peer_llamacpp.sh" "$MODEL_DIR" > "$OUT/peer-$i.json" 2>/dev/null
+    GGUF_TYPE="$GGUF_TYPE" THREADS="$THREADS" PP=64 TG=32 REPS=1 "$HERE/peer_llamacpp.sh" "$MODEL_DIR" > "$OUT/peer-$i.json" 2>/dev/null
 done
-python3 - "$OUT" "$ROUNDS" "$MODEL_DIR" <<'PY'
+GGUF_TYPE="$GGUF_TYPE" python3 - "$OUT" "$ROUNDS" "$MODEL_DIR" <<'PY'
 import json, re, statistics, sys, glob, os
 out, rounds, model = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 med = statistics.median
@@ -50,7 +59,9 @@ f_pre, p_pre = med([x["prefill_tok_s"] for x in fb]), med([x["prefill_tok_s"] fo
 f_rss = med([r[2] for r in runs]); f_anon = med([r[1] for r in runs])
 p_rss = med([x["peak_rss_bytes"] for x in pr]); p_anon = med([x["peak_anon_bytes"] for x in pr])
 GiB = 2**30; MiB = 2**20
-print(f"Model: {model} ({w/GiB:.2f} GiB of weights; GGUF {g/GiB:.2f} GiB), {rounds} alternating rounds, medians, 2 threads\n")
+q = os.environ.get("QUANT") or "bf16"
+peer = os.environ.get("GGUF_TYPE", "BF16") + (" --pure" if os.environ.get("PURE") else "")
+print(f"Model: {model}, frugal {q} ({w/GiB:.2f} GiB of weights as used), llama.cpp {peer} GGUF ({g/GiB:.2f} GiB), {rounds} alternating rounds, medians, 2 threads\n")
 print("| | frugal | llama.cpp | frugal / llama.cpp |")
 print("|---|---|---|---|")
 print(f"| decode tok/s | {f_dec:.2f} | {p_dec:.2f} | {f_dec/p_dec:.2f}x |")

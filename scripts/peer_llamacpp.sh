@@ -11,7 +11,8 @@
 #   size) while sampling /proc/PID/status (VmHWM, RssAnon) every ~2 ms.
 # Output: {"prefill_tok_s","decode_tok_s","peak_rss_bytes","peak_anon_bytes","gguf_bytes", ...}
 # Env: FRUGAL_PEER_DIR (see build_llamacpp.sh), FRUGAL_PY (python with torch/transformers/
-#      sentencepiece; default .venv/bin/python), THREADS, PP, TG, REPS, GEN_TOKENS, PROMPT.
+#      sentencepiece; default .venv/bin/python), THREADS, PP, TG, REPS, GEN_TOKENS, PROMPT,
+#      GGUF_TYPE (BF16, or a llama-quantize type such as Q8_0, Q4_0, Q4_K_M), PURE=1.
 set -euo pipefail
 
 MODEL_DIR="${1:?usage: $0 MODEL_DIR}"
@@ -42,6 +43,19 @@ if [[ ! -s "$GGUF" || "$newest_st" -nt "$GGUF" || "$MODEL_DIR/config.json" -nt "
     log "converting $MODEL_DIR -> $GGUF"
     "$PY" "$CONVERT" "$MODEL_DIR" --outtype bf16 --outfile "$GGUF.tmp" >&2
     mv "$GGUF.tmp" "$GGUF"
+fi
+# A quantized peer file (GGUF_TYPE=Q8_0, Q4_0, Q4_K_M, ...), made by llama.cpp's own
+# llama-quantize from the bf16 file; PURE=1 quantizes every tensor to that type (--pure), else
+# llama-quantize's default mix (e.g. Q6_K for the tied embedding of a Q4_0 file).
+GGUF_TYPE="${GGUF_TYPE:-BF16}"
+if [[ "$GGUF_TYPE" != "BF16" ]]; then
+    Q="$MODEL_DIR/model-$GGUF_TYPE${PURE:+-pure}.gguf"
+    if [[ ! -s "$Q" || "$GGUF" -nt "$Q" ]]; then
+        log "llama-quantize ${PURE:+--pure }$GGUF -> $Q"
+        "$BIN/llama-quantize" ${PURE:+--pure} "$GGUF" "$Q.tmp" "$GGUF_TYPE" >&2
+        mv "$Q.tmp" "$Q"
+    fi
+    GGUF="$Q"
 fi
 GGUF_BYTES=$(stat -c %s "$GGUF")
 

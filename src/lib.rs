@@ -3,10 +3,12 @@
 //! Data flows one way: checkpoint formats ([`checkpoint`]) -> load plan and weights in memory
 //! ([`load`]) -> model ([`model`]) -> generation ([`generate`]) -> command line ([`cli`]).
 //! Weights stored in a dtype the [`kernels`] can read are used in place from the memory map;
-//! [`quant`] holds the GGUF-compatible block formats the kernels also multiply in place.
+//! [`quant`] holds the GGUF-compatible block formats the kernels also multiply in place;
+//! [`export`] writes checkpoints for other runtimes (GGUF for llama.cpp).
 
 pub mod checkpoint;
 pub mod cli;
+pub mod export;
 pub mod generate;
 pub mod kernels;
 pub mod load;

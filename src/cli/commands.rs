@@ -499,8 +499,13 @@ pub fn synth(a: SynthArgs) -> Result<()> {
 pub struct ConvertArgs {
     /// Input: any checkpoint frugal reads (safetensors folder, pytorch_model.bin, .ckpt).
     pub input: PathBuf,
-    /// Output folder (Hugging Face layout: config.json, safetensors shards, tokenizer).
+    /// Output: a folder (Hugging Face layout: config.json, safetensors shards, tokenizer), or a
+    /// file ending in `.gguf` (llama.cpp's format, as its own converter writes Gemma).
     pub output: PathBuf,
+    /// GGUF output only: quantize the matrices as they are written (q8 = Q8_0, q4 = Q4_0,
+    /// q4k = Q4_K with Q4_0 where rows are not a multiple of 256).
+    #[arg(long, value_enum)]
+    pub quant: Option<crate::load::quantize::QuantKind>,
     /// Replace an existing output folder.
     #[arg(long)]
     pub force: bool,
@@ -530,6 +535,30 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         bail!(
             "{}: the output folder is the input's folder; choose another",
             a.output.display()
+        );
+    }
+    if a.output.extension().is_some_and(|e| e == "gguf") {
+        let started = std::time::Instant::now();
+        let bytes = crate::export::gguf::export(&ck, &a.output, a.force, a.quant)?;
+        let p = monitor.peaks();
+        eprintln!(
+            "converted {} to {} ({}{}) in {:.1} s; peak RSS {}, peak anonymous {}",
+            ck.dir.display(),
+            a.output.display(),
+            human(bytes),
+            a.quant
+                .map(|q| format!(", {}", q.name()))
+                .unwrap_or_default(),
+            started.elapsed().as_secs_f64(),
+            human(p.peak_rss_bytes),
+            human(p.peak_anon_bytes)
+        );
+        return Ok(());
+    }
+    if let Some(q) = a.quant {
+        bail!(
+            "--quant {} applies to GGUF output (a file ending in .gguf); the Hugging Face safetensors format has no quantized layout",
+            q.name()
         );
     }
     let sources =

@@ -225,6 +225,11 @@ impl SentencePiece {
     }
 
     /// Number of ids.
+    /// Every piece by id: its text, score and kind.
+    pub fn pieces(&self) -> &[(String, f32, PieceKind)] {
+        &self.pieces
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.pieces.len()
     }

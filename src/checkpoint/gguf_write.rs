@@ -1,0 +1,237 @@
+//! Writing GGUF files (llama.cpp's format, version 3): the header, metadata and tensor
+//! directory first, computed from the tensors' shapes and dtypes, then each tensor's data
+//! streamed in order by the caller, aligned to 32 bytes. Written into a temporary file beside
+//! the destination and renamed into place only when complete.
+
+use crate::kernels::DType;
+use anyhow::{bail, Context, Result};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// Data alignment (GGUF's default; `general.alignment` is not written).
+pub const ALIGNMENT: u64 = 32;
+
+/// A metadata value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    Str(String),
+    StrArray(Vec<String>),
+    F32Array(Vec<f32>),
+    I32Array(Vec<i32>),
+    BoolArray(Vec<bool>),
+}
+
+// GGUF value type ids.
+const T_INT32: u32 = 5;
+const T_UINT32: u32 = 4;
+const T_FLOAT32: u32 = 6;
+const T_BOOL: u32 = 7;
+const T_STRING: u32 = 8;
+const T_ARRAY: u32 = 9;
+
+/// ggml's type id for a dtype GGUF can hold.
+pub fn ggml_type(d: DType) -> Result<u32> {
+    Ok(match d {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::Q4_0 => 2,
+        DType::Q8_0 => 8,
+        DType::Q4_K => 12,
+        DType::Q6_K => 14,
+        DType::BF16 => 30,
+        DType::I8 => bail!("int8 with per-row scales has no GGUF type: quantize it (--quant q8)"),
+    })
+}
+
+/// One tensor of the file: its GGUF name, shape in row-major order (`[rows, cols]`; written
+/// innermost first as GGUF wants), and dtype.
+#[derive(Clone, Debug)]
+pub struct OutTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl OutTensor {
+    /// Bytes of the tensor's data.
+    pub fn bytes(&self) -> Result<u64> {
+        Ok(self
+            .dtype
+            .tensor_bytes(&self.shape)
+            .with_context(|| format!("tensor `{}`", self.name))? as u64)
+    }
+}
+
+fn put_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+    w.write_all(&(s.len() as u64).to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+fn put_value(w: &mut impl Write, v: &Value) -> std::io::Result<()> {
+    let u32le = |x: u32| x.to_le_bytes();
+    match v {
+        Value::U32(x) => {
+            w.write_all(&u32le(T_UINT32))?;
+            w.write_all(&x.to_le_bytes())
+        }
+        Value::I32(x) => {
+            w.write_all(&u32le(T_INT32))?;
+            w.write_all(&x.to_le_bytes())
+        }
+        Value::F32(x) => {
+            w.write_all(&u32le(T_FLOAT32))?;
+            w.write_all(&x.to_le_bytes())
+        }
+        Value::Bool(x) => {
+            w.write_all(&u32le(T_BOOL))?;
+            w.write_all(&[*x as u8])
+        }
+        Value::Str(s) => {
+            w.write_all(&u32le(T_STRING))?;
+            put_str(w, s)
+        }
+        Value::StrArray(a) => {
+            w.write_all(&u32le(T_ARRAY))?;
+            w.write_all(&u32le(T_STRING))?;
+            w.write_all(&(a.len() as u64).to_le_bytes())?;
+            a.iter().try_for_each(|s| put_str(w, s))
+        }
+        Value::F32Array(a) => {
+            w.write_all(&u32le(T_ARRAY))?;
+            w.write_all(&u32le(T_FLOAT32))?;
+            w.write_all(&(a.len() as u64).to_le_bytes())?;
+            a.iter().try_for_each(|x| w.write_all(&x.to_le_bytes()))
+        }
+        Value::I32Array(a) => {
+            w.write_all(&u32le(T_ARRAY))?;
+            w.write_all(&u32le(T_INT32))?;
+            w.write_all(&(a.len() as u64).to_le_bytes())?;
+            a.iter().try_for_each(|x| w.write_all(&x.to_le_bytes()))
+        }
+        Value::BoolArray(a) => {
+            w.write_all(&u32le(T_ARRAY))?;
+            w.write_all(&u32le(T_BOOL))?;
+            w.write_all(&(a.len() as u64).to_le_bytes())?;
+            a.iter().try_for_each(|x| w.write_all(&[*x as u8]))
+        }
+    }
+}
+
+/// Writes a GGUF file at `out`: `kv` metadata, then `tensors`, whose data `fill(i, w)` writes
+/// (exactly `tensors[i].bytes()` bytes, checked). Refuses an existing `out` unless `force`.
+/// Returns the file's size.
+pub fn write(
+    out: &Path,
+    force: bool,
+    kv: &[(String, Value)],
+    tensors: &[OutTensor],
+    mut fill: impl FnMut(usize, &mut dyn Write) -> Result<()>,
+) -> Result<u64> {
+    if out.exists() && !force {
+        bail!(
+            "{}: already exists; choose another output or pass --force to replace it",
+            out.display()
+        );
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("{}: cannot create", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.partial-{}",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    let result = (|| -> Result<u64> {
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let mut w = Counting {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            n: 0,
+        };
+        w.write_all(b"GGUF")?;
+        w.write_all(&3u32.to_le_bytes())?;
+        w.write_all(&(tensors.len() as u64).to_le_bytes())?;
+        w.write_all(&(kv.len() as u64).to_le_bytes())?;
+        for (k, v) in kv {
+            put_str(&mut w, k)?;
+            put_value(&mut w, v)?;
+        }
+        let mut offset = 0u64;
+        let mut sizes = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            put_str(&mut w, &t.name)?;
+            w.write_all(&(t.shape.len() as u32).to_le_bytes())?;
+            for d in t.shape.iter().rev() {
+                w.write_all(&(*d as u64).to_le_bytes())?;
+            }
+            w.write_all(&ggml_type(t.dtype)?.to_le_bytes())?;
+            w.write_all(&offset.to_le_bytes())?;
+            let b = t.bytes()?;
+            sizes.push(b);
+            offset = (offset + b).div_ceil(ALIGNMENT) * ALIGNMENT;
+        }
+        pad(&mut w)?;
+        for (i, t) in tensors.iter().enumerate() {
+            let start = w.n;
+            fill(i, &mut w)?;
+            if w.n - start != sizes[i] {
+                bail!(
+                    "tensor `{}`: wrote {} bytes, its shape and dtype need {}",
+                    t.name,
+                    w.n - start,
+                    sizes[i]
+                );
+            }
+            pad(&mut w)?;
+        }
+        let n = w.n;
+        w.inner
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("{}: cannot write", tmp.display()))?;
+        Ok(n)
+    })();
+    match result {
+        Ok(n) => {
+            std::fs::rename(&tmp, out)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Zeros up to the next multiple of [`ALIGNMENT`].
+fn pad<W: Write>(w: &mut Counting<W>) -> std::io::Result<()> {
+    let n = (w.n.div_ceil(ALIGNMENT) * ALIGNMENT - w.n) as usize;
+    w.write_all(&[0u8; ALIGNMENT as usize][..n])
+}
+
+/// A writer that counts the bytes through it.
+struct Counting<W: Write> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

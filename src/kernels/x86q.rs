@@ -35,7 +35,9 @@
 //! - AVX2 and the K-quants: one row at a time, its blocks unpacked once per group of up to 4
 //!   tokens (register tiles of 1 row x 4 tokens).
 
-use super::qmat::{drive, k_pos, A4Group, A8Pair, QActs, QJob, AK, B32};
+use super::qmat::{
+    drive, k_pos, quantize_b32_impl, quantize_k_impl, A4Group, A8Pair, QActs, QJob, AK, B32,
+};
 use super::x86::{Avx2, Avx512};
 use super::{DType, Isa, MatRef};
 use std::arch::x86_64::*;
@@ -73,6 +75,60 @@ pub(crate) fn matmul_quant(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut 
         }
         Isa::Scalar => unreachable!("the scalar level is in qmat.rs"),
     }
+}
+
+/// [`quantize_b32_impl`] compiled for AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn quantize_b32_512(x: &[f32], out: &mut [B32]) {
+    quantize_b32_impl(x, out)
+}
+
+/// [`quantize_b32_impl`] compiled for AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_b32_256(x: &[f32], out: &mut [B32]) {
+    quantize_b32_impl(x, out)
+}
+
+/// [`quantize_k_impl`] compiled for AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn quantize_k_512(x: &[f32], dtype: DType, out: &mut [AK]) {
+    quantize_k_impl(x, dtype, out)
+}
+
+/// [`quantize_k_impl`] compiled for AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_k_256(x: &[f32], dtype: DType, out: &mut [AK]) {
+    quantize_k_impl(x, dtype, out)
+}
+
+/// Runs the activation quantizer compiled for the best available instruction set; false if
+/// there is none (the caller then runs the portable build). Plain Rust in every build (IEEE
+/// operations, never contracted), so the results are identical.
+pub(crate) fn quantize_b32_simd(x: &[f32], out: &mut [B32]) -> bool {
+    if Avx512::detect().is_some() {
+        // SAFETY: the CPU has the features (just detected).
+        unsafe { quantize_b32_512(x, out) };
+    } else if Avx2::detect().is_some() {
+        // SAFETY: as above.
+        unsafe { quantize_b32_256(x, out) };
+    } else {
+        return false;
+    }
+    true
+}
+
+/// [`quantize_b32_simd`] for blocks of 256.
+pub(crate) fn quantize_k_simd(x: &[f32], dtype: DType, out: &mut [AK]) -> bool {
+    if Avx512::detect().is_some() {
+        // SAFETY: the CPU has the features (just detected).
+        unsafe { quantize_k_512(x, dtype, out) };
+    } else if Avx2::detect().is_some() {
+        // SAFETY: as above.
+        unsafe { quantize_k_256(x, dtype, out) };
+    } else {
+        return false;
+    }
+    true
 }
 
 /// Most tokens of a one-row register tile.

@@ -440,6 +440,30 @@ static IDX_Q4_NIB: [i16; 32] = {
     a
 };
 
+/// [`IDX_Q4_NIB`] for the second group of 4 blocks of a 144-byte pair of groups, taken from
+/// the registers holding bytes 64..128 and 128..144: block `k`'s nibbles are words `5 + 9k..`.
+static IDX_Q4_NIB2: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (9 * (j / 8) + 5 + j % 8) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// `vpermt2w` indices of the 8 Q4_0 scales of a 144-byte pair of groups (words `9k` of bytes
+/// 0..128), each repeated 4 times.
+static IDX_Q4_D8: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (9 * (j / 4)) as i16;
+        j += 1;
+    }
+    a
+};
+
 /// `vpermt2w` indices of the 4 Q4_0 scales, each repeated 4 times (words 0..16).
 static IDX_Q4_D: [i16; 32] = {
     let mut a = [0i16; 32];
@@ -664,6 +688,48 @@ macro_rules! avx512_quant {
                 }
             }
 
+            /// Q4_0 times two [`A4Group`]s: 8 blocks (144 bytes at `p`) into `acc`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn step2_q4_0(
+                p: *const u8,
+                a: &[A4Group],
+                idx: &[__m512i; 3],
+                acc: &mut [__m512; 2],
+            ) {
+                // SAFETY: the caller guarantees 144 readable bytes at p and two groups in a.
+                unsafe {
+                    let w0 = _mm512_loadu_si512(p as *const _);
+                    let w1 = _mm512_loadu_si512(p.add(64) as *const _);
+                    let w2 = _mm512_zextsi128_si512(_mm_loadu_si128(p.add(128) as *const __m128i));
+                    let nib = [
+                        _mm512_permutex2var_epi16(w0, idx[0], w1),
+                        _mm512_permutex2var_epi16(w1, idx[1], w2),
+                    ];
+                    let dh = _mm512_permutex2var_epi16(w0, idx[2], w1);
+                    let dw = [
+                        _mm512_cvtph_ps(_mm512_castsi512_si256(dh)),
+                        _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dh)),
+                    ];
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    for h in 0..2 {
+                        let g = &a[h];
+                        let lo = _mm512_and_si512(nib[h], m4);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(nib[h]), m4);
+                        let corr = _mm512_load_si512(g.corr.as_ptr() as *const _);
+                        let xlo = _mm512_load_si512(g.qs.as_ptr() as *const _);
+                        let xhi = _mm512_load_si512(g.qs.as_ptr().add(64) as *const _);
+                        let i = $dp!($dp!(corr, lo, xlo), hi, xhi);
+                        let dx = _mm512_load_ps(g.d.as_ptr());
+                        acc[h] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(i),
+                            _mm512_mul_ps(dw[h], dx),
+                            acc[h],
+                        );
+                    }
+                }
+            }
+
             /// One Q4_0 row (`nb` blocks at `p`) times one token in the [`A4Group`] layout
             /// (`ceil(nb / 4)` groups).
             #[target_feature(enable = $feat)]
@@ -676,12 +742,16 @@ macro_rules! avx512_quant {
                         _mm512_loadu_si512(IDX_Q4_NIB.as_ptr() as *const _),
                         _mm512_loadu_si512(IDX_Q4_D.as_ptr() as *const _),
                     ];
+                    let idx2 = [
+                        idx[0],
+                        _mm512_loadu_si512(IDX_Q4_NIB2.as_ptr() as *const _),
+                        _mm512_loadu_si512(IDX_Q4_D8.as_ptr() as *const _),
+                    ];
                     let mut acc = [_mm512_setzero_ps(); 2];
                     let ng = nb / 4;
                     let mut g = 0;
                     while g + 2 <= ng {
-                        step_q4_0(p.add(72 * g), &a[g], &idx, &mut acc[0]);
-                        step_q4_0(p.add(72 * g + 72), &a[g + 1], &idx, &mut acc[1]);
+                        step2_q4_0(p.add(72 * g), &a[g..g + 2], &idx2, &mut acc);
                         g += 2;
                     }
                     if g < ng {

@@ -75,6 +75,8 @@ pub(crate) struct AK {
     pub bsums16: [i16; 16],
     /// Sums of the 8 sub-blocks of 32 (natural order).
     pub bsums32: [i16; 8],
+    /// `-32 * bsums16` (Q6_K's offset, as the prefill kernel starts each sub-block's sum).
+    pub c6: [i32; 16],
     pub d: f32,
 }
 
@@ -220,6 +222,9 @@ pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
         for j in 0..8 {
             o.bsums32[j] = o.bsums16[2 * j] + o.bsums16[2 * j + 1];
         }
+        for (c, &s) in o.c6.iter_mut().zip(&o.bsums16) {
+            *c = -32 * s as i32;
+        }
         if q4k {
             for j in 0..8 {
                 let p = k_pos(j);
@@ -245,6 +250,7 @@ pub(crate) const AK_ZERO: AK = AK {
     qs: [0; 256],
     bsums16: [0; 16],
     bsums32: [0; 8],
+    c6: [0; 16],
     d: 0.0,
 };
 

@@ -553,6 +553,28 @@ const TB_ZERO: TB = TB {
     neg: [0; 8],
 };
 
+/// One super-block of 256 of 16 rows unpacked for the K-quant prefill kernel. `w[s][v]` lane
+/// `r` holds values `32s + 4v..32s + 4v + 4` of row `r` as bytes (`q`: Q4_K `0..16`, Q6_K
+/// `0..64`). Q4_K: `sc[j]` the 8 sub-block scales, `mp[i]` the mins `m[2i]`, `m[2i + 1]` as a
+/// pair of i16 per lane, `d`, `dmin`. Q6_K: `sc[j]` the 16 sub-block scales, `d`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct TK {
+    w: [[[u8; 64]; 8]; 8],
+    sc: [[i32; 16]; 16],
+    mp: [[i32; 16]; 4],
+    d: [f32; 16],
+    dmin: [f32; 16],
+}
+
+const TK_ZERO: TK = TK {
+    w: [[[0; 64]; 8]; 8],
+    sc: [[0; 16]; 16],
+    mp: [[0; 16]; 4],
+    d: [0.0; 16],
+    dmin: [0.0; 16],
+};
+
 /// 64 zero bytes: the block of the rows past the end of a 16-row tile.
 static ZERO_BLOCK: [u8; 64] = [0; 64];
 
@@ -1046,6 +1068,197 @@ macro_rules! avx512_quant {
                 acc
             }
 
+            /// The 256 levels `q` of one Q4_K super-block at `b`, in order, into `out`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn levels_q4_k(b: *const u8, out: &mut [u8; 256]) {
+                // SAFETY: the caller guarantees 144 readable bytes at b; out is 256 bytes.
+                unsafe {
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    for h in 0..2 {
+                        let v = _mm512_loadu_si512(b.add(16 + 64 * h) as *const _);
+                        let lo = _mm512_and_si512(v, m4);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                        // Chunk c = 2h + e: low nibbles are values 64c.., high ones 64c + 32...
+                        let o = out.as_mut_ptr().add(128 * h) as *mut __m256i;
+                        _mm256_storeu_si256(o, _mm512_castsi512_si256(lo));
+                        _mm256_storeu_si256(o.add(1), _mm512_castsi512_si256(hi));
+                        _mm256_storeu_si256(o.add(2), _mm512_extracti64x4_epi64::<1>(lo));
+                        _mm256_storeu_si256(o.add(3), _mm512_extracti64x4_epi64::<1>(hi));
+                    }
+                }
+            }
+
+            /// The 256 levels `q` (`0..64`) of one Q6_K super-block at `b`, in order.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn levels_q6_k(b: *const u8, out: &mut [u8; 256]) {
+                // SAFETY: the caller guarantees 210 readable bytes at b; out is 256 bytes.
+                unsafe {
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    let m3 = _mm512_set1_epi8(3);
+                    let sh = [
+                        _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
+                        _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
+                    ];
+                    for h in 0..2 {
+                        let ql = _mm512_loadu_si512(b.add(64 * h) as *const _);
+                        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                            b.add(128 + 32 * h) as *const __m256i
+                        ));
+                        let hi = |s: __m512i| {
+                            _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srlv_epi16(qh, s), m3))
+                        };
+                        let o = out.as_mut_ptr().add(128 * h) as *mut __m512i;
+                        _mm512_storeu_si512(
+                            o as *mut _,
+                            _mm512_or_si512(_mm512_and_si512(ql, m4), hi(sh[0])),
+                        );
+                        _mm512_storeu_si512(
+                            o.add(1) as *mut _,
+                            _mm512_or_si512(
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                                hi(sh[1]),
+                            ),
+                        );
+                    }
+                }
+            }
+
+            /// Unpacks super-block `k` of the 16 rows `rows[r]` (`None` past the tile's end)
+            /// of a Q4_K (`q4k`) or Q6_K matrix into `tk`.
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_k(
+                rows: &[Option<*const u8>; 16],
+                q4k: bool,
+                idx: __m512i,
+                tk: &mut TK,
+            ) {
+                // SAFETY: the caller guarantees a whole super-block at every Some(row).
+                unsafe {
+                    let mut lv = [[0u8; 256]; 16];
+                    for (r, row) in rows.iter().enumerate() {
+                        let Some(b) = *row else {
+                            for j in 0..16 {
+                                tk.sc[j][r] = 0;
+                            }
+                            for i in 0..4 {
+                                tk.mp[i][r] = 0;
+                            }
+                            tk.d[r] = 0.0;
+                            tk.dmin[r] = 0.0;
+                            continue;
+                        };
+                        if q4k {
+                            levels_q4_k(b, &mut lv[r]);
+                            let sm: [u8; 16] = std::mem::transmute(q4k_scales(b.add(4)));
+                            for j in 0..8 {
+                                tk.sc[j][r] = sm[j] as i32;
+                            }
+                            for i in 0..4 {
+                                tk.mp[i][r] = sm[8 + 2 * i] as i32 | (sm[9 + 2 * i] as i32) << 16;
+                            }
+                            tk.d[r] = f16_at(b);
+                            tk.dmin[r] = f16_at(b.add(2));
+                        } else {
+                            levels_q6_k(b, &mut lv[r]);
+                            for j in 0..16 {
+                                tk.sc[j][r] = *b.add(192 + j) as i8 as i32;
+                            }
+                            tk.d[r] = f16_at(b.add(208));
+                        }
+                    }
+                    let ptrs: [*const u8; 16] = std::array::from_fn(|r| lv[r].as_ptr());
+                    for s in 0..8 {
+                        for h in 0..2 {
+                            let v = transpose16x4(load16x16(&ptrs, 32 * s + 16 * h), idx);
+                            for (j, vj) in v.iter().enumerate() {
+                                _mm512_store_si512(tk.w[s][4 * h + j].as_mut_ptr() as *mut _, *vj);
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// 16 unpacked K-quant rows (`s`, one [`TK`] per super-block) times `T` tokens:
+            /// lane `r` of result `t` is row `r` . token `t`.
+            #[target_feature(enable = $feat)]
+            unsafe fn tgemm_k<const Q4K: bool, const T: usize>(
+                s: &[TK],
+                x: [*const AK; T],
+            ) -> [__m512; T] {
+                let mut acc = [_mm512_setzero_ps(); T];
+                for (k, tk) in s.iter().enumerate() {
+                    // SAFETY: every token has `s.len()` activation blocks (checked by the
+                    // caller); the scratch is 64-byte aligned.
+                    unsafe {
+                        let xb: [&AK; T] = std::array::from_fn(|t| &*x[t].add(k));
+                        let mut isum = [_mm512_setzero_si512(); T];
+                        // Sub-blocks of 32 (Q4_K) or pairs of sub-blocks of 16 (Q6_K).
+                        for (sb, ws) in tk.w.iter().enumerate() {
+                            let w: [__m512i; 8] = std::array::from_fn(|v| {
+                                _mm512_load_si512(ws[v].as_ptr() as *const _)
+                            });
+                            if Q4K {
+                                let sc = _mm512_load_si512(tk.sc[sb].as_ptr() as *const _);
+                                let off = 32 * k_pos(sb);
+                                for t in 0..T {
+                                    let xq = xb[t].qs.as_ptr().add(off) as *const i32;
+                                    let mut i = _mm512_setzero_si512();
+                                    for (v, wv) in w.iter().enumerate() {
+                                        i = $dp!(
+                                            i,
+                                            *wv,
+                                            _mm512_set1_epi32(xq.add(v).read_unaligned())
+                                        );
+                                    }
+                                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(i, sc));
+                                }
+                            } else {
+                                for h in 0..2 {
+                                    let j = 2 * sb + h;
+                                    let sc = _mm512_load_si512(tk.sc[j].as_ptr() as *const _);
+                                    for t in 0..T {
+                                        let xq = xb[t].qs.as_ptr().add(16 * j) as *const i32;
+                                        let mut i = _mm512_set1_epi32(xb[t].c6[j]);
+                                        for v in 0..4 {
+                                            let xv = _mm512_set1_epi32(xq.add(v).read_unaligned());
+                                            i = $dp!(i, w[4 * h + v], xv);
+                                        }
+                                        isum[t] =
+                                            _mm512_add_epi32(isum[t], _mm512_mullo_epi32(i, sc));
+                                    }
+                                }
+                            }
+                        }
+                        let d = _mm512_load_ps(tk.d.as_ptr());
+                        for t in 0..T {
+                            let dx = _mm512_set1_ps(xb[t].d);
+                            acc[t] = _mm512_fmadd_ps(
+                                _mm512_cvtepi32_ps(isum[t]),
+                                _mm512_mul_ps(d, dx),
+                                acc[t],
+                            );
+                            if Q4K {
+                                let bs = xb[t].bsums32.as_ptr() as *const i32;
+                                let mut m = _mm512_setzero_si512();
+                                for i in 0..4 {
+                                    let mp = _mm512_load_si512(tk.mp[i].as_ptr() as *const _);
+                                    m = $dpw!(m, mp, _mm512_set1_epi32(bs.add(i).read_unaligned()));
+                                }
+                                let dmin = _mm512_load_ps(tk.dmin.as_ptr());
+                                acc[t] = _mm512_fnmadd_ps(
+                                    _mm512_cvtepi32_ps(m),
+                                    _mm512_mul_ps(dmin, dx),
+                                    acc[t],
+                                );
+                            }
+                        }
+                    }
+                }
+                acc
+            }
+
             /// The AVX-512 product job.
             pub(crate) struct Job<'a> {
                 _k: $token,
@@ -1068,7 +1281,7 @@ macro_rules! avx512_quant {
                 }
 
                 fn tiled(&self) -> bool {
-                    self.n > 1 && matches!(self.w.dtype, DType::Q8_0 | DType::Q4_0)
+                    self.n > 1
                 }
 
                 /// `out[t] = row r . token (t0 + t)` for `t < nt`, K-quants.
@@ -1092,6 +1305,65 @@ macro_rules! avx512_quant {
                         (DType::Q6_K, 2) => go!(row_q6_k, 2),
                         (DType::Q6_K, 1) => go!(row_q6_k, 1),
                         (d, _) => unreachable!("{} x {nt}", d.name()),
+                    }
+                }
+
+                /// Rows `r0..` of every token for K-quants, 16 rows at a time through the
+                /// unpacked scratch.
+                fn rows16_k(&self, r0: usize, outs: &mut [&mut [f32]]) {
+                    let (nb, bb) = (self.a.nb, self.w.dtype.block_bytes());
+                    let q4k = self.w.dtype == DType::Q4_K;
+                    let nrows = outs[0].len();
+                    let mut scratch = vec![TK_ZERO; nb];
+                    // SAFETY: IDX_TR is 64 bytes.
+                    let idx = unsafe { _mm512_loadu_si512(IDX_TR.as_ptr() as *const _) };
+                    let mut rt = 0;
+                    while rt < nrows {
+                        let nr = 16.min(nrows - rt);
+                        for (k, tk) in scratch.iter_mut().enumerate() {
+                            let rows: [Option<*const u8>; 16] = std::array::from_fn(|r| {
+                                (r < nr).then(|| self.w.row_bytes(r0 + rt + r)[k * bb..].as_ptr())
+                            });
+                            // SAFETY: the token proves the features; every Some pointer is at
+                            // a whole super-block of its row.
+                            unsafe { unpack_k(&rows, q4k, idx, tk) };
+                        }
+                        let mut t0 = 0;
+                        while t0 < self.n {
+                            let nt = [8, 4, 2, 1]
+                                .into_iter()
+                                .find(|&s| s <= self.n - t0)
+                                .unwrap_or(1);
+                            macro_rules! go {
+                                ($T:literal) => {{
+                                    let x: [*const AK; $T] =
+                                        std::array::from_fn(|t| self.a.k(t0 + t).as_ptr());
+                                    // SAFETY: the token proves the features; every token has
+                                    // `nb` activation blocks (check_job).
+                                    let acc = unsafe {
+                                        if q4k {
+                                            tgemm_k::<true, $T>(&scratch, x)
+                                        } else {
+                                            tgemm_k::<false, $T>(&scratch, x)
+                                        }
+                                    };
+                                    for (t, a) in acc.iter().enumerate() {
+                                        let mut lanes = [0f32; 16];
+                                        // SAFETY: 16 floats.
+                                        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *a) };
+                                        outs[t0 + t][rt..rt + nr].copy_from_slice(&lanes[..nr]);
+                                    }
+                                }};
+                            }
+                            match nt {
+                                8 => go!(8),
+                                4 => go!(4),
+                                2 => go!(2),
+                                _ => go!(1),
+                            }
+                            t0 += nt;
+                        }
+                        rt += nr;
                     }
                 }
 
@@ -1204,7 +1476,10 @@ macro_rules! avx512_quant {
                     assert_eq!(outs.len(), self.n, "one output per token");
                     assert!(r0 + outs[0].len() <= self.w.rows, "rows inside the matrix");
                     if self.tiled() {
-                        self.rows16(r0, outs);
+                        match self.w.dtype {
+                            DType::Q8_0 | DType::Q4_0 => self.rows16(r0, outs),
+                            _ => self.rows16_k(r0, outs),
+                        }
                         return;
                     }
                     for i in 0..outs[0].len() {

@@ -248,54 +248,70 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 }
 
 /// Q8_0 row (`nb` blocks at `p`) times `T` tokens: `|w|` times `x` with the sign of `w`
-/// (`vpmaddubsw` cannot overflow: `2 * 128 * 127 < 2^15`).
+/// (`vpmaddubsw` cannot overflow: `2 * 128 * 127 < 2^15`). Two blocks per step into two
+/// accumulators per token, so one token's chain of fused multiply-adds does not serialize.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn a2_q8_0<const T: usize>(p: *const u8, nb: usize, x: [*const B32; T]) -> [f32; T] {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for k in 0..nb {
-        // SAFETY: block k (34 bytes) lies inside the row and every token has block k.
-        unsafe {
-            let b = p.add(34 * k);
-            let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
-            let u = _mm256_abs_epi8(w);
-            let dw = f16_at(b);
-            for t in 0..T {
-                let xb = &*x[t].add(k);
-                let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xb.d), acc[t]);
+    let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    let mut k = 0;
+    while k < nb {
+        let m = (nb - k).min(2);
+        for (e, _) in (0..m).enumerate() {
+            // SAFETY: block k + e (34 bytes) lies inside the row and every token has it.
+            unsafe {
+                let b = p.add(34 * (k + e));
+                let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+                let u = _mm256_abs_epi8(w);
+                let dw = f16_at(b);
+                for t in 0..T {
+                    let xb = &*x[t].add(k + e);
+                    let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                    let s =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
+                    let sc = _mm256_set1_ps(dw * xb.d);
+                    acc[t][e] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[t][e]);
+                }
             }
         }
+        k += m;
     }
-    acc.map(|a| hsum8(a))
+    acc.map(|a| hsum8(_mm256_add_ps(a[0], a[1])))
 }
 
-/// Q4_0 row times `T` tokens: levels `q - 8` used signed through the same sign trick.
+/// Q4_0 row times `T` tokens: levels `q - 8` used signed through the same sign trick; two
+/// blocks per step as in [`a2_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn a2_q4_0<const T: usize>(p: *const u8, nb: usize, x: [*const B32; T]) -> [f32; T] {
     let ones = _mm256_set1_epi16(1);
     let m4 = _mm256_set1_epi8(0x0F);
     let eight = _mm256_set1_epi8(8);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for k in 0..nb {
-        // SAFETY: block k (18 bytes) lies inside the row and every token has block k.
-        unsafe {
-            let b = p.add(18 * k);
-            let q = _mm_loadu_si128(b.add(2) as *const __m128i);
-            let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), m4);
-            let w = _mm256_sub_epi8(nib, eight);
-            let u = _mm256_abs_epi8(w);
-            let dw = f16_at(b);
-            for t in 0..T {
-                let xb = &*x[t].add(k);
-                let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xb.d), acc[t]);
+    let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    let mut k = 0;
+    while k < nb {
+        let m = (nb - k).min(2);
+        for (e, _) in (0..m).enumerate() {
+            // SAFETY: block k + e (18 bytes) lies inside the row and every token has it.
+            unsafe {
+                let b = p.add(18 * (k + e));
+                let q = _mm_loadu_si128(b.add(2) as *const __m128i);
+                let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), m4);
+                let w = _mm256_sub_epi8(nib, eight);
+                let u = _mm256_abs_epi8(w);
+                let dw = f16_at(b);
+                for t in 0..T {
+                    let xb = &*x[t].add(k + e);
+                    let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                    let s =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
+                    let sc = _mm256_set1_ps(dw * xb.d);
+                    acc[t][e] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[t][e]);
+                }
             }
         }
+        k += m;
     }
-    acc.map(|a| hsum8(a))
+    acc.map(|a| hsum8(_mm256_add_ps(a[0], a[1])))
 }
 
 /// The eight 6-bit scales (bytes 0..8) and mins (8..16) of a Q4_K block's 12 packed bytes at

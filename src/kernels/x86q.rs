@@ -1,6 +1,6 @@
 //! x86-64 SIMD kernels for block-quantized weights: AVX2 (`vpmaddubsw`), AVX-512BW and
 //! AVX-512 VNNI (`vpdpbusd`, `vpdpwssd`). The AVX-512 kernels are written once in
-//! [`avx512_quant!`] and compiled twice, once per feature set, because a `#[target_feature]`
+//! `avx512_quant!` and compiled twice, once per feature set, because a `#[target_feature]`
 //! function cannot be generic over its features.
 //!
 //! Every kernel computes, per 32-bit lane, an exact integer partial sum of `w * x` over a part
@@ -26,14 +26,17 @@
 //!
 //! Prefill (several tokens) reuses each unpacked weight block for several tokens:
 //!
-//! - Q4_0, Q8_0 (AVX-512): the rows are taken 16 at a time; each block of the 16 rows is
-//!   unpacked once into a small scratch (per task, about 20 bytes per weight of the 16 rows)
-//!   as 8 vectors whose lane `r` holds 4 consecutive weights of row `r`, so one `vpdpbusd`
-//!   with 4 activation bytes broadcast advances 16 rows by 4 columns, and a block's 8 of them
-//!   leave one finished block sum per row in each lane: the f32 scaling is then one fused
-//!   multiply-add per 16 rows x 32 columns. Tokens go 8 at a time through the scratch.
-//! - AVX2 and the K-quants: one row at a time, its blocks unpacked once per group of up to 4
-//!   tokens (register tiles of 1 row x 4 tokens).
+//! - AVX-512, every dtype: the rows are taken 16 at a time; each block of the 16 rows is
+//!   unpacked once into a small per-task scratch (the levels as bytes, transposed: 16 rows x
+//!   32 columns in 8 vectors whose lane `r` holds 4 consecutive weights of row `r`; about 1.1
+//!   byte per weight of the 16 rows, so 36-330 KB on gemma-2b shapes) and used for every
+//!   token. One `vpdpbusd` with 4 activation bytes broadcast advances 16 rows by 4 columns; 8
+//!   of them leave one finished block (or sub-block) sum per row in each lane, so the f32
+//!   scaling is one fused multiply-add per 16 rows x 32 columns (K-quants: the sub-block scale
+//!   by one `vpmulld`, the super-block's f32 scale once per 256 columns). Tokens go 8 at a
+//!   time through the scratch. This is a transient tile of 16 rows, not a copy of the matrix.
+//! - AVX2: one row at a time, its blocks unpacked once per group of up to 4 tokens (register
+//!   tiles of 1 row x 4 tokens).
 
 use super::qmat::{
     drive, k_pos, quantize_b32_impl, quantize_k_impl, A4Group, A8Pair, QActs, QJob, AK, B32,

@@ -1,8 +1,9 @@
 //! Kernel benchmarks on gemma-2b shapes with bf16 and block-quantized weights.
 //!
 //! matvec (decode, n = 1): throughput in bytes of weights read per second (GB/s), the figure
-//! that bounds decode speed. The quantized groups (`matvec_q8_0`, ...) include the default bf16
-//! kernel on the same shapes, measured in the same run, as the baseline.
+//! that bounds decode speed. The quantized groups (`matvec_q8_0`, ...) include the bf16 decode
+//! kernels (exact, and the `vdpbf16ps` fast path) on the same shapes, measured in the same run,
+//! as the baseline.
 //! matmul (prefill, n = 64): throughput in "elements" = multiply-adds counted twice
 //! (2 * rows * cols * n), so criterion's Gelem/s reads as GFLOP/s (integer operations for the
 //! quantized types), comparable across dtypes.
@@ -117,6 +118,9 @@ fn bench_matvec_quant(c: &mut Criterion) {
             g.throughput(Throughput::Bytes(bf.len() as u64));
             g.bench_function(BenchmarkId::new("bf16", &shape), |b| {
                 b.iter(|| matmul(&wb, black_box(&x), 1, &mut y))
+            });
+            g.bench_function(BenchmarkId::new("bf16_fast", &shape), |b| {
+                b.iter(|| matmul_bf16_fast(&wb, black_box(&x), 1, &mut y))
             });
             drop(bf);
             let data = qweights(rows, cols, dtype);

@@ -706,6 +706,40 @@ macro_rules! avx512_quant {
                 }
             }
 
+            /// `R` Q8_0 rows (`nb` blocks each at `p[r]`) times one token, each group of
+            /// activations used for all `R` rows while it is in L1: for long rows, whose
+            /// activations do not stay in L1 from one row to the next.
+            #[target_feature(enable = $feat)]
+            unsafe fn rows_q8_0<const R: usize>(
+                p: [*const u8; R],
+                nb: usize,
+                a: *const A8Pair,
+            ) -> [f32; R] {
+                // SAFETY: as in row_q8_0, for every row.
+                unsafe {
+                    let idx_d = _mm512_loadu_si512(IDX_Q8_D.as_ptr() as *const _);
+                    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+                    let ng = nb / 4;
+                    for g in 0..ng {
+                        for r in 0..R {
+                            step_q8_0(p[r].add(136 * g), a.add(2 * g), idx_d, &mut acc[r]);
+                        }
+                    }
+                    if nb % 4 != 0 {
+                        for r in 0..R {
+                            let mut buf = [0u8; 136];
+                            std::ptr::copy_nonoverlapping(
+                                p[r].add(136 * ng),
+                                buf.as_mut_ptr(),
+                                34 * (nb % 4),
+                            );
+                            step_q8_0(buf.as_ptr(), a.add(2 * ng), idx_d, &mut acc[r]);
+                        }
+                    }
+                    acc.map(|a| _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1])))
+                }
+            }
+
             /// Q4_0 times one [`A4Group`]: 4 blocks (72 bytes at `p`) into `acc`.
             #[inline]
             #[target_feature(enable = $feat)]
@@ -811,6 +845,43 @@ macro_rules! avx512_quant {
                 }
             }
 
+            /// `R` Q4_0 rows (`nb` blocks each at `p[r]`) times one token, each group of
+            /// activations used for all `R` rows (see [`rows_q8_0`]).
+            #[target_feature(enable = $feat)]
+            unsafe fn rows_q4_0<const R: usize>(
+                p: [*const u8; R],
+                nb: usize,
+                a: &[A4Group],
+            ) -> [f32; R] {
+                // SAFETY: as in row_q4_0, for every row.
+                unsafe {
+                    assert_eq!(a.len(), nb.div_ceil(4), "activation groups");
+                    let idx = [
+                        _mm512_loadu_si512(IDX_Q4_NIB.as_ptr() as *const _),
+                        _mm512_loadu_si512(IDX_Q4_D.as_ptr() as *const _),
+                    ];
+                    let mut acc = [_mm512_setzero_ps(); R];
+                    let ng = nb / 4;
+                    for (g, ag) in a[..ng].iter().enumerate() {
+                        for r in 0..R {
+                            step_q4_0(p[r].add(72 * g), ag, &idx, &mut acc[r]);
+                        }
+                    }
+                    if nb % 4 != 0 {
+                        for r in 0..R {
+                            let mut buf = [0u8; 72];
+                            std::ptr::copy_nonoverlapping(
+                                p[r].add(72 * ng),
+                                buf.as_mut_ptr(),
+                                18 * (nb % 4),
+                            );
+                            step_q4_0(buf.as_ptr(), &a[ng], &idx, &mut acc[r]);
+                        }
+                    }
+                    acc.map(|a| _mm512_reduce_add_ps(a))
+                }
+            }
+
             /// The f16 at `p` as f32.
             #[inline]
             #[target_feature(enable = $feat)]
@@ -828,74 +899,78 @@ macro_rules! avx512_quant {
                 _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps::<1>(m, m)))
             }
 
-            /// One Q4_K row (`nb` super-blocks at `p`) times `T` tokens.
+            /// `R` Q4_K rows (`nb` super-blocks each at `p[r]`) times one token: each block's
+            /// activations are loaded once for the `R` rows (long rows' activations do not stay
+            /// in L1 from one row to the next).
             #[target_feature(enable = $feat)]
-            unsafe fn row_q4_k<const T: usize>(
-                p: *const u8,
+            unsafe fn rows_q4_k<const R: usize>(
+                p: [*const u8; R],
                 nb: usize,
-                x: [*const AK; T],
-            ) -> [f32; T] {
-                // SAFETY: the caller guarantees the row's `nb` blocks and `nb` activation
-                // blocks per token.
+                x: *const AK,
+            ) -> [f32; R] {
+                // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+                // blocks.
                 unsafe {
                     let m4 = _mm512_set1_epi8(0x0F);
                     let idx: [__m512i; 4] = std::array::from_fn(|i| {
                         _mm512_loadu_si512(IDX_Q4K_SC[i].as_ptr() as *const _)
                     });
-                    let mut acc = [_mm512_setzero_ps(); T];
-                    let mut accm = [_mm_setzero_ps(); T];
+                    let mut acc = [_mm512_setzero_ps(); R];
+                    let mut accm = [_mm_setzero_ps(); R];
                     for k in 0..nb {
-                        let b = p.add(144 * k);
-                        let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
-                        let sm = q4k_scales(b.add(4));
-                        let sm16 = _mm256_cvtepu8_epi16(_mm_set_epi32(
-                            sm[3] as i32,
-                            sm[2] as i32,
-                            sm[1] as i32,
-                            sm[0] as i32,
-                        ));
-                        let mins = _mm256_extracti128_si256::<1>(sm16);
-                        let sm512 = _mm512_castsi256_si512(sm16);
-                        let v0 = _mm512_loadu_si512(b.add(16) as *const _);
-                        let v1 = _mm512_loadu_si512(b.add(80) as *const _);
-                        let q = [
-                            _mm512_and_si512(v0, m4),
-                            _mm512_and_si512(_mm512_srli_epi16::<4>(v0), m4),
-                            _mm512_and_si512(v1, m4),
-                            _mm512_and_si512(_mm512_srli_epi16::<4>(v1), m4),
-                        ];
-                        let s: [__m512i; 4] =
-                            std::array::from_fn(|i| _mm512_permutexvar_epi16(idx[i], sm512));
-                        for t in 0..T {
-                            let xb = &*x[t].add(k);
+                        let xb = &*x.add(k);
+                        let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                            _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                        });
+                        let bs = _mm_loadu_si128(xb.bsums32.as_ptr() as *const __m128i);
+                        for r in 0..R {
+                            let b = p[r].add(144 * k);
+                            let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
+                            let sm = q4k_scales(b.add(4));
+                            let sm16 = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                                sm[3] as i32,
+                                sm[2] as i32,
+                                sm[1] as i32,
+                                sm[0] as i32,
+                            ));
+                            let mins = _mm256_extracti128_si256::<1>(sm16);
+                            let sm512 = _mm512_castsi256_si512(sm16);
+                            let v0 = _mm512_loadu_si512(b.add(16) as *const _);
+                            let v1 = _mm512_loadu_si512(b.add(80) as *const _);
+                            let q = [
+                                _mm512_and_si512(v0, m4),
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(v0), m4),
+                                _mm512_and_si512(v1, m4),
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(v1), m4),
+                            ];
                             let mut i = _mm512_setzero_si512();
                             for g in 0..4 {
-                                let xv = _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _);
-                                i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv), s[g]);
+                                let sg = _mm512_permutexvar_epi16(idx[g], sm512);
+                                i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv[g]), sg);
                             }
-                            acc[t] = _mm512_fmadd_ps(
+                            acc[r] = _mm512_fmadd_ps(
                                 _mm512_cvtepi32_ps(i),
                                 _mm512_set1_ps(d * xb.d),
-                                acc[t],
+                                acc[r],
                             );
-                            let bs = _mm_loadu_si128(xb.bsums32.as_ptr() as *const __m128i);
                             let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
-                            accm[t] = _mm_fmadd_ps(m, _mm_set1_ps(dmin * xb.d), accm[t]);
+                            accm[r] = _mm_fmadd_ps(m, _mm_set1_ps(dmin * xb.d), accm[r]);
                         }
                     }
-                    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum4(accm[t]))
+                    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - hsum4(accm[r]))
                 }
             }
 
-            /// One Q6_K row (`nb` super-blocks at `p`) times `T` tokens.
+            /// `R` Q6_K rows (`nb` super-blocks each at `p[r]`) times one token, as
+            /// [`rows_q4_k`].
             #[target_feature(enable = $feat)]
-            unsafe fn row_q6_k<const T: usize>(
-                p: *const u8,
+            unsafe fn rows_q6_k<const R: usize>(
+                p: [*const u8; R],
                 nb: usize,
-                x: [*const AK; T],
-            ) -> [f32; T] {
-                // SAFETY: the caller guarantees the row's `nb` blocks and `nb` activation
-                // blocks per token.
+                x: *const AK,
+            ) -> [f32; R] {
+                // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+                // blocks.
                 unsafe {
                     let m4 = _mm512_set1_epi8(0x0F);
                     let m3 = _mm512_set1_epi8(3);
@@ -906,51 +981,52 @@ macro_rules! avx512_quant {
                         _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
                         _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
                     ];
-                    let mut acc = [_mm512_setzero_ps(); T];
+                    let mut acc = [_mm512_setzero_ps(); R];
                     for k in 0..nb {
-                        let b = p.add(210 * k);
-                        let d = f16_at(b.add(208));
-                        let sc16 =
-                            _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
-                        let sc512 = _mm512_castsi256_si512(sc16);
-                        let s: [__m512i; 4] =
-                            std::array::from_fn(|i| _mm512_permutexvar_epi16(idx[i], sc512));
-                        let mut q = [_mm512_setzero_si512(); 4];
-                        for h in 0..2 {
-                            let ql = _mm512_loadu_si512(b.add(64 * h) as *const _);
-                            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                                b.add(128 + 32 * h) as *const __m256i,
-                            ));
-                            let hi = |s: __m512i| {
-                                _mm512_slli_epi16::<4>(_mm512_and_si512(
-                                    _mm512_srlv_epi16(qh, s),
-                                    m3,
-                                ))
-                            };
-                            q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), hi(sh[0]));
-                            q[2 * h + 1] = _mm512_or_si512(
-                                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
-                                hi(sh[1]),
-                            );
-                        }
-                        for t in 0..T {
-                            let xb = &*x[t].add(k);
+                        let xb = &*x.add(k);
+                        let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                            _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                        });
+                        let bs = _mm256_loadu_si256(xb.bsums16.as_ptr() as *const __m256i);
+                        for r in 0..R {
+                            let b = p[r].add(210 * k);
+                            let d = f16_at(b.add(208));
+                            let sc16 =
+                                _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
+                            let sc512 = _mm512_castsi256_si512(sc16);
+                            let mut q = [_mm512_setzero_si512(); 4];
+                            for h in 0..2 {
+                                let ql = _mm512_loadu_si512(b.add(64 * h) as *const _);
+                                let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                    b.add(128 + 32 * h) as *const __m256i,
+                                ));
+                                let hi = |s: __m512i| {
+                                    _mm512_slli_epi16::<4>(_mm512_and_si512(
+                                        _mm512_srlv_epi16(qh, s),
+                                        m3,
+                                    ))
+                                };
+                                q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), hi(sh[0]));
+                                q[2 * h + 1] = _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                                    hi(sh[1]),
+                                );
+                            }
                             let mut i = _mm512_setzero_si512();
                             for g in 0..4 {
-                                let xv = _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _);
-                                i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv), s[g]);
+                                let sg = _mm512_permutexvar_epi16(idx[g], sc512);
+                                i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv[g]), sg);
                             }
-                            let bs = _mm256_loadu_si256(xb.bsums16.as_ptr() as *const __m256i);
                             let c = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
                             i = _mm512_sub_epi32(i, _mm512_zextsi256_si512(c));
-                            acc[t] = _mm512_fmadd_ps(
+                            acc[r] = _mm512_fmadd_ps(
                                 _mm512_cvtepi32_ps(i),
                                 _mm512_set1_ps(d * xb.d),
-                                acc[t],
+                                acc[r],
                             );
                         }
                     }
-                    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]))
+                    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]))
                 }
             }
 
@@ -1299,34 +1375,6 @@ macro_rules! avx512_quant {
                     Job { _k: k, w, a, n }
                 }
 
-                fn tiled(&self) -> bool {
-                    self.n > 1
-                }
-
-                /// `out[t] = row r . token (t0 + t)` for `t < nt`, K-quants.
-                fn ktile(&self, r: usize, t0: usize, nt: usize, out: &mut [f32]) {
-                    let p = self.w.row_bytes(r).as_ptr();
-                    let nb = self.a.nb;
-                    macro_rules! go {
-                        ($f:ident, $T:literal) => {{
-                            let x: [*const AK; $T] =
-                                std::array::from_fn(|t| self.a.k(t0 + t).as_ptr());
-                            // SAFETY: the token proves the features; check_job showed the row
-                            // holds `nb` blocks and every token `nb` activation blocks.
-                            out[..$T].copy_from_slice(&unsafe { $f::<$T>(p, nb, x) });
-                        }};
-                    }
-                    match (self.w.dtype, nt) {
-                        (DType::Q4_K, 4) => go!(row_q4_k, 4),
-                        (DType::Q4_K, 2) => go!(row_q4_k, 2),
-                        (DType::Q4_K, 1) => go!(row_q4_k, 1),
-                        (DType::Q6_K, 4) => go!(row_q6_k, 4),
-                        (DType::Q6_K, 2) => go!(row_q6_k, 2),
-                        (DType::Q6_K, 1) => go!(row_q6_k, 1),
-                        (d, _) => unreachable!("{} x {nt}", d.name()),
-                    }
-                }
-
                 /// Rows `r0..` of every token for K-quants, 16 rows at a time through the
                 /// unpacked scratch.
                 fn rows16_k(&self, r0: usize, outs: &mut [&mut [f32]]) {
@@ -1465,7 +1513,7 @@ macro_rules! avx512_quant {
 
             impl QJob for Job<'_> {
                 fn row_align(&self) -> usize {
-                    if self.tiled() {
+                    if self.n > 1 {
                         16
                     } else {
                         4
@@ -1475,7 +1523,35 @@ macro_rules! avx512_quant {
                 fn matvec(&self, r0: usize, y: &mut [f32]) {
                     assert!(r0 + y.len() <= self.w.rows, "rows inside the matrix");
                     let nb = self.a.nb;
-                    for (i, v) in y.iter_mut().enumerate() {
+                    // Rows whose activation layout outgrows L1 (2 bytes per value for Q4_0, 3
+                    // for Q8_0; past 16 KB) go 4 at a time, sharing each activation load.
+                    // K-quants: 1.25 bytes per value, past 16 KB too.
+                    let multi = match self.w.dtype {
+                        DType::Q4_0 => 2 * self.w.cols > 16 << 10,
+                        DType::Q8_0 => 3 * self.w.cols > 16 << 10,
+                        _ => 5 * self.w.cols / 4 > 16 << 10,
+                    };
+                    let mut done = 0;
+                    if multi {
+                        for (q, ys) in y.chunks_exact_mut(4).enumerate() {
+                            let p: [*const u8; 4] =
+                                std::array::from_fn(|r| self.w.row_bytes(r0 + 4 * q + r).as_ptr());
+                            // SAFETY: the token proves the features; the rows hold `nb` blocks
+                            // and the activations their layout (checked in `new`).
+                            let v = unsafe {
+                                match self.w.dtype {
+                                    DType::Q4_0 => rows_q4_0::<4>(p, nb, &self.a.groups),
+                                    DType::Q8_0 => rows_q8_0::<4>(p, nb, self.a.pairs.as_ptr()),
+                                    DType::Q4_K => rows_q4_k::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    DType::Q6_K => rows_q6_k::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    d => unreachable!("{} is not quantized", d.name()),
+                                }
+                            };
+                            ys.copy_from_slice(&v);
+                            done += 4;
+                        }
+                    }
+                    for (i, v) in y.iter_mut().enumerate().skip(done) {
                         let p = self.w.row_bytes(r0 + i).as_ptr();
                         // SAFETY: the token proves the features; the row holds `nb` blocks and
                         // the activations their layouts (checked in `new`).
@@ -1483,8 +1559,8 @@ macro_rules! avx512_quant {
                             match self.w.dtype {
                                 DType::Q8_0 => row_q8_0(p, nb, self.a.pairs.as_ptr()),
                                 DType::Q4_0 => row_q4_0(p, nb, &self.a.groups),
-                                DType::Q4_K => row_q4_k::<1>(p, nb, [self.a.k(0).as_ptr()])[0],
-                                DType::Q6_K => row_q6_k::<1>(p, nb, [self.a.k(0).as_ptr()])[0],
+                                DType::Q4_K => rows_q4_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
+                                DType::Q6_K => rows_q6_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 d => unreachable!("{} is not quantized", d.name()),
                             }
                         };
@@ -1494,21 +1570,9 @@ macro_rules! avx512_quant {
                 fn rows(&self, r0: usize, outs: &mut [&mut [f32]]) {
                     assert_eq!(outs.len(), self.n, "one output per token");
                     assert!(r0 + outs[0].len() <= self.w.rows, "rows inside the matrix");
-                    if self.tiled() {
-                        match self.w.dtype {
-                            DType::Q8_0 | DType::Q4_0 => self.rows16(r0, outs),
-                            _ => self.rows16_k(r0, outs),
-                        }
-                        return;
-                    }
-                    for i in 0..outs[0].len() {
-                        token_tiles(self.n, |t0, nt| {
-                            let mut o = [0f32; TT];
-                            self.ktile(r0 + i, t0, nt, &mut o);
-                            for (t, &v) in o[..nt].iter().enumerate() {
-                                outs[t0 + t][i] = v;
-                            }
-                        });
+                    match self.w.dtype {
+                        DType::Q8_0 | DType::Q4_0 => self.rows16(r0, outs),
+                        _ => self.rows16_k(r0, outs),
                     }
                 }
             }

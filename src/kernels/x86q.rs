@@ -23,6 +23,8 @@
 //! - Q4_K, Q6_K: one super-block (256 values) per step; `vpmaddubsw` products (`q` unsigned)
 //!   weighted by the sub-block scales with `vpdpwssd` (`vpmaddwd` + add without VNNI); Q4_K's
 //!   mins and Q6_K's `-32` through the activations' per-sub-block sums.
+//! - Long rows (the activation layout past 16 KB, e.g. the MLP down projection): 4 adjacent
+//!   rows per pass, so each activation load, from L2 at that size, serves 4 rows.
 //!
 //! Prefill (several tokens) reuses each unpacked weight block for several tokens:
 //!

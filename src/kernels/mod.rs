@@ -1,11 +1,18 @@
 //! Compute kernels: matrix-vector and matrix-matrix products that read weights in their stored
-//! dtype (bf16, f16, f32, or int8 with one scale per row) straight from the memory map,
-//! converting in registers, with f32 activations. Also the small element-wise ops of the
+//! dtype (bf16, f16, f32, int8 with one scale per row, or the GGUF blocks Q8_0, Q4_0, Q4_K,
+//! Q6_K of [`crate::quant`]) straight from the memory map, with f32 activations. Float and int8
+//! weights are converted in registers; quantized blocks meet activations quantized per block to
+//! int8 in integer dot products (`qmat.rs`, `x86q.rs`). Also the small element-wise ops of the
 //! forward pass.
 //!
 //! Hand-written because no crate offers products over borrowed bf16/f16 bytes without first
-//! copying the matrix into another dtype, which would break frugal's memory promise.
-//! Every SIMD path has a scalar twin in [`scalar`], and the tests compare them.
+//! copying the matrix into another dtype, which would break frugal's memory promise; and for
+//! the quantized blocks, because the products must run on the file's own GGUF layout in place
+//! (the layout a GGUF file is mapped with), on frugal's rayon pool, with VNNI where the CPU has
+//! it: ggml's kernels come with ggml's runtime and its repacked second copy of the weights, and
+//! the Rust ports of them own their blocks in their own tensor types.
+//! Every SIMD path has a scalar twin (`scalar.rs`; `qmat.rs` for the quantized products), and
+//! the tests compare them.
 //!
 //! Layout of the work: the rows of `W` are split into blocks, one rayon task each; a task walks
 //! its rows in register tiles of up to 4 rows x `Kernel::TMAX` tokens (4 x 6 on AVX-512), so
@@ -24,6 +31,8 @@
 //! per register tile; 89 % of this machine's measured `vdpbf16ps` peak on one core, against 80 %
 //! for the row-dot tiles). Matrices that share an input (Q, K, V; gate, up) go through
 //! [`matmul_bf16_fast_many`]: one conversion, one parallel pass.
+//! Quantized weights have their own driver (`qmat::drive`: the same row split; decode one
+//! sequential stream per task, prefill in 16-row tiles on AVX-512), see `x86q.rs`.
 
 pub mod ops;
 mod qmat;

@@ -75,6 +75,8 @@ pub(crate) struct AK {
     pub bsums16: [i16; 16],
     /// Sums of the 8 sub-blocks of 32 (natural order).
     pub bsums32: [i16; 8],
+    /// `-32 * bsums16` (Q6_K's offset, as the prefill kernel starts each sub-block's sum).
+    pub c6: [i32; 16],
     pub d: f32,
 }
 
@@ -91,26 +93,52 @@ fn nearest(v: f32) -> i32 {
     crate::quant::nearest_int(v)
 }
 
-/// Quantizes `x` (len 32 * k) into `out` (k blocks): `d = max |x| / 127`, values rounded to
-/// nearest (ties to even) and clamped to `-127..=127`. Plain loops the compiler vectorizes.
-pub(crate) fn quantize_b32(x: &[f32], out: &mut [B32]) {
+/// Largest `|v|` of a block. The bit patterns of non-negative floats are ordered as the
+/// values, so this is an integer maximum, which the compiler vectorizes (a NaN, whose pattern
+/// is above infinity's, wins: the block's results are then NaN in every build).
+#[inline(always)]
+fn amax_of(x: &[f32]) -> f32 {
+    let mut m = 0u32;
+    for &v in x {
+        m = m.max(v.to_bits() & 0x7fff_ffff);
+    }
+    f32::from_bits(m)
+}
+
+/// Rounds `x * id` to `-127..=127` into `q` (as many values as `x`), returning their sum.
+#[inline(always)]
+fn round_block(x: &[f32], id: f32, q: &mut [i8]) -> i32 {
+    let mut sum = 0i32;
+    for (qv, &v) in q.iter_mut().zip(x) {
+        let r = nearest(v * id).clamp(-127, 127);
+        *qv = r as i8;
+        sum += r;
+    }
+    sum
+}
+
+/// Quantizes `x` (len 32 * k) into `out` (k blocks): `d = max |x| / 127`, values
+/// `round(x * (127 / max |x|))` to nearest (ties to even), clamped to `-127..=127`. Written for
+/// the compiler to vectorize; [`quantize_b32`] runs it compiled for the best instruction set
+/// (same operations, same results).
+#[inline(always)]
+pub(crate) fn quantize_b32_impl(x: &[f32], out: &mut [B32]) {
     assert_eq!(x.len(), out.len() * 32, "activation blocks");
     for (xb, o) in x.chunks_exact(32).zip(out.iter_mut()) {
-        let mut amax = 0f32;
-        for &v in xb {
-            amax = amax.max(v.abs());
-        }
-        let d = amax / 127.0;
+        let amax = amax_of(xb);
         let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, &v) in o.qs.iter_mut().zip(xb) {
-            let r = nearest(v * id).clamp(-127, 127);
-            *q = r as i8;
-            sum += r;
-        }
-        o.d = d;
-        o.sum = sum;
+        o.sum = round_block(xb, id, &mut o.qs);
+        o.d = amax / 127.0;
     }
+}
+
+/// [`quantize_b32_impl`] at the best instruction set.
+pub(crate) fn quantize_b32(x: &[f32], out: &mut [B32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::x86q::quantize_b32_simd(x, out) {
+        return;
+    }
+    quantize_b32_impl(x, out)
 }
 
 /// Sum of 4 values.
@@ -167,14 +195,17 @@ pub(crate) fn groups_of(b: &[B32]) -> Vec<A4Group> {
 }
 
 /// Quantizes `x` (len 256 * k) into `out` (k blocks) for weights of `dtype` (Q4_K or Q6_K,
-/// which decides the order of `qs`). Same rounding as [`quantize_b32`], one scale per 256.
-pub(crate) fn quantize_k(x: &[f32], dtype: DType, out: &mut [AK]) {
+/// which decides the order of `qs`). Same rounding as [`quantize_b32_impl`], one scale per 256.
+#[inline(always)]
+pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
     assert_eq!(x.len(), out.len() * 256, "activation blocks");
+    let q4k = match dtype {
+        DType::Q4_K => true,
+        DType::Q6_K => false,
+        d => unreachable!("{} is not a K-quant", d.name()),
+    };
     for (xb, o) in x.chunks_exact(256).zip(out.iter_mut()) {
-        let mut amax = 0f32;
-        for &v in xb {
-            amax = amax.max(v.abs());
-        }
+        let amax = amax_of(xb);
         o.d = amax / 127.0;
         let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
         let mut q = [0i8; 256];
@@ -182,22 +213,36 @@ pub(crate) fn quantize_k(x: &[f32], dtype: DType, out: &mut [AK]) {
             *qv = nearest(v * id).clamp(-127, 127) as i8;
         }
         for (s, c) in o.bsums16.iter_mut().zip(q.chunks_exact(16)) {
-            *s = c.iter().map(|&v| v as i16).sum();
-        }
-        for (j, s) in o.bsums32.iter_mut().enumerate() {
-            *s = o.bsums16[2 * j] + o.bsums16[2 * j + 1];
-        }
-        match dtype {
-            DType::Q4_K => {
-                for j in 0..8 {
-                    let p = k_pos(j);
-                    o.qs[32 * p..32 * p + 32].copy_from_slice(&q[32 * j..32 * j + 32]);
-                }
+            let mut t = 0i16;
+            for &v in c {
+                t += v as i16;
             }
-            DType::Q6_K => o.qs = q,
-            d => unreachable!("{} is not a K-quant", d.name()),
+            *s = t;
+        }
+        for j in 0..8 {
+            o.bsums32[j] = o.bsums16[2 * j] + o.bsums16[2 * j + 1];
+        }
+        for (c, &s) in o.c6.iter_mut().zip(&o.bsums16) {
+            *c = -32 * s as i32;
+        }
+        if q4k {
+            for j in 0..8 {
+                let p = k_pos(j);
+                o.qs[32 * p..32 * p + 32].copy_from_slice(&q[32 * j..32 * j + 32]);
+            }
+        } else {
+            o.qs = q;
         }
     }
+}
+
+/// [`quantize_k_impl`] at the best instruction set.
+pub(crate) fn quantize_k(x: &[f32], dtype: DType, out: &mut [AK]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::x86q::quantize_k_simd(x, dtype, out) {
+        return;
+    }
+    quantize_k_impl(x, dtype, out)
 }
 
 /// An empty [`AK`] to fill.
@@ -205,6 +250,7 @@ pub(crate) const AK_ZERO: AK = AK {
     qs: [0; 256],
     bsums16: [0; 16],
     bsums32: [0; 8],
+    c6: [0; 16],
     d: 0.0,
 };
 

@@ -1,6 +1,6 @@
 //! x86-64 SIMD kernels for block-quantized weights: AVX2 (`vpmaddubsw`), AVX-512BW and
 //! AVX-512 VNNI (`vpdpbusd`, `vpdpwssd`). The AVX-512 kernels are written once in
-//! [`avx512_quant!`] and compiled twice, once per feature set, because a `#[target_feature]`
+//! `avx512_quant!` and compiled twice, once per feature set, because a `#[target_feature]`
 //! function cannot be generic over its features.
 //!
 //! Every kernel computes, per 32-bit lane, an exact integer partial sum of `w * x` over a part
@@ -23,19 +23,26 @@
 //! - Q4_K, Q6_K: one super-block (256 values) per step; `vpmaddubsw` products (`q` unsigned)
 //!   weighted by the sub-block scales with `vpdpwssd` (`vpmaddwd` + add without VNNI); Q4_K's
 //!   mins and Q6_K's `-32` through the activations' per-sub-block sums.
+//! - Long rows (the activation layout past 16 KB, e.g. the MLP down projection): 4 adjacent
+//!   rows per pass, so each activation load, from L2 at that size, serves 4 rows.
 //!
 //! Prefill (several tokens) reuses each unpacked weight block for several tokens:
 //!
-//! - Q4_0, Q8_0 (AVX-512): the rows are taken 16 at a time; each block of the 16 rows is
-//!   unpacked once into a small scratch (per task, about 20 bytes per weight of the 16 rows)
-//!   as 8 vectors whose lane `r` holds 4 consecutive weights of row `r`, so one `vpdpbusd`
-//!   with 4 activation bytes broadcast advances 16 rows by 4 columns, and a block's 8 of them
-//!   leave one finished block sum per row in each lane: the f32 scaling is then one fused
-//!   multiply-add per 16 rows x 32 columns. Tokens go 8 at a time through the scratch.
-//! - AVX2 and the K-quants: one row at a time, its blocks unpacked once per group of up to 4
-//!   tokens (register tiles of 1 row x 4 tokens).
+//! - AVX-512, every dtype: the rows are taken 16 at a time; each block of the 16 rows is
+//!   unpacked once into a small per-task scratch (the levels as bytes, transposed: 16 rows x
+//!   32 columns in 8 vectors whose lane `r` holds 4 consecutive weights of row `r`; about 1.1
+//!   byte per weight of the 16 rows, so 36-330 KB on gemma-2b shapes) and used for every
+//!   token. One `vpdpbusd` with 4 activation bytes broadcast advances 16 rows by 4 columns; 8
+//!   of them leave one finished block (or sub-block) sum per row in each lane, so the f32
+//!   scaling is one fused multiply-add per 16 rows x 32 columns (K-quants: the sub-block scale
+//!   by one `vpmulld`, the super-block's f32 scale once per 256 columns). Tokens go 8 at a
+//!   time through the scratch. This is a transient tile of 16 rows, not a copy of the matrix.
+//! - AVX2: one row at a time, its blocks unpacked once per group of up to 4 tokens (register
+//!   tiles of 1 row x 4 tokens).
 
-use super::qmat::{drive, k_pos, A4Group, A8Pair, QActs, QJob, AK, B32};
+use super::qmat::{
+    drive, k_pos, quantize_b32_impl, quantize_k_impl, A4Group, A8Pair, QActs, QJob, AK, B32,
+};
 use super::x86::{Avx2, Avx512};
 use super::{DType, Isa, MatRef};
 use std::arch::x86_64::*;
@@ -73,6 +80,60 @@ pub(crate) fn matmul_quant(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut 
         }
         Isa::Scalar => unreachable!("the scalar level is in qmat.rs"),
     }
+}
+
+/// [`quantize_b32_impl`] compiled for AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn quantize_b32_512(x: &[f32], out: &mut [B32]) {
+    quantize_b32_impl(x, out)
+}
+
+/// [`quantize_b32_impl`] compiled for AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_b32_256(x: &[f32], out: &mut [B32]) {
+    quantize_b32_impl(x, out)
+}
+
+/// [`quantize_k_impl`] compiled for AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn quantize_k_512(x: &[f32], dtype: DType, out: &mut [AK]) {
+    quantize_k_impl(x, dtype, out)
+}
+
+/// [`quantize_k_impl`] compiled for AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_k_256(x: &[f32], dtype: DType, out: &mut [AK]) {
+    quantize_k_impl(x, dtype, out)
+}
+
+/// Runs the activation quantizer compiled for the best available instruction set; false if
+/// there is none (the caller then runs the portable build). Plain Rust in every build (IEEE
+/// operations, never contracted), so the results are identical.
+pub(crate) fn quantize_b32_simd(x: &[f32], out: &mut [B32]) -> bool {
+    if Avx512::detect().is_some() {
+        // SAFETY: the CPU has the features (just detected).
+        unsafe { quantize_b32_512(x, out) };
+    } else if Avx2::detect().is_some() {
+        // SAFETY: as above.
+        unsafe { quantize_b32_256(x, out) };
+    } else {
+        return false;
+    }
+    true
+}
+
+/// [`quantize_b32_simd`] for blocks of 256.
+pub(crate) fn quantize_k_simd(x: &[f32], dtype: DType, out: &mut [AK]) -> bool {
+    if Avx512::detect().is_some() {
+        // SAFETY: the CPU has the features (just detected).
+        unsafe { quantize_k_512(x, dtype, out) };
+    } else if Avx2::detect().is_some() {
+        // SAFETY: as above.
+        unsafe { quantize_k_256(x, dtype, out) };
+    } else {
+        return false;
+    }
+    true
 }
 
 /// Most tokens of a one-row register tile.
@@ -192,54 +253,70 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 }
 
 /// Q8_0 row (`nb` blocks at `p`) times `T` tokens: `|w|` times `x` with the sign of `w`
-/// (`vpmaddubsw` cannot overflow: `2 * 128 * 127 < 2^15`).
+/// (`vpmaddubsw` cannot overflow: `2 * 128 * 127 < 2^15`). Two blocks per step into two
+/// accumulators per token, so one token's chain of fused multiply-adds does not serialize.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn a2_q8_0<const T: usize>(p: *const u8, nb: usize, x: [*const B32; T]) -> [f32; T] {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for k in 0..nb {
-        // SAFETY: block k (34 bytes) lies inside the row and every token has block k.
-        unsafe {
-            let b = p.add(34 * k);
-            let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
-            let u = _mm256_abs_epi8(w);
-            let dw = f16_at(b);
-            for t in 0..T {
-                let xb = &*x[t].add(k);
-                let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xb.d), acc[t]);
+    let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    let mut k = 0;
+    while k < nb {
+        let m = (nb - k).min(2);
+        for (e, _) in (0..m).enumerate() {
+            // SAFETY: block k + e (34 bytes) lies inside the row and every token has it.
+            unsafe {
+                let b = p.add(34 * (k + e));
+                let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+                let u = _mm256_abs_epi8(w);
+                let dw = f16_at(b);
+                for t in 0..T {
+                    let xb = &*x[t].add(k + e);
+                    let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                    let s =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
+                    let sc = _mm256_set1_ps(dw * xb.d);
+                    acc[t][e] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[t][e]);
+                }
             }
         }
+        k += m;
     }
-    acc.map(|a| hsum8(a))
+    acc.map(|a| hsum8(_mm256_add_ps(a[0], a[1])))
 }
 
-/// Q4_0 row times `T` tokens: levels `q - 8` used signed through the same sign trick.
+/// Q4_0 row times `T` tokens: levels `q - 8` used signed through the same sign trick; two
+/// blocks per step as in [`a2_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn a2_q4_0<const T: usize>(p: *const u8, nb: usize, x: [*const B32; T]) -> [f32; T] {
     let ones = _mm256_set1_epi16(1);
     let m4 = _mm256_set1_epi8(0x0F);
     let eight = _mm256_set1_epi8(8);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for k in 0..nb {
-        // SAFETY: block k (18 bytes) lies inside the row and every token has block k.
-        unsafe {
-            let b = p.add(18 * k);
-            let q = _mm_loadu_si128(b.add(2) as *const __m128i);
-            let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), m4);
-            let w = _mm256_sub_epi8(nib, eight);
-            let u = _mm256_abs_epi8(w);
-            let dw = f16_at(b);
-            for t in 0..T {
-                let xb = &*x[t].add(k);
-                let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xb.d), acc[t]);
+    let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    let mut k = 0;
+    while k < nb {
+        let m = (nb - k).min(2);
+        for (e, _) in (0..m).enumerate() {
+            // SAFETY: block k + e (18 bytes) lies inside the row and every token has it.
+            unsafe {
+                let b = p.add(18 * (k + e));
+                let q = _mm_loadu_si128(b.add(2) as *const __m128i);
+                let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), m4);
+                let w = _mm256_sub_epi8(nib, eight);
+                let u = _mm256_abs_epi8(w);
+                let dw = f16_at(b);
+                for t in 0..T {
+                    let xb = &*x[t].add(k + e);
+                    let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                    let s =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
+                    let sc = _mm256_set1_ps(dw * xb.d);
+                    acc[t][e] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[t][e]);
+                }
             }
         }
+        k += m;
     }
-    acc.map(|a| hsum8(a))
+    acc.map(|a| hsum8(_mm256_add_ps(a[0], a[1])))
 }
 
 /// The eight 6-bit scales (bytes 0..8) and mins (8..16) of a Q4_K block's 12 packed bytes at
@@ -384,6 +461,30 @@ static IDX_Q4_NIB: [i16; 32] = {
     a
 };
 
+/// [`IDX_Q4_NIB`] for the second group of 4 blocks of a 144-byte pair of groups, taken from
+/// the registers holding bytes 64..128 and 128..144: block `k`'s nibbles are words `5 + 9k..`.
+static IDX_Q4_NIB2: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (9 * (j / 8) + 5 + j % 8) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// `vpermt2w` indices of the 8 Q4_0 scales of a 144-byte pair of groups (words `9k` of bytes
+/// 0..128), each repeated 4 times.
+static IDX_Q4_D8: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (9 * (j / 4)) as i16;
+        j += 1;
+    }
+    a
+};
+
 /// `vpermt2w` indices of the 4 Q4_0 scales, each repeated 4 times (words 0..16).
 static IDX_Q4_D: [i16; 32] = {
     let mut a = [0i16; 32];
@@ -471,6 +572,28 @@ const TB_ZERO: TB = TB {
     w: [[0; 64]; 8],
     d: [0.0; 16],
     neg: [0; 8],
+};
+
+/// One super-block of 256 of 16 rows unpacked for the K-quant prefill kernel. `w[s][v]` lane
+/// `r` holds values `32s + 4v..32s + 4v + 4` of row `r` as bytes (`q`: Q4_K `0..16`, Q6_K
+/// `0..64`). Q4_K: `sc[j]` the 8 sub-block scales, `mp[i]` the mins `m[2i]`, `m[2i + 1]` as a
+/// pair of i16 per lane, `d`, `dmin`. Q6_K: `sc[j]` the 16 sub-block scales, `d`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct TK {
+    w: [[[u8; 64]; 8]; 8],
+    sc: [[i32; 16]; 16],
+    mp: [[i32; 16]; 4],
+    d: [f32; 16],
+    dmin: [f32; 16],
+}
+
+const TK_ZERO: TK = TK {
+    w: [[[0; 64]; 8]; 8],
+    sc: [[0; 16]; 16],
+    mp: [[0; 16]; 4],
+    d: [0.0; 16],
+    dmin: [0.0; 16],
 };
 
 /// 64 zero bytes: the block of the rows past the end of a 16-row tile.
@@ -585,6 +708,40 @@ macro_rules! avx512_quant {
                 }
             }
 
+            /// `R` Q8_0 rows (`nb` blocks each at `p[r]`) times one token, each group of
+            /// activations used for all `R` rows while it is in L1: for long rows, whose
+            /// activations do not stay in L1 from one row to the next.
+            #[target_feature(enable = $feat)]
+            unsafe fn rows_q8_0<const R: usize>(
+                p: [*const u8; R],
+                nb: usize,
+                a: *const A8Pair,
+            ) -> [f32; R] {
+                // SAFETY: as in row_q8_0, for every row.
+                unsafe {
+                    let idx_d = _mm512_loadu_si512(IDX_Q8_D.as_ptr() as *const _);
+                    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+                    let ng = nb / 4;
+                    for g in 0..ng {
+                        for r in 0..R {
+                            step_q8_0(p[r].add(136 * g), a.add(2 * g), idx_d, &mut acc[r]);
+                        }
+                    }
+                    if nb % 4 != 0 {
+                        for r in 0..R {
+                            let mut buf = [0u8; 136];
+                            std::ptr::copy_nonoverlapping(
+                                p[r].add(136 * ng),
+                                buf.as_mut_ptr(),
+                                34 * (nb % 4),
+                            );
+                            step_q8_0(buf.as_ptr(), a.add(2 * ng), idx_d, &mut acc[r]);
+                        }
+                    }
+                    acc.map(|a| _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1])))
+                }
+            }
+
             /// Q4_0 times one [`A4Group`]: 4 blocks (72 bytes at `p`) into `acc`.
             #[inline]
             #[target_feature(enable = $feat)]
@@ -608,6 +765,48 @@ macro_rules! avx512_quant {
                 }
             }
 
+            /// Q4_0 times two [`A4Group`]s: 8 blocks (144 bytes at `p`) into `acc`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn step2_q4_0(
+                p: *const u8,
+                a: &[A4Group],
+                idx: &[__m512i; 3],
+                acc: &mut [__m512; 2],
+            ) {
+                // SAFETY: the caller guarantees 144 readable bytes at p and two groups in a.
+                unsafe {
+                    let w0 = _mm512_loadu_si512(p as *const _);
+                    let w1 = _mm512_loadu_si512(p.add(64) as *const _);
+                    let w2 = _mm512_zextsi128_si512(_mm_loadu_si128(p.add(128) as *const __m128i));
+                    let nib = [
+                        _mm512_permutex2var_epi16(w0, idx[0], w1),
+                        _mm512_permutex2var_epi16(w1, idx[1], w2),
+                    ];
+                    let dh = _mm512_permutex2var_epi16(w0, idx[2], w1);
+                    let dw = [
+                        _mm512_cvtph_ps(_mm512_castsi512_si256(dh)),
+                        _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dh)),
+                    ];
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    for h in 0..2 {
+                        let g = &a[h];
+                        let lo = _mm512_and_si512(nib[h], m4);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(nib[h]), m4);
+                        let corr = _mm512_load_si512(g.corr.as_ptr() as *const _);
+                        let xlo = _mm512_load_si512(g.qs.as_ptr() as *const _);
+                        let xhi = _mm512_load_si512(g.qs.as_ptr().add(64) as *const _);
+                        let i = $dp!($dp!(corr, lo, xlo), hi, xhi);
+                        let dx = _mm512_load_ps(g.d.as_ptr());
+                        acc[h] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(i),
+                            _mm512_mul_ps(dw[h], dx),
+                            acc[h],
+                        );
+                    }
+                }
+            }
+
             /// One Q4_0 row (`nb` blocks at `p`) times one token in the [`A4Group`] layout
             /// (`ceil(nb / 4)` groups).
             #[target_feature(enable = $feat)]
@@ -620,12 +819,16 @@ macro_rules! avx512_quant {
                         _mm512_loadu_si512(IDX_Q4_NIB.as_ptr() as *const _),
                         _mm512_loadu_si512(IDX_Q4_D.as_ptr() as *const _),
                     ];
+                    let idx2 = [
+                        idx[0],
+                        _mm512_loadu_si512(IDX_Q4_NIB2.as_ptr() as *const _),
+                        _mm512_loadu_si512(IDX_Q4_D8.as_ptr() as *const _),
+                    ];
                     let mut acc = [_mm512_setzero_ps(); 2];
                     let ng = nb / 4;
                     let mut g = 0;
                     while g + 2 <= ng {
-                        step_q4_0(p.add(72 * g), &a[g], &idx, &mut acc[0]);
-                        step_q4_0(p.add(72 * g + 72), &a[g + 1], &idx, &mut acc[1]);
+                        step2_q4_0(p.add(72 * g), &a[g..g + 2], &idx2, &mut acc);
                         g += 2;
                     }
                     if g < ng {
@@ -641,6 +844,43 @@ macro_rules! avx512_quant {
                         step_q4_0(buf.as_ptr(), &a[ng], &idx, &mut acc[1]);
                     }
                     _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+                }
+            }
+
+            /// `R` Q4_0 rows (`nb` blocks each at `p[r]`) times one token, each group of
+            /// activations used for all `R` rows (see [`rows_q8_0`]).
+            #[target_feature(enable = $feat)]
+            unsafe fn rows_q4_0<const R: usize>(
+                p: [*const u8; R],
+                nb: usize,
+                a: &[A4Group],
+            ) -> [f32; R] {
+                // SAFETY: as in row_q4_0, for every row.
+                unsafe {
+                    assert_eq!(a.len(), nb.div_ceil(4), "activation groups");
+                    let idx = [
+                        _mm512_loadu_si512(IDX_Q4_NIB.as_ptr() as *const _),
+                        _mm512_loadu_si512(IDX_Q4_D.as_ptr() as *const _),
+                    ];
+                    let mut acc = [_mm512_setzero_ps(); R];
+                    let ng = nb / 4;
+                    for (g, ag) in a[..ng].iter().enumerate() {
+                        for r in 0..R {
+                            step_q4_0(p[r].add(72 * g), ag, &idx, &mut acc[r]);
+                        }
+                    }
+                    if nb % 4 != 0 {
+                        for r in 0..R {
+                            let mut buf = [0u8; 72];
+                            std::ptr::copy_nonoverlapping(
+                                p[r].add(72 * ng),
+                                buf.as_mut_ptr(),
+                                18 * (nb % 4),
+                            );
+                            step_q4_0(buf.as_ptr(), &a[ng], &idx, &mut acc[r]);
+                        }
+                    }
+                    acc.map(|a| _mm512_reduce_add_ps(a))
                 }
             }
 
@@ -661,74 +901,78 @@ macro_rules! avx512_quant {
                 _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps::<1>(m, m)))
             }
 
-            /// One Q4_K row (`nb` super-blocks at `p`) times `T` tokens.
+            /// `R` Q4_K rows (`nb` super-blocks each at `p[r]`) times one token: each block's
+            /// activations are loaded once for the `R` rows (long rows' activations do not stay
+            /// in L1 from one row to the next).
             #[target_feature(enable = $feat)]
-            unsafe fn row_q4_k<const T: usize>(
-                p: *const u8,
+            unsafe fn rows_q4_k<const R: usize>(
+                p: [*const u8; R],
                 nb: usize,
-                x: [*const AK; T],
-            ) -> [f32; T] {
-                // SAFETY: the caller guarantees the row's `nb` blocks and `nb` activation
-                // blocks per token.
+                x: *const AK,
+            ) -> [f32; R] {
+                // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+                // blocks.
                 unsafe {
                     let m4 = _mm512_set1_epi8(0x0F);
                     let idx: [__m512i; 4] = std::array::from_fn(|i| {
                         _mm512_loadu_si512(IDX_Q4K_SC[i].as_ptr() as *const _)
                     });
-                    let mut acc = [_mm512_setzero_ps(); T];
-                    let mut accm = [_mm_setzero_ps(); T];
+                    let mut acc = [_mm512_setzero_ps(); R];
+                    let mut accm = [_mm_setzero_ps(); R];
                     for k in 0..nb {
-                        let b = p.add(144 * k);
-                        let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
-                        let sm = q4k_scales(b.add(4));
-                        let sm16 = _mm256_cvtepu8_epi16(_mm_set_epi32(
-                            sm[3] as i32,
-                            sm[2] as i32,
-                            sm[1] as i32,
-                            sm[0] as i32,
-                        ));
-                        let mins = _mm256_extracti128_si256::<1>(sm16);
-                        let sm512 = _mm512_castsi256_si512(sm16);
-                        let v0 = _mm512_loadu_si512(b.add(16) as *const _);
-                        let v1 = _mm512_loadu_si512(b.add(80) as *const _);
-                        let q = [
-                            _mm512_and_si512(v0, m4),
-                            _mm512_and_si512(_mm512_srli_epi16::<4>(v0), m4),
-                            _mm512_and_si512(v1, m4),
-                            _mm512_and_si512(_mm512_srli_epi16::<4>(v1), m4),
-                        ];
-                        let s: [__m512i; 4] =
-                            std::array::from_fn(|i| _mm512_permutexvar_epi16(idx[i], sm512));
-                        for t in 0..T {
-                            let xb = &*x[t].add(k);
+                        let xb = &*x.add(k);
+                        let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                            _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                        });
+                        let bs = _mm_loadu_si128(xb.bsums32.as_ptr() as *const __m128i);
+                        for r in 0..R {
+                            let b = p[r].add(144 * k);
+                            let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
+                            let sm = q4k_scales(b.add(4));
+                            let sm16 = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                                sm[3] as i32,
+                                sm[2] as i32,
+                                sm[1] as i32,
+                                sm[0] as i32,
+                            ));
+                            let mins = _mm256_extracti128_si256::<1>(sm16);
+                            let sm512 = _mm512_castsi256_si512(sm16);
+                            let v0 = _mm512_loadu_si512(b.add(16) as *const _);
+                            let v1 = _mm512_loadu_si512(b.add(80) as *const _);
+                            let q = [
+                                _mm512_and_si512(v0, m4),
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(v0), m4),
+                                _mm512_and_si512(v1, m4),
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(v1), m4),
+                            ];
                             let mut i = _mm512_setzero_si512();
                             for g in 0..4 {
-                                let xv = _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _);
-                                i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv), s[g]);
+                                let sg = _mm512_permutexvar_epi16(idx[g], sm512);
+                                i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv[g]), sg);
                             }
-                            acc[t] = _mm512_fmadd_ps(
+                            acc[r] = _mm512_fmadd_ps(
                                 _mm512_cvtepi32_ps(i),
                                 _mm512_set1_ps(d * xb.d),
-                                acc[t],
+                                acc[r],
                             );
-                            let bs = _mm_loadu_si128(xb.bsums32.as_ptr() as *const __m128i);
                             let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
-                            accm[t] = _mm_fmadd_ps(m, _mm_set1_ps(dmin * xb.d), accm[t]);
+                            accm[r] = _mm_fmadd_ps(m, _mm_set1_ps(dmin * xb.d), accm[r]);
                         }
                     }
-                    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum4(accm[t]))
+                    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - hsum4(accm[r]))
                 }
             }
 
-            /// One Q6_K row (`nb` super-blocks at `p`) times `T` tokens.
+            /// `R` Q6_K rows (`nb` super-blocks each at `p[r]`) times one token, as
+            /// [`rows_q4_k`].
             #[target_feature(enable = $feat)]
-            unsafe fn row_q6_k<const T: usize>(
-                p: *const u8,
+            unsafe fn rows_q6_k<const R: usize>(
+                p: [*const u8; R],
                 nb: usize,
-                x: [*const AK; T],
-            ) -> [f32; T] {
-                // SAFETY: the caller guarantees the row's `nb` blocks and `nb` activation
-                // blocks per token.
+                x: *const AK,
+            ) -> [f32; R] {
+                // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+                // blocks.
                 unsafe {
                     let m4 = _mm512_set1_epi8(0x0F);
                     let m3 = _mm512_set1_epi8(3);
@@ -739,51 +983,52 @@ macro_rules! avx512_quant {
                         _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
                         _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
                     ];
-                    let mut acc = [_mm512_setzero_ps(); T];
+                    let mut acc = [_mm512_setzero_ps(); R];
                     for k in 0..nb {
-                        let b = p.add(210 * k);
-                        let d = f16_at(b.add(208));
-                        let sc16 =
-                            _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
-                        let sc512 = _mm512_castsi256_si512(sc16);
-                        let s: [__m512i; 4] =
-                            std::array::from_fn(|i| _mm512_permutexvar_epi16(idx[i], sc512));
-                        let mut q = [_mm512_setzero_si512(); 4];
-                        for h in 0..2 {
-                            let ql = _mm512_loadu_si512(b.add(64 * h) as *const _);
-                            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                                b.add(128 + 32 * h) as *const __m256i,
-                            ));
-                            let hi = |s: __m512i| {
-                                _mm512_slli_epi16::<4>(_mm512_and_si512(
-                                    _mm512_srlv_epi16(qh, s),
-                                    m3,
-                                ))
-                            };
-                            q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), hi(sh[0]));
-                            q[2 * h + 1] = _mm512_or_si512(
-                                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
-                                hi(sh[1]),
-                            );
-                        }
-                        for t in 0..T {
-                            let xb = &*x[t].add(k);
+                        let xb = &*x.add(k);
+                        let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                            _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                        });
+                        let bs = _mm256_loadu_si256(xb.bsums16.as_ptr() as *const __m256i);
+                        for r in 0..R {
+                            let b = p[r].add(210 * k);
+                            let d = f16_at(b.add(208));
+                            let sc16 =
+                                _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
+                            let sc512 = _mm512_castsi256_si512(sc16);
+                            let mut q = [_mm512_setzero_si512(); 4];
+                            for h in 0..2 {
+                                let ql = _mm512_loadu_si512(b.add(64 * h) as *const _);
+                                let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                    b.add(128 + 32 * h) as *const __m256i,
+                                ));
+                                let hi = |s: __m512i| {
+                                    _mm512_slli_epi16::<4>(_mm512_and_si512(
+                                        _mm512_srlv_epi16(qh, s),
+                                        m3,
+                                    ))
+                                };
+                                q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), hi(sh[0]));
+                                q[2 * h + 1] = _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                                    hi(sh[1]),
+                                );
+                            }
                             let mut i = _mm512_setzero_si512();
                             for g in 0..4 {
-                                let xv = _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _);
-                                i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv), s[g]);
+                                let sg = _mm512_permutexvar_epi16(idx[g], sc512);
+                                i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv[g]), sg);
                             }
-                            let bs = _mm256_loadu_si256(xb.bsums16.as_ptr() as *const __m256i);
                             let c = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
                             i = _mm512_sub_epi32(i, _mm512_zextsi256_si512(c));
-                            acc[t] = _mm512_fmadd_ps(
+                            acc[r] = _mm512_fmadd_ps(
                                 _mm512_cvtepi32_ps(i),
                                 _mm512_set1_ps(d * xb.d),
-                                acc[t],
+                                acc[r],
                             );
                         }
                     }
-                    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]))
+                    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]))
                 }
             }
 
@@ -920,6 +1165,197 @@ macro_rules! avx512_quant {
                 acc
             }
 
+            /// The 256 levels `q` of one Q4_K super-block at `b`, in order, into `out`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn levels_q4_k(b: *const u8, out: &mut [u8; 256]) {
+                // SAFETY: the caller guarantees 144 readable bytes at b; out is 256 bytes.
+                unsafe {
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    for h in 0..2 {
+                        let v = _mm512_loadu_si512(b.add(16 + 64 * h) as *const _);
+                        let lo = _mm512_and_si512(v, m4);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                        // Chunk c = 2h + e: low nibbles are values 64c.., high ones 64c + 32...
+                        let o = out.as_mut_ptr().add(128 * h) as *mut __m256i;
+                        _mm256_storeu_si256(o, _mm512_castsi512_si256(lo));
+                        _mm256_storeu_si256(o.add(1), _mm512_castsi512_si256(hi));
+                        _mm256_storeu_si256(o.add(2), _mm512_extracti64x4_epi64::<1>(lo));
+                        _mm256_storeu_si256(o.add(3), _mm512_extracti64x4_epi64::<1>(hi));
+                    }
+                }
+            }
+
+            /// The 256 levels `q` (`0..64`) of one Q6_K super-block at `b`, in order.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn levels_q6_k(b: *const u8, out: &mut [u8; 256]) {
+                // SAFETY: the caller guarantees 210 readable bytes at b; out is 256 bytes.
+                unsafe {
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    let m3 = _mm512_set1_epi8(3);
+                    let sh = [
+                        _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
+                        _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
+                    ];
+                    for h in 0..2 {
+                        let ql = _mm512_loadu_si512(b.add(64 * h) as *const _);
+                        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                            b.add(128 + 32 * h) as *const __m256i
+                        ));
+                        let hi = |s: __m512i| {
+                            _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srlv_epi16(qh, s), m3))
+                        };
+                        let o = out.as_mut_ptr().add(128 * h) as *mut __m512i;
+                        _mm512_storeu_si512(
+                            o as *mut _,
+                            _mm512_or_si512(_mm512_and_si512(ql, m4), hi(sh[0])),
+                        );
+                        _mm512_storeu_si512(
+                            o.add(1) as *mut _,
+                            _mm512_or_si512(
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                                hi(sh[1]),
+                            ),
+                        );
+                    }
+                }
+            }
+
+            /// Unpacks super-block `k` of the 16 rows `rows[r]` (`None` past the tile's end)
+            /// of a Q4_K (`q4k`) or Q6_K matrix into `tk`.
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_k(
+                rows: &[Option<*const u8>; 16],
+                q4k: bool,
+                idx: __m512i,
+                tk: &mut TK,
+            ) {
+                // SAFETY: the caller guarantees a whole super-block at every Some(row).
+                unsafe {
+                    let mut lv = [[0u8; 256]; 16];
+                    for (r, row) in rows.iter().enumerate() {
+                        let Some(b) = *row else {
+                            for j in 0..16 {
+                                tk.sc[j][r] = 0;
+                            }
+                            for i in 0..4 {
+                                tk.mp[i][r] = 0;
+                            }
+                            tk.d[r] = 0.0;
+                            tk.dmin[r] = 0.0;
+                            continue;
+                        };
+                        if q4k {
+                            levels_q4_k(b, &mut lv[r]);
+                            let sm: [u8; 16] = std::mem::transmute(q4k_scales(b.add(4)));
+                            for j in 0..8 {
+                                tk.sc[j][r] = sm[j] as i32;
+                            }
+                            for i in 0..4 {
+                                tk.mp[i][r] = sm[8 + 2 * i] as i32 | (sm[9 + 2 * i] as i32) << 16;
+                            }
+                            tk.d[r] = f16_at(b);
+                            tk.dmin[r] = f16_at(b.add(2));
+                        } else {
+                            levels_q6_k(b, &mut lv[r]);
+                            for j in 0..16 {
+                                tk.sc[j][r] = *b.add(192 + j) as i8 as i32;
+                            }
+                            tk.d[r] = f16_at(b.add(208));
+                        }
+                    }
+                    let ptrs: [*const u8; 16] = std::array::from_fn(|r| lv[r].as_ptr());
+                    for s in 0..8 {
+                        for h in 0..2 {
+                            let v = transpose16x4(load16x16(&ptrs, 32 * s + 16 * h), idx);
+                            for (j, vj) in v.iter().enumerate() {
+                                _mm512_store_si512(tk.w[s][4 * h + j].as_mut_ptr() as *mut _, *vj);
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// 16 unpacked K-quant rows (`s`, one [`TK`] per super-block) times `T` tokens:
+            /// lane `r` of result `t` is row `r` . token `t`.
+            #[target_feature(enable = $feat)]
+            unsafe fn tgemm_k<const Q4K: bool, const T: usize>(
+                s: &[TK],
+                x: [*const AK; T],
+            ) -> [__m512; T] {
+                let mut acc = [_mm512_setzero_ps(); T];
+                for (k, tk) in s.iter().enumerate() {
+                    // SAFETY: every token has `s.len()` activation blocks (checked by the
+                    // caller); the scratch is 64-byte aligned.
+                    unsafe {
+                        let xb: [&AK; T] = std::array::from_fn(|t| &*x[t].add(k));
+                        let mut isum = [_mm512_setzero_si512(); T];
+                        // Sub-blocks of 32 (Q4_K) or pairs of sub-blocks of 16 (Q6_K).
+                        for (sb, ws) in tk.w.iter().enumerate() {
+                            let w: [__m512i; 8] = std::array::from_fn(|v| {
+                                _mm512_load_si512(ws[v].as_ptr() as *const _)
+                            });
+                            if Q4K {
+                                let sc = _mm512_load_si512(tk.sc[sb].as_ptr() as *const _);
+                                let off = 32 * k_pos(sb);
+                                for t in 0..T {
+                                    let xq = xb[t].qs.as_ptr().add(off) as *const i32;
+                                    let mut i = _mm512_setzero_si512();
+                                    for (v, wv) in w.iter().enumerate() {
+                                        i = $dp!(
+                                            i,
+                                            *wv,
+                                            _mm512_set1_epi32(xq.add(v).read_unaligned())
+                                        );
+                                    }
+                                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(i, sc));
+                                }
+                            } else {
+                                for h in 0..2 {
+                                    let j = 2 * sb + h;
+                                    let sc = _mm512_load_si512(tk.sc[j].as_ptr() as *const _);
+                                    for t in 0..T {
+                                        let xq = xb[t].qs.as_ptr().add(16 * j) as *const i32;
+                                        let mut i = _mm512_set1_epi32(xb[t].c6[j]);
+                                        for v in 0..4 {
+                                            let xv = _mm512_set1_epi32(xq.add(v).read_unaligned());
+                                            i = $dp!(i, w[4 * h + v], xv);
+                                        }
+                                        isum[t] =
+                                            _mm512_add_epi32(isum[t], _mm512_mullo_epi32(i, sc));
+                                    }
+                                }
+                            }
+                        }
+                        let d = _mm512_load_ps(tk.d.as_ptr());
+                        for t in 0..T {
+                            let dx = _mm512_set1_ps(xb[t].d);
+                            acc[t] = _mm512_fmadd_ps(
+                                _mm512_cvtepi32_ps(isum[t]),
+                                _mm512_mul_ps(d, dx),
+                                acc[t],
+                            );
+                            if Q4K {
+                                let bs = xb[t].bsums32.as_ptr() as *const i32;
+                                let mut m = _mm512_setzero_si512();
+                                for i in 0..4 {
+                                    let mp = _mm512_load_si512(tk.mp[i].as_ptr() as *const _);
+                                    m = $dpw!(m, mp, _mm512_set1_epi32(bs.add(i).read_unaligned()));
+                                }
+                                let dmin = _mm512_load_ps(tk.dmin.as_ptr());
+                                acc[t] = _mm512_fnmadd_ps(
+                                    _mm512_cvtepi32_ps(m),
+                                    _mm512_mul_ps(dmin, dx),
+                                    acc[t],
+                                );
+                            }
+                        }
+                    }
+                }
+                acc
+            }
+
             /// The AVX-512 product job.
             pub(crate) struct Job<'a> {
                 _k: $token,
@@ -941,31 +1377,62 @@ macro_rules! avx512_quant {
                     Job { _k: k, w, a, n }
                 }
 
-                fn tiled(&self) -> bool {
-                    self.n > 1 && matches!(self.w.dtype, DType::Q8_0 | DType::Q4_0)
-                }
-
-                /// `out[t] = row r . token (t0 + t)` for `t < nt`, K-quants.
-                fn ktile(&self, r: usize, t0: usize, nt: usize, out: &mut [f32]) {
-                    let p = self.w.row_bytes(r).as_ptr();
-                    let nb = self.a.nb;
-                    macro_rules! go {
-                        ($f:ident, $T:literal) => {{
-                            let x: [*const AK; $T] =
-                                std::array::from_fn(|t| self.a.k(t0 + t).as_ptr());
-                            // SAFETY: the token proves the features; check_job showed the row
-                            // holds `nb` blocks and every token `nb` activation blocks.
-                            out[..$T].copy_from_slice(&unsafe { $f::<$T>(p, nb, x) });
-                        }};
-                    }
-                    match (self.w.dtype, nt) {
-                        (DType::Q4_K, 4) => go!(row_q4_k, 4),
-                        (DType::Q4_K, 2) => go!(row_q4_k, 2),
-                        (DType::Q4_K, 1) => go!(row_q4_k, 1),
-                        (DType::Q6_K, 4) => go!(row_q6_k, 4),
-                        (DType::Q6_K, 2) => go!(row_q6_k, 2),
-                        (DType::Q6_K, 1) => go!(row_q6_k, 1),
-                        (d, _) => unreachable!("{} x {nt}", d.name()),
+                /// Rows `r0..` of every token for K-quants, 16 rows at a time through the
+                /// unpacked scratch.
+                fn rows16_k(&self, r0: usize, outs: &mut [&mut [f32]]) {
+                    let (nb, bb) = (self.a.nb, self.w.dtype.block_bytes());
+                    let q4k = self.w.dtype == DType::Q4_K;
+                    let nrows = outs[0].len();
+                    let mut scratch = vec![TK_ZERO; nb];
+                    // SAFETY: IDX_TR is 64 bytes.
+                    let idx = unsafe { _mm512_loadu_si512(IDX_TR.as_ptr() as *const _) };
+                    let mut rt = 0;
+                    while rt < nrows {
+                        let nr = 16.min(nrows - rt);
+                        for (k, tk) in scratch.iter_mut().enumerate() {
+                            let rows: [Option<*const u8>; 16] = std::array::from_fn(|r| {
+                                (r < nr).then(|| self.w.row_bytes(r0 + rt + r)[k * bb..].as_ptr())
+                            });
+                            // SAFETY: the token proves the features; every Some pointer is at
+                            // a whole super-block of its row.
+                            unsafe { unpack_k(&rows, q4k, idx, tk) };
+                        }
+                        let mut t0 = 0;
+                        while t0 < self.n {
+                            let nt = [8, 4, 2, 1]
+                                .into_iter()
+                                .find(|&s| s <= self.n - t0)
+                                .unwrap_or(1);
+                            macro_rules! go {
+                                ($T:literal) => {{
+                                    let x: [*const AK; $T] =
+                                        std::array::from_fn(|t| self.a.k(t0 + t).as_ptr());
+                                    // SAFETY: the token proves the features; every token has
+                                    // `nb` activation blocks (check_job).
+                                    let acc = unsafe {
+                                        if q4k {
+                                            tgemm_k::<true, $T>(&scratch, x)
+                                        } else {
+                                            tgemm_k::<false, $T>(&scratch, x)
+                                        }
+                                    };
+                                    for (t, a) in acc.iter().enumerate() {
+                                        let mut lanes = [0f32; 16];
+                                        // SAFETY: 16 floats.
+                                        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *a) };
+                                        outs[t0 + t][rt..rt + nr].copy_from_slice(&lanes[..nr]);
+                                    }
+                                }};
+                            }
+                            match nt {
+                                8 => go!(8),
+                                4 => go!(4),
+                                2 => go!(2),
+                                _ => go!(1),
+                            }
+                            t0 += nt;
+                        }
+                        rt += nr;
                     }
                 }
 
@@ -1048,7 +1515,7 @@ macro_rules! avx512_quant {
 
             impl QJob for Job<'_> {
                 fn row_align(&self) -> usize {
-                    if self.tiled() {
+                    if self.n > 1 {
                         16
                     } else {
                         4
@@ -1058,7 +1525,35 @@ macro_rules! avx512_quant {
                 fn matvec(&self, r0: usize, y: &mut [f32]) {
                     assert!(r0 + y.len() <= self.w.rows, "rows inside the matrix");
                     let nb = self.a.nb;
-                    for (i, v) in y.iter_mut().enumerate() {
+                    // Rows whose activation layout outgrows L1 (2 bytes per value for Q4_0, 3
+                    // for Q8_0; past 16 KB) go 4 at a time, sharing each activation load.
+                    // K-quants: 1.25 bytes per value, past 16 KB too.
+                    let multi = match self.w.dtype {
+                        DType::Q4_0 => 2 * self.w.cols > 16 << 10,
+                        DType::Q8_0 => 3 * self.w.cols > 16 << 10,
+                        _ => 5 * self.w.cols / 4 > 16 << 10,
+                    };
+                    let mut done = 0;
+                    if multi {
+                        for (q, ys) in y.chunks_exact_mut(4).enumerate() {
+                            let p: [*const u8; 4] =
+                                std::array::from_fn(|r| self.w.row_bytes(r0 + 4 * q + r).as_ptr());
+                            // SAFETY: the token proves the features; the rows hold `nb` blocks
+                            // and the activations their layout (checked in `new`).
+                            let v = unsafe {
+                                match self.w.dtype {
+                                    DType::Q4_0 => rows_q4_0::<4>(p, nb, &self.a.groups),
+                                    DType::Q8_0 => rows_q8_0::<4>(p, nb, self.a.pairs.as_ptr()),
+                                    DType::Q4_K => rows_q4_k::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    DType::Q6_K => rows_q6_k::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    d => unreachable!("{} is not quantized", d.name()),
+                                }
+                            };
+                            ys.copy_from_slice(&v);
+                            done += 4;
+                        }
+                    }
+                    for (i, v) in y.iter_mut().enumerate().skip(done) {
                         let p = self.w.row_bytes(r0 + i).as_ptr();
                         // SAFETY: the token proves the features; the row holds `nb` blocks and
                         // the activations their layouts (checked in `new`).
@@ -1066,8 +1561,8 @@ macro_rules! avx512_quant {
                             match self.w.dtype {
                                 DType::Q8_0 => row_q8_0(p, nb, self.a.pairs.as_ptr()),
                                 DType::Q4_0 => row_q4_0(p, nb, &self.a.groups),
-                                DType::Q4_K => row_q4_k::<1>(p, nb, [self.a.k(0).as_ptr()])[0],
-                                DType::Q6_K => row_q6_k::<1>(p, nb, [self.a.k(0).as_ptr()])[0],
+                                DType::Q4_K => rows_q4_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
+                                DType::Q6_K => rows_q6_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 d => unreachable!("{} is not quantized", d.name()),
                             }
                         };
@@ -1077,18 +1572,9 @@ macro_rules! avx512_quant {
                 fn rows(&self, r0: usize, outs: &mut [&mut [f32]]) {
                     assert_eq!(outs.len(), self.n, "one output per token");
                     assert!(r0 + outs[0].len() <= self.w.rows, "rows inside the matrix");
-                    if self.tiled() {
-                        self.rows16(r0, outs);
-                        return;
-                    }
-                    for i in 0..outs[0].len() {
-                        token_tiles(self.n, |t0, nt| {
-                            let mut o = [0f32; TT];
-                            self.ktile(r0 + i, t0, nt, &mut o);
-                            for (t, &v) in o[..nt].iter().enumerate() {
-                                outs[t0 + t][i] = v;
-                            }
-                        });
+                    match self.w.dtype {
+                        DType::Q8_0 | DType::Q4_0 => self.rows16(r0, outs),
+                        _ => self.rows16_k(r0, outs),
                     }
                 }
             }

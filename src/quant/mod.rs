@@ -124,11 +124,6 @@ fn check_rows(
 /// rows as `dst_dtype` blocks (`rows * dst_dtype.row_bytes(cols)` bytes). Works one block at a
 /// time through a stack buffer: no allocation, and the source is read once, in order.
 /// Returns the number of rows.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx512bw",
-    "x86_64+avx2+fma",
-    "x86_64+sse4.1"
-))]
 pub fn quantize_rows(
     src: &[u8],
     src_dtype: DType,
@@ -137,6 +132,31 @@ pub fn quantize_rows(
     dst: &mut [u8],
 ) -> Result<usize, QuantError> {
     let rows = check_rows(src, src_dtype, cols, dst_dtype, dst)?;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+        {
+            // SAFETY: the CPU has the features (just detected).
+            unsafe { blocks_avx512(src, src_dtype, dst_dtype, dst) };
+            return Ok(rows);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            unsafe { blocks_avx2(src, src_dtype, dst_dtype, dst) };
+            return Ok(rows);
+        }
+    }
+    blocks(src, src_dtype, dst_dtype, dst);
+    Ok(rows)
+}
+
+/// Quantizes `src` (whole blocks of `dst_dtype`, checked) block by block through a stack
+/// buffer. Plain Rust, compiled again for AVX2 and AVX-512 below: the same IEEE operations in
+/// the same order (Rust never contracts them), so every build writes the same bytes.
+#[inline(always)]
+fn blocks(src: &[u8], src_dtype: DType, dst_dtype: DType, dst: &mut [u8]) {
     let (bl, bb, es) = (
         dst_dtype.block_len(),
         dst_dtype.block_bytes(),
@@ -146,9 +166,28 @@ pub fn quantize_rows(
     for (sb, db) in src.chunks_exact(bl * es).zip(dst.chunks_exact_mut(bb)) {
         let x = &mut buf[..bl];
         floats_to_f32(sb, src_dtype, x);
-        quantize_row(x, dst_dtype, db);
+        match dst_dtype {
+            DType::Q8_0 => q8_0::quantize_row(x, db),
+            DType::Q4_0 => q4_0::quantize_row(x, db),
+            DType::Q4_K => q4_k::quantize_row(x, db),
+            DType::Q6_K => q6_k::quantize_row(x, db),
+            d => unreachable!("{} checked", d.name()),
+        }
     }
-    Ok(rows)
+}
+
+/// [`blocks`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn blocks_avx2(src: &[u8], src_dtype: DType, dst_dtype: DType, dst: &mut [u8]) {
+    blocks(src, src_dtype, dst_dtype, dst)
+}
+
+/// [`blocks`] compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn blocks_avx512(src: &[u8], src_dtype: DType, dst_dtype: DType, dst: &mut [u8]) {
+    blocks(src, src_dtype, dst_dtype, dst)
 }
 
 /// [`quantize_rows`] on the current rayon pool, in chunks of rows.
@@ -195,6 +234,41 @@ fn floats_to_f32(src: &[u8], dtype: DType, out: &mut [f32]) {
     }
 }
 
+/// Largest `|v|`: the bit patterns of non-negative floats are ordered as their values, so an
+/// integer maximum, which vectorizes (`f32::max` would not). For finite values this is the
+/// maximum gguf-py and llama.cpp take.
+#[inline(always)]
+pub(crate) fn amax(x: &[f32]) -> f32 {
+    let mut m = 0u32;
+    for &v in x {
+        m = m.max(v.to_bits() & 0x7fff_ffff);
+    }
+    f32::from_bits(m)
+}
+
+/// Rounds half away from zero (C's `roundf`, gguf-py's `np_roundf`) for `|v| <= 2^22`,
+/// without a libm call and in operations that vectorize: the nearest integer (ties to even)
+/// of `|v|`, plus one where `|v|` was a tie rounded down (`|v| - r` is exact).
+#[inline(always)]
+pub(crate) fn round_away(v: f32) -> i32 {
+    let a = v.abs();
+    let r = nearest_int(a);
+    let r = r + i32::from(a - r as f32 == 0.5);
+    if v < 0.0 {
+        -r
+    } else {
+        r
+    }
+}
+
+/// `trunc(v)` for `0 <= v <= 2^22` (negative values give 0 or -1), in operations that
+/// vectorize: the nearest integer, less one where it rounded up.
+#[inline(always)]
+pub(crate) fn trunc_pos(v: f32) -> i32 {
+    let r = nearest_int(v);
+    r - i32::from(r as f32 > v)
+}
+
 /// llama.cpp's threshold under which a group counts as all zero.
 pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
@@ -206,11 +280,186 @@ pub(crate) fn nearest_int(v: f32) -> i32 {
     (f.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
+/// Candidate scales evaluated side by side (lanes; 21 and 18 are used).
+const NC: usize = 24;
+
 /// llama.cpp's `make_qkx2_quants` (sum of squared errors, no MAD): fits `x ~ scale * l + min`
+/// with `l` in `0..=nmax`, weighted, trying `nstep + 1` scales around `nmax / (max - min)`.
+/// Writes the levels into `l` and returns `(scale, -min)`.
+///
+/// Same result as the C loop, bit for bit, faster: the candidates are evaluated in lanes, each
+/// lane doing exactly the C operations in the C order, then scanned in order. An accepted
+/// candidate changes `min`, on which the later ones depend, so after each acceptance the
+/// remaining candidates are evaluated again (rarely more than a few rounds).
+#[inline(always)]
+pub(crate) fn make_qkx2_quants(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    l: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32) {
+    let n = x.len();
+    debug_assert!(n <= 32 && weights.len() == n && l.len() == n && (nstep as usize) < NC);
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l.fill(0);
+        return (0.0, -min);
+    }
+    let iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0f32;
+    for i in 0..n {
+        let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        l[i] = li as u8;
+        let diff = scale * li as f32 + min - x[i];
+        let diff = diff * diff;
+        best_error += weights[i] * diff;
+    }
+    let ncand = (nstep + 1) as usize;
+    let mut first = 0;
+    while first < ncand {
+        // Every candidate against the current `min` (lanes past `ncand` are ignored).
+        let mut isc = [0f32; NC];
+        for (c, v) in isc.iter_mut().enumerate() {
+            *v = (rmin + rdelta * c as f32 + nmax as f32) / (max - min);
+        }
+        let (mut sum_l, mut sum_l2, mut sum_xl) = ([0f32; NC], [0f32; NC], [0f32; NC]);
+        for i in 0..n {
+            let (w, xi, xm) = (weights[i], x[i], x[i] - min);
+            for c in 0..NC {
+                let lf = nearest_int(isc[c] * xm).clamp(0, nmax) as f32;
+                sum_l[c] += w * lf;
+                sum_l2[c] += w * lf * lf;
+                sum_xl[c] += w * lf * xi;
+            }
+        }
+        let (mut this_scale, mut this_min, mut det) = ([0f32; NC], [0f32; NC], [0f32; NC]);
+        for c in 0..NC {
+            det[c] = sum_w * sum_l2[c] - sum_l[c] * sum_l[c];
+            this_scale[c] = (sum_w * sum_xl[c] - sum_x * sum_l[c]) / det[c];
+            this_min[c] = (sum_l2[c] * sum_x - sum_l[c] * sum_xl[c]) / det[c];
+            if this_min[c] > 0.0 {
+                this_min[c] = 0.0;
+                this_scale[c] = sum_xl[c] / sum_l2[c];
+            }
+        }
+        let mut cur_error = [0f32; NC];
+        for i in 0..n {
+            let (w, xi, xm) = (weights[i], x[i], x[i] - min);
+            for c in 0..NC {
+                let lf = nearest_int(isc[c] * xm).clamp(0, nmax) as f32;
+                let diff = this_scale[c] * lf + this_min[c] - xi;
+                let diff = diff * diff;
+                cur_error[c] += w * diff;
+            }
+        }
+        // The C loop's decisions, in order, from the first candidate not yet decided.
+        let mut accepted = None;
+        for c in first..ncand {
+            if det[c] > 0.0 && cur_error[c] < best_error {
+                accepted = Some(c);
+                break;
+            }
+        }
+        let Some(c) = accepted else { break };
+        for i in 0..n {
+            l[i] = nearest_int(isc[c] * (x[i] - min)).clamp(0, nmax) as u8;
+        }
+        best_error = cur_error[c];
+        scale = this_scale[c];
+        min = this_min[c];
+        first = c + 1;
+    }
+    (scale, -min)
+}
+
+/// llama.cpp's `make_qx_quants` with `rmse_type = 1` (weights `x^2`) and no importance:
+/// symmetric levels `l` in `-nmax..nmax`, stored as `l + nmax`; tries 19 scales around
+/// `-nmax / max`, keeping the best weighted fit. Returns the scale. The 18 alternative
+/// candidates do not depend on each other: their sums are computed in lanes (each in the C
+/// order), then the C loop's decisions are replayed in order; bit for bit the C result.
+#[inline(always)]
+pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l.fill(0);
+        return 0.0;
+    }
+    let level = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    let iscale = -nmax as f32 / max;
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for (li, &v) in l.iter_mut().zip(x) {
+        let q = level(iscale, v);
+        *li = (q + nmax) as i8;
+        let w = v * v;
+        sumlx += w * v * q as f32;
+        suml2 += w * q as f32 * q as f32;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    // Candidate c is `is = c - 9` for c < 9 and `is = c - 8` after (0 skipped).
+    let mut isc = [0f32; NC];
+    for (c, v) in isc.iter_mut().enumerate() {
+        let is = if c < 9 { c as i32 - 9 } else { c as i32 - 8 };
+        *v = -(nmax as f32 + 0.1 * is as f32) / max;
+    }
+    let (mut slx, mut sl2) = ([0f32; NC], [0f32; NC]);
+    for &v in x {
+        let w = v * v;
+        for c in 0..NC {
+            let q = level(isc[c], v) as f32;
+            slx[c] += w * v * q;
+            sl2[c] += w * q * q;
+        }
+    }
+    let mut chosen = None;
+    for c in 0..18 {
+        if sl2[c] > 0.0 && slx[c] * slx[c] > best * sl2[c] {
+            scale = slx[c] / sl2[c];
+            best = scale * slx[c];
+            chosen = Some(c);
+        }
+    }
+    if let Some(c) = chosen {
+        for (li, &v) in l.iter_mut().zip(x) {
+            *li = (level(isc[c], v) + nmax) as i8;
+        }
+    }
+    scale
+}
+
+/// llama.cpp's `make_qkx2_quants` as written in C, one candidate after another: the reference
+/// [`make_qkx2_quants`] is tested against. (Sum of squared errors, no MAD.): fits `x ~ scale * l + min`
 /// with `l` in `0..=nmax`, weighted, trying `nstep + 1` scales around `nmax / (max - min)`.
 /// Writes the levels into `l` and returns `(scale, -min)`. Operation order as in C so the f32
 /// rounding matches.
-pub(crate) fn make_qkx2_quants(
+#[cfg(test)]
+pub(crate) fn make_qkx2_quants_ref(
     nmax: i32,
     x: &[f32],
     weights: &[f32],
@@ -289,10 +538,12 @@ pub(crate) fn make_qkx2_quants(
     (scale, -min)
 }
 
-/// llama.cpp's `make_qx_quants` with `rmse_type = 1` (weights `x^2`) and no importance:
+/// llama.cpp's `make_qx_quants` as written in C: the reference [`make_qx_quants`] is tested
+/// against. `rmse_type = 1` (weights `x^2`) and no importance:
 /// symmetric levels `l` in `-nmax..nmax`, stored as `l + nmax`; tries 19 scales around
 /// `-nmax / max`, keeping the best weighted fit. Returns the scale.
-pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
+#[cfg(test)]
+pub(crate) fn make_qx_quants_ref(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {
@@ -357,6 +608,82 @@ mod tests {
         ] {
             assert_eq!(nearest_int(v), want, "{v}");
         }
+    }
+
+    #[test]
+    fn rounding_helpers_match_std() {
+        // Every f32 in [0, 200) with a step of 2^-15 (ties included), and their negatives.
+        for i in 0..200 * 32768 {
+            let v = i as f32 / 32768.0;
+            let below = if i > 0 {
+                f32::from_bits(v.to_bits() - 1)
+            } else {
+                0.0
+            };
+            for v in [v, -v, v + 1e-7, below, -below] {
+                assert_eq!(round_away(v), v.round() as i32, "round {v}");
+                if (0.0..4e6).contains(&v) {
+                    assert_eq!(trunc_pos(v), v.trunc() as i32, "trunc {v}");
+                }
+            }
+        }
+        assert_eq!(amax(&[-3.0, 2.0, -0.0]), 3.0);
+        assert_eq!(amax(&[0.0, -0.0]).to_bits(), 0);
+    }
+
+    /// The lane-parallel candidate searches equal llama.cpp's loops on blocks built to make
+    /// many candidates win (so `make_qkx2_quants` re-evaluates several times).
+    #[test]
+    fn candidate_searches_equal_the_c_loops() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let mut rounds = 0;
+        for case in 0..20000 {
+            let kind = case % 5;
+            let x: Vec<f32> = (0..32)
+                .map(|i| match kind {
+                    0 => rnd() * 2.0 - 1.0,
+                    1 => rnd() * 3.0 + 0.1,
+                    2 => ((rnd() * 8.0) as i32) as f32 * 0.25 - 0.7,
+                    3 => (rnd() * 2.0 - 1.0).powi(3) * 10.0,
+                    _ => (i as f32 * 0.37).sin() + rnd() * 0.01,
+                })
+                .collect();
+            let mut sum_x2 = 0f32;
+            for &v in &x {
+                sum_x2 += v * v;
+            }
+            let av = (sum_x2 / 32.0).sqrt();
+            let w: Vec<f32> = x.iter().map(|v| av + v.abs()).collect();
+            let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+            let ra = make_qkx2_quants(15, &x, &w, &mut a, -1.0, 0.1, 20);
+            let rb = make_qkx2_quants_ref(15, &x, &w, &mut b, -1.0, 0.1, 20);
+            assert_eq!(
+                (ra.0.to_bits(), ra.1.to_bits()),
+                (rb.0.to_bits(), rb.1.to_bits()),
+                "{x:?}"
+            );
+            assert_eq!(a, b, "{x:?}");
+            rounds += usize::from(
+                ra != (
+                    1.0 / (15.0
+                        / (x.iter().fold(f32::MIN, |m, &v| m.max(v))
+                            - x.iter().fold(0f32, |m, &v| m.min(v)))),
+                    0.0,
+                ),
+            );
+            let (mut c, mut d) = ([0i8; 16], [0i8; 16]);
+            let sc = make_qx_quants(32, &x[..16], &mut c);
+            let sd = make_qx_quants_ref(32, &x[..16], &mut d);
+            assert_eq!(sc.to_bits(), sd.to_bits(), "{x:?}");
+            assert_eq!(c, d, "{x:?}");
+        }
+        assert!(rounds > 1000);
     }
 
     #[test]

@@ -34,18 +34,19 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
 
 #[inline(always)]
 fn quantize_block(x: &[f32; BLOCK], out: &mut [u8]) {
-    // numpy's argmax of |x|: the first index of the largest magnitude.
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    // numpy's argmax of |x|: the first index of the largest magnitude (an all-zero block
+    // keeps max = +0, as the C loop that only takes strictly larger values does).
+    let amax = super::amax(x);
+    let max = if amax > 0.0 {
+        x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0)
+    } else {
+        0.0
+    };
     let d = max / -8.0;
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-    let q = |v: f32| ((v * id + 8.5).trunc() as u8).min(15);
+    // gguf-py: trunc, cast to uint8, clip to 15; `x * id + 8.5` lies in [0.49, 16.5].
+    let q = |v: f32| super::trunc_pos(v * id + 8.5).clamp(0, 15) as u8;
     for j in 0..BLOCK / 2 {
         out[2 + j] = q(x[j]) | (q(x[j + 16]) << 4);
     }

@@ -47,6 +47,7 @@ pub fn scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
 }
 
 /// Quantizes `src` (a whole number of super-blocks) into `dst` (`src.len() / 256 * 144` bytes).
+#[inline(always)]
 pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
     assert!(
         src.len().is_multiple_of(BLOCK),
@@ -65,6 +66,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut l = [0u8; BLOCK];
     let mut scales = [0f32; 8];

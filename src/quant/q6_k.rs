@@ -23,6 +23,7 @@ pub const BLOCK: usize = 256;
 pub const BLOCK_BYTES: usize = 210;
 
 /// Quantizes `src` (a whole number of super-blocks) into `dst` (`src.len() / 256 * 210` bytes).
+#[inline(always)]
 pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
     assert!(
         src.len().is_multiple_of(BLOCK),
@@ -41,6 +42,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut l = [0i8; BLOCK];
     let mut scales = [0f32; 16];

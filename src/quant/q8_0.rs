@@ -34,14 +34,12 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
 
 #[inline(always)]
 fn quantize_block(x: &[f32; BLOCK], out: &mut [u8]) {
-    // `max` of absolute values; NaN never wins a comparison, as in numpy only when absent.
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let amax = super::amax(x);
     let d = amax / 127.0;
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
     for (o, &v) in out[2..].iter_mut().zip(x) {
-        // f32::round rounds halves away from zero, like C's roundf and gguf-py's np_roundf.
-        *o = (v * id).round() as i8 as u8;
+        *o = super::round_away(v * id) as i8 as u8;
     }
 }
 

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# frugal and llama.cpp side by side on the same GGUF files; writes docs/BENCHMARKS.md.
+#
+#   scripts/bench_gguf.sh [MODEL_DIR] [ROUNDS]
+#
+# MODEL_DIR (default /work/models/gemma-2b) is a Hugging Face Gemma folder, e.g. from
+# `frugal synth --shape gemma-2b`. Its bf16 GGUF is made by llama.cpp's own converter and the
+# quantized files by llama.cpp's llama-quantize (cached beside it, see peer_llamacpp.sh):
+# $TYPES (default "Q8_0 Q4_0 Q4_K_M", llama-quantize's default mixes). For each file, ROUNDS
+# (default 3) alternating rounds, $THREADS (2) threads, each program on the same bytes:
+#   - speed: `frugal bench` (64-token prefill, 32 generated) and `llama-bench -p 64 -n 32`;
+#   - load: wall time to the first token of a 1-token generation (page cache warm);
+#   - memory: a 16-token greedy generation with --ctx 256 under /usr/bin/time -v (peak RSS)
+#     while /proc/PID/status is sampled (peak anonymous memory).
+# Medians. The table goes to stdout and to docs/BENCHMARKS.md (OUT to change).
+set -euo pipefail
+MODEL_DIR="${1:-/work/models/gemma-2b}"
+ROUNDS="${2:-3}"
+THREADS="${THREADS:-2}"
+TYPES="${TYPES:-Q8_0 Q4_0 Q4_K_M}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(dirname "$HERE")"
+OUT="${OUT:-$ROOT/docs/BENCHMARKS.md}"
+FRUGAL="$ROOT/target/release/frugal"
+BIN="$("$HERE/build_llamacpp.sh" | tail -1)"
+(cd "$ROOT" && cargo build --release -q)
+PROMPT="The quick brown fox jumps over the lazy dog. Once upon a time"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+# Peak RSS (VmHWM from /usr/bin/time) and sampled peak RssAnon of a command, in bytes.
+measure() {
+    python3 - "$@" <<'PY'
+import subprocess, sys, time, re, tempfile
+cmd = sys.argv[1:]
+tf = tempfile.NamedTemporaryFile(delete=False).name
+p = subprocess.Popen(["/usr/bin/time", "-v", "-o", tf, *cmd], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+child, anon, t0 = None, 0, time.time()
+while p.poll() is None:
+    if child is None:
+        try:
+            kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+            child = int(kids[0]) if kids else None
+        except FileNotFoundError:
+            pass
+    if child is not None:
+        try:
+            for line in open(f"/proc/{child}/status"):
+                if line.startswith("RssAnon:"):
+                    anon = max(anon, int(line.split()[1]) * 1024)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    time.sleep(0.002)
+wall = time.time() - t0
+if p.returncode != 0:
+    sys.exit(f"{cmd[0]} failed ({p.returncode})")
+hwm = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(tf).read()).group(1)) * 1024
+print(hwm, anon, f"{wall:.3f}")
+PY
+}
+
+for T in $TYPES; do
+    GGUF_TYPE="$T" THREADS="$THREADS" PP=8 TG=2 REPS=1 "$HERE/peer_llamacpp.sh" "$MODEL_DIR" > /dev/null 2>&1 || true
+    F="$MODEL_DIR/model-$T.gguf"
+    [ -s "$F" ] || { echo "missing $F (llama-quantize failed?)" >&2; exit 1; }
+    for i in $(seq 1 "$ROUNDS"); do
+        echo "$T round $i/$ROUNDS" >&2
+        "$FRUGAL" bench -m "$F" --threads "$THREADS" --ctx 256 --prompt-tokens 64 --gen-tokens 32 \
+            --runs 1 --json 2>/dev/null > "$TMP/f-$T-$i.json"
+        "$BIN/llama-bench" -m "$F" -t "$THREADS" -p 64 -n 32 -r 1 -o json 2>/dev/null > "$TMP/l-$T-$i.json"
+        measure "$FRUGAL" run -m "$F" --threads "$THREADS" --ctx 256 -n 16 -p "$PROMPT" > "$TMP/fm-$T-$i"
+        measure "$BIN/llama-completion" -m "$F" -t "$THREADS" -c 256 -p "$PROMPT" -n 16 --temp 0 \
+            --ignore-eos -no-cnv --no-display-prompt --simple-io > "$TMP/lm-$T-$i"
+        measure "$FRUGAL" run -m "$F" --threads "$THREADS" --ctx 256 -n 1 -p "$PROMPT" > "$TMP/fl-$T-$i"
+        measure "$BIN/llama-completion" -m "$F" -t "$THREADS" -c 256 -p "$PROMPT" -n 1 --temp 0 \
+            -no-cnv --no-display-prompt --simple-io > "$TMP/ll-$T-$i"
+    done
+done
+
+python3 - "$TMP" "$ROUNDS" "$MODEL_DIR" "$OUT" "$THREADS" $TYPES <<'PY'
+import json, os, statistics, subprocess, sys, datetime
+tmp, rounds, model, out, threads, types = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+med = statistics.median
+GiB, MiB = 2**30, 2**20
+def llama(path):
+    d = json.load(open(path))
+    pp = next(x["avg_ts"] for x in d if x["n_prompt"] > 0 and x["n_gen"] == 0)
+    tg = next(x["avg_ts"] for x in d if x["n_gen"] > 0 and x["n_prompt"] == 0)
+    return pp, tg
+def mem(path):
+    h, a, w = open(path).read().split()
+    return int(h), int(a), float(w)
+rows = []
+for t in types:
+    f = os.path.join(model, f"model-{t}.gguf")
+    size = os.path.getsize(f)
+    R = range(1, rounds + 1)
+    fb = [json.load(open(f"{tmp}/f-{t}-{i}.json")) for i in R]
+    lb = [llama(f"{tmp}/l-{t}-{i}.json") for i in R]
+    fm = [mem(f"{tmp}/fm-{t}-{i}") for i in R]; lm = [mem(f"{tmp}/lm-{t}-{i}") for i in R]
+    fl = [mem(f"{tmp}/fl-{t}-{i}") for i in R]; ll = [mem(f"{tmp}/ll-{t}-{i}") for i in R]
+    fd, ld = med([x["decode_tok_s"] for x in fb]), med([x[1] for x in lb])
+    fp, lp = med([x["prefill_tok_s"] for x in fb]), med([x[0] for x in lb])
+    rows.append((t, size, fd, ld, fp, lp, med([x[0] for x in fm]), med([x[0] for x in lm]),
+                 med([x[1] for x in fm]), med([x[1] for x in lm]), med([x[2] for x in fl]), med([x[2] for x in ll])))
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+lines = [
+    "# Benchmarks: frugal and llama.cpp on the same GGUF files",
+    "",
+    f"Made by `scripts/bench_gguf.sh {model} {rounds}` on {datetime.date.today()}: {cpu}, {threads} threads, "
+    f"{rounds} alternating rounds, medians. The model is `frugal synth --shape gemma-2b` (random weights, real shapes); "
+    "its bf16 GGUF comes from llama.cpp's own converter and the quantized files from its `llama-quantize` "
+    "(default mixes: Q4_0 and Q4_K_M keep some tensors in Q6_K). Both programs run each file in place.",
+    "",
+    "| file | size | decode tok/s frugal / llama.cpp | prefill tok/s (64) frugal / llama.cpp | peak RSS frugal / llama.cpp | peak anonymous frugal / llama.cpp | 1-token run, wall s frugal / llama.cpp |",
+    "|---|---|---|---|---|---|---|",
+]
+for (t, size, fd, ld, fp, lp, fr, lr, fa, la, fw, lw) in rows:
+    lines.append(f"| {t} | {size/GiB:.2f} GiB | {fd:.2f} / {ld:.2f} ({fd/ld:.2f}x) | {fp:.1f} / {lp:.1f} ({fp/lp:.2f}x) | "
+                 f"{fr/GiB:.2f} GiB ({fr/size:.3f}x file) / {lr/GiB:.2f} GiB ({lr/size:.3f}x) | {fa/MiB:.0f} / {la/MiB:.0f} MiB | {fw:.2f} / {lw:.2f} |")
+lines += ["", "Memory bandwidth on this machine varies with its neighbours (30-60 GB/s for 2 threads); runs alternate so both programs see the same conditions."]
+text = "\n".join(lines) + "\n"
+open(out, "w").write(text)
+print(text)
+PY

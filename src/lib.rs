@@ -4,6 +4,7 @@
 //! ([`load`]) -> model ([`model`]) -> generation ([`generate`]) -> command line ([`cli`]).
 //! Weights stored in a dtype the [`kernels`] can read are used in place from the memory map.
 
+pub mod chart;
 pub mod checkpoint;
 pub mod cli;
 pub mod generate;
@@ -15,3 +16,4 @@ pub mod output;
 pub mod progress;
 pub mod synth;
 pub mod tokenizer;
+pub mod trace;

@@ -46,20 +46,75 @@ pub struct Session {
     pub monitor: Monitor,
     pub ck: Checkpoint,
     pub tok: Option<GemmaTokenizer>,
+    /// The run's memory, predicted from the headers before anything was loaded.
+    pub plan: plan::MemoryPlan,
+    /// The `--max-memory` budget (the plan fits it).
+    pub budget: Option<u64>,
 }
 
 impl Session {
-    /// Starts the memory monitor, sets threads, opens the checkpoint (headers only).
-    pub fn open(m: &ModelArgs) -> Result<Self> {
+    /// Starts the memory monitor (and `--mem-trace`), sets threads, opens the checkpoint
+    /// (headers only), plans the run and checks `--max-memory`, then loads the tokenizer.
+    /// `workload` adjusts the plan of a generation filling `--ctx` to what the command will do
+    /// (its prompt, its output). An impossible budget is refused before any tensor data is read
+    /// or any large allocation is made.
+    pub fn open_for(
+        m: &ModelArgs,
+        workload: impl FnOnce(plan::Workload) -> plan::Workload,
+    ) -> Result<Self> {
+        if let Some(path) = &m.mem_trace {
+            let command = std::env::args().nth(1).unwrap_or_else(|| "frugal".into());
+            crate::trace::begin(path, &command, &m.model)?;
+        }
         let monitor = Monitor::start();
+        match Self::load(m, workload) {
+            Ok((ck, tok, plan)) => Ok(Session {
+                monitor,
+                ck,
+                tok,
+                plan,
+                budget: m.max_memory,
+            }),
+            Err(e) => {
+                let _ = crate::trace::finish(Some(monitor.peaks()));
+                Err(e)
+            }
+        }
+    }
+
+    fn load(
+        m: &ModelArgs,
+        workload: impl FnOnce(plan::Workload) -> plan::Workload,
+    ) -> Result<(Checkpoint, Option<GemmaTokenizer>, plan::MemoryPlan)> {
+        use crate::trace::{mark, phase};
         init_threads(m.threads)?;
         check_ctx(m.ctx)?;
+        mark(phase::MAP);
         let ck = Checkpoint::open_with(&m.model, &m.open_options())?;
+        mark(phase::PLAN);
+        let source = ck.dir.display().to_string();
+        let entries = plan::weight_entries(&ck.cfg, &ck.index, &source)?;
+        let mut w = plan::Workload::generate(m.ctx, rayon::current_num_threads());
+        w.fast_bf16 = !m.exact;
+        let w = workload(w.with_tokenizer_of(&ck));
+        let p = plan::predict(&ck.cfg, &ck.index, &entries, &w);
+        crate::trace::info(crate::trace::Info {
+            weights_bytes: Some(p.weights_bytes()),
+            budget_bytes: m.max_memory,
+            predicted_peak_rss_bytes: Some(p.peak_rss_bytes),
+            predicted_peak_anon_bytes: Some(p.peak_anon_bytes),
+        });
+        if let Some(b) = m.max_memory {
+            plan::check_budget(&p, b, &source, |c| {
+                plan::predict(&ck.cfg, &ck.index, &entries, &w.with_ctx(c))
+            })?;
+        }
+        mark(phase::LOAD);
         let tok = match ck.tokenizer_path() {
             Some(p) => Some(GemmaTokenizer::from_file(&p)?),
             None => None,
         };
-        Ok(Session { monitor, ck, tok })
+        Ok((ck, tok, p))
     }
 
     /// The tokenizer, or an error saying where it was looked for.
@@ -78,8 +133,26 @@ impl Session {
             weights_bytes: self.ck.index.total_bytes(),
             kv_cache_bytes,
             peaks: self.monitor.peaks(),
+            budget_bytes: self.budget,
         }
     }
+}
+
+impl Drop for Session {
+    /// Ends a `--mem-trace` with the run's peaks.
+    fn drop(&mut self) {
+        if let Err(e) = crate::trace::finish(Some(self.monitor.peaks())) {
+            eprintln!("{e:#}");
+        }
+    }
+}
+
+/// An upper bound on the tokens of a prompt of `bytes` bytes (BOS and the chat template
+/// included): every token covers at least one byte. Lets a run plan before its tokenizer is
+/// loaded.
+pub fn prompt_tokens_bound(bytes: usize, chat: bool) -> usize {
+    // BOS, and the template's `<start_of_turn>user\n` ... `<end_of_turn>\n<start_of_turn>model\n`.
+    1 + bytes + if chat { 64 } else { 0 }
 }
 
 fn sampler_config(a: &RunArgs) -> Result<SamplerConfig> {
@@ -102,7 +175,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     if a.system.is_some() && !a.chat {
         bail!("--system needs --chat: a system message only exists in the chat template");
     }
-    let s = Session::open(&a.model)?;
+    let prompt_bytes = a.prompt.len() + a.system.as_ref().map_or(0, |s| s.len() + 2);
+    let bound = prompt_tokens_bound(prompt_bytes, a.chat);
+    let s = Session::open_for(&a.model, |w| w.with_tokens(bound, a.n))?;
     let tok = s.tokenizer()?;
     let mut model = s.ck.model()?;
     model.fast_bf16 = !a.model.exact;
@@ -130,7 +205,12 @@ pub fn run(a: RunArgs) -> Result<()> {
     if !a.chat {
         print!("{}", a.prompt);
     }
+    crate::trace::mark(crate::trace::phase::PREFILL);
+    let mut first = true;
     let (_, stats) = generate::generate(&model, &prompt, &opts, |t| {
+        if std::mem::take(&mut first) {
+            crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
+        }
         if !stop_ids.contains(&t) {
             let text = stream.push(t)?;
             let mut o = stdout.lock();
@@ -183,7 +263,12 @@ pub fn parse_tokens(s: &str) -> Result<Vec<u32>> {
 
 pub fn logits(a: LogitsArgs) -> Result<()> {
     let tokens = parse_tokens(&a.tokens)?;
-    let s = Session::open(&a.model)?;
+    let n = tokens.len();
+    let s = Session::open_for(&a.model, |w| {
+        let mut w = w.with_ctx(a.model.ctx.max(n)).with_tokens(n, 0);
+        w.logits_rows = n;
+        w
+    })?;
     let model = s.ck.model()?;
     let vocab = model.cfg.vocab_size;
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
@@ -195,20 +280,35 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     }
     let ctx = a.model.ctx.max(tokens.len());
     let mut cache = model.new_cache(ctx);
+    crate::trace::mark(crate::trace::phase::PREFILL);
     let logits = model.forward(&tokens, &mut cache, true)?;
     let report = s.report(cache.bytes() as u64);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
+        // Serialized straight from the logits: no second copy of them as JSON values.
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            logits: Vec<&'a [f32]>,
+            memory: Report,
+        }
         let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
         serde_json::to_writer(
             &mut out,
-            &serde_json::json!({ "logits": rows, "memory": report }),
+            &Out {
+                logits: rows,
+                memory: report,
+            },
         )?;
         writeln!(out)?;
     } else {
         for row in logits.chunks(vocab) {
-            let line: Vec<String> = row.iter().map(|v| v.to_string()).collect();
-            writeln!(out, "{}", line.join(" "))?;
+            for (i, v) in row.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b" ")?;
+                }
+                write!(out, "{v}")?;
+            }
+            writeln!(out)?;
         }
     }
     out.flush()?;
@@ -269,7 +369,8 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
 pub struct InspectArgs {
     /// Model folder.
     pub model: PathBuf,
-    /// Context the memory estimate assumes.
+    /// Context the memory plan assumes (filled: the worst case; `frugal plan` takes every
+    /// option of a run).
     #[arg(long, default_value_t = 4096)]
     pub ctx: usize,
     /// Print JSON.
@@ -281,7 +382,8 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     check_ctx(a.ctx)?;
     let ck = Checkpoint::open(&a.model)?;
     let cfg = &ck.cfg;
-    let p = plan::plan(cfg, &ck.index, a.ctx);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let p = plan::for_checkpoint(&ck, &plan::Workload::generate(a.ctx, threads))?;
     // Bytes per component and dtype.
     let mut by_part: std::collections::BTreeMap<&str, u64> = Default::default();
     let mut by_dtype: std::collections::BTreeMap<String, u64> = Default::default();
@@ -356,38 +458,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     for (d, b) in &by_dtype {
         println!("    as {d:<9} {:>12}", human(*b));
     }
-    println!(
-        "  memory for a run with --ctx {} (predicted from headers):",
-        a.ctx
-    );
-    println!(
-        "    weights, in place from the map  {:>12}",
-        human(p.mapped_weight_bytes)
-    );
-    println!(
-        "    norms as f32                    {:>12}",
-        human(p.owned_weight_bytes)
-    );
-    println!(
-        "    KV cache at full context        {:>12}",
-        human(p.kv_cache_bytes)
-    );
-    println!(
-        "    activations and logits          {:>12}",
-        human(p.activation_bytes)
-    );
-    println!(
-        "    runtime                         {:>12}",
-        human(plan::RUNTIME_BYTES)
-    );
-    println!(
-        "    peak RSS                        {:>12}",
-        human(p.peak_rss_bytes)
-    );
-    println!(
-        "    peak anonymous                  {:>12}",
-        human(p.peak_anon_bytes)
-    );
+    print!("{}", plan::text(&p, None));
     Ok(())
 }
 

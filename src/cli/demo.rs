@@ -4,7 +4,6 @@
 use super::commands::Session;
 use super::ModelArgs;
 use crate::generate::{self, sampler::SamplerConfig, GenerateOptions};
-use crate::load::plan;
 use crate::memory::human;
 use crate::synth::{self, Shape};
 use anyhow::{Context, Result};
@@ -54,12 +53,16 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         variant: None,
         config: None,
         exact: false,
+        max_memory: None,
+        mem_trace: None,
     };
-    let s = Session::open(&m)?;
+    let text = "The memory-mapped weights";
+    let bound = super::commands::prompt_tokens_bound(text.len(), false);
+    let s = Session::open_for(&m, |w| w.with_tokens(bound, a.n))?;
     let tok = s.tokenizer()?;
     let mut model = s.ck.model()?;
     model.fast_bf16 = true;
-    let p = plan::plan(&model.cfg, &s.ck.index, m.ctx);
+    let p = &s.plan;
     eprintln!(
         "{}: {} {} layers, {} of bf16 weights used in place; predicted peak RSS {} (anonymous {})",
         dir.display(),
@@ -69,7 +72,6 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         human(p.peak_rss_bytes),
         human(p.peak_anon_bytes)
     );
-    let text = "The memory-mapped weights";
     let mut prompt = vec![model.cfg.bos_token_id];
     prompt.extend(tok.encode(text)?);
     let opts = GenerateOptions {
@@ -88,7 +90,11 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     println!("prompt: {text:?} -> {} tokens {:?}", prompt.len(), prompt);
     print!("generated ids:");
     let mut ids = Vec::new();
+    crate::trace::mark(crate::trace::phase::PREFILL);
     let (_, stats) = generate::generate(&model, &prompt, &opts, |t| {
+        if ids.is_empty() {
+            crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
+        }
         ids.push(t);
         print!(" {t}");
         std::io::stdout().flush()?;

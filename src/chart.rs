@@ -120,13 +120,19 @@ pub fn svg(trace: &Trace) -> Result<String> {
             .light_line_style(RGBColor(235, 235, 235))
             .draw()?;
 
-        let colors = [BLUE, RGBColor(230, 120, 0), RGBColor(0, 150, 70)];
+        let colors = [
+            RGBColor(120, 150, 255),
+            RGBColor(230, 120, 0),
+            RGBColor(0, 140, 60),
+        ];
         let getters: [fn(&Sample) -> u64; 3] = [|s| s.rss, |s| s.anon, |s| s.file];
-        for ((name, color), get) in SERIES.iter().zip(colors).zip(getters) {
+        // RSS is mostly one of the others: drawn wider underneath, it stays visible.
+        let widths = [5, 2, 2];
+        for (((name, color), get), width) in SERIES.iter().zip(colors).zip(getters).zip(widths) {
             chart
                 .draw_series(LineSeries::new(
                     pts.iter().map(|s| (s.t, get(s) as f64 / unit)),
-                    color.stroke_width(2),
+                    color.stroke_width(width),
                 ))?
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));

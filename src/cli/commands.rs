@@ -519,17 +519,30 @@ pub struct ConvertArgs {
     /// A Hugging Face style config.json for an input that has none.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Write resident memory sampled through the conversion to FILE (as `run --mem-trace`).
+    #[arg(long = "mem-trace", value_name = "FILE")]
+    pub mem_trace: Option<PathBuf>,
 }
 
 /// Largest shard `convert` writes.
 const CONVERT_SHARD_BYTES: u64 = 4 << 30;
 
 pub fn convert(a: ConvertArgs) -> Result<()> {
+    if let Some(t) = &a.mem_trace {
+        crate::trace::begin(t, "convert", &a.input)?;
+    }
     let monitor = Monitor::start();
+    let r = convert_with(&a, &monitor);
+    crate::trace::finish(Some(monitor.peaks()))?;
+    r
+}
+
+fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
     let opts = crate::load::OpenOptions {
         variant: a.variant.clone(),
         config: a.config.clone(),
     };
+    crate::trace::mark(crate::trace::phase::MAP);
     let ck = Checkpoint::open_with(&a.input, &opts)?;
     if a.output
         .canonicalize()
@@ -552,6 +565,11 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         })
         .collect();
     let total: u64 = tensors.iter().map(|t| t.bytes()).sum();
+    crate::trace::info(crate::trace::Info {
+        weights_bytes: Some(total),
+        ..Default::default()
+    });
+    crate::trace::mark("convert");
     let started = std::time::Instant::now();
     let progress = crate::progress::Progress::bytes("converting", total);
     let bytes = crate::output::atomic_dir(&a.output, a.force, |tmp| {

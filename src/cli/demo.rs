@@ -22,6 +22,12 @@ pub struct DemoArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Keep the run within SIZE of resident memory (as `run --max-memory`).
+    #[arg(long = "max-memory", value_name = "SIZE", value_parser = crate::memory::parse_size)]
+    pub max_memory: Option<u64>,
+    /// Write a memory trace of the run to FILE (as `run --mem-trace`).
+    #[arg(long = "mem-trace", value_name = "FILE")]
+    pub mem_trace: Option<PathBuf>,
 }
 
 /// Where demo models are cached.
@@ -53,8 +59,8 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         variant: None,
         config: None,
         exact: false,
-        max_memory: None,
-        mem_trace: None,
+        max_memory: a.max_memory,
+        mem_trace: a.mem_trace.clone(),
     };
     let text = "The memory-mapped weights";
     let bound = super::commands::prompt_tokens_bound(text.len(), false);

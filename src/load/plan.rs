@@ -352,15 +352,22 @@ fn activation_bytes(cfg: &GemmaConfig, w: &Workload) -> u64 {
 }
 
 /// Bytes of logits held: for generation the chunk's row, its copy, the previous step's and the
-/// sampler's (id, value) candidates; for all positions, every row plus one chunk's.
+/// sampler's (id, value) candidates; for all positions, every row plus one chunk's. The chunk's
+/// residual stream, its normed copy and the normed rows the output projection reads are still
+/// alive then (and their bf16 copy on the fast path).
 fn logits_bytes(cfg: &GemmaConfig, w: &Workload) -> u64 {
     let v = cfg.vocab_size as u64;
-    if w.logits_rows <= 1 {
-        v * (4 + 4 + 4 + 8)
+    let n = w.chunk.max(1) as u64;
+    let h = cfg.hidden_size as u64;
+    let (rows, held) = if w.logits_rows <= 1 {
+        (1, v * (4 + 4 + 4 + 8))
     } else {
         let rows = w.logits_rows as u64;
-        (rows + rows.min(PREFILL_CHUNK as u64)) * v * 4
-    }
+        let chunk_rows = rows.min(PREFILL_CHUNK as u64);
+        (chunk_rows, (rows + chunk_rows) * v * 4)
+    };
+    let stream = 4 * h * (2 * n + rows) + if w.fast_bf16 { 2 * h * rows } else { 0 };
+    held + stream
 }
 
 /// Predicts the memory of running `cfg` with the weights held as `entries` say, for `w`.

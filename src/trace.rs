@@ -456,6 +456,28 @@ mod tests {
     }
 
     #[test]
+    fn long_runs_sample_less_often() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let now = Instant::now();
+        let mut w = Writer {
+            out: std::io::BufWriter::new(std::fs::File::create(&path).unwrap()),
+            path: "t".into(),
+            start: now,
+            interval: Duration::from_millis(INTERVAL_MS),
+            next: now,
+            at_interval: 0,
+            last_flush: now,
+            error: None,
+        };
+        for _ in 0..SAMPLES_PER_INTERVAL * 2 + 5 {
+            w.sample(&Status::default());
+        }
+        assert_eq!(w.interval, Duration::from_millis(INTERVAL_MS * 4));
+        assert_eq!(w.at_interval, 5);
+    }
+
+    #[test]
     fn a_cut_last_line_is_ignored() {
         let text = format!(
             "{HEAD}\n{}\n{}",

@@ -6,8 +6,8 @@
 //! 1. [`weight_entries`] lists every tensor the model reads and how it is held ([`Storage`]):
 //!    matrices used in place from the map, norm vectors read once and kept as f32. This is the
 //!    one place a storage choice is made; quantize-on-load replaces the matrices' entries with
-//!    [`Storage::Quantized`] ones of their quantized size (and sets
-//!    [`Workload::load_transient_bytes`] to the source chunks it holds in flight).
+//!    [`Storage::Quantized`] ones of their quantized size ([`with_quantized`]) and sets
+//!    [`Workload::load_transient_bytes`] to the source chunks it holds in flight.
 //! 2. [`predict`] adds what a run allocates ([`Workload`]): the KV cache for the tokens held, the
 //!    activations of one prefill chunk, the logits, the tokenizer and the runtime itself
 //!    (measured constants: [`RUNTIME_FILE_BYTES`], [`RUNTIME_ANON_BYTES`],
@@ -156,6 +156,28 @@ pub fn weight_entries(
         }
     }
     Ok(out)
+}
+
+/// `entries` with the matrices `quantized_bytes` names (stored name -> quantized size) held as
+/// [`Storage::Quantized`] instead of mapped: the hook for quantize-on-load. Their stored pages
+/// are read once while loading and dropped, so they no longer count as mapped.
+pub fn with_quantized(
+    entries: Vec<WeightEntry>,
+    quantized_bytes: impl Fn(&str) -> Option<u64>,
+) -> Vec<WeightEntry> {
+    entries
+        .into_iter()
+        .map(|e| match (e.storage, quantized_bytes(&e.name)) {
+            (Storage::Mapped, Some(bytes)) => WeightEntry {
+                storage: Storage::Quantized,
+                bytes,
+                span: None,
+                at_load: true,
+                ..e
+            },
+            _ => e,
+        })
+        .collect()
 }
 
 /// What a run will do, as far as memory goes.
@@ -635,6 +657,57 @@ mod tests {
         assert_eq!(page_bytes(vec![s(0, 10, 10), s(1, 100, 10)]), 8192);
         assert_eq!(page_bytes(vec![s(0, 4000, 200)]), 8192);
         assert_eq!(page_bytes(vec![s(0, 0, 0)]), 0);
+    }
+
+    #[test]
+    fn quantized_entries_move_from_mapped_to_anonymous() {
+        let cfg = crate::model::config::GemmaConfig::from_json(
+            &crate::synth::Shape::by_name("tiny-gemma")
+                .unwrap()
+                .config_json(crate::kernels::DType::BF16),
+            "tiny-gemma",
+        )
+        .unwrap();
+        let span = |offset| {
+            Some(Span {
+                file: 0,
+                offset,
+                len: 1 << 20,
+            })
+        };
+        let entries = vec![
+            WeightEntry {
+                name: "a".into(),
+                storage: Storage::Mapped,
+                bytes: 1 << 20,
+                span: span(0),
+                at_load: false,
+            },
+            WeightEntry {
+                name: "b".into(),
+                storage: Storage::Mapped,
+                bytes: 1 << 20,
+                span: span(1 << 20),
+                at_load: false,
+            },
+        ];
+        let index = TensorIndex::new();
+        let w = Workload::generate(16, 1);
+        let before = predict(&cfg, &index, &entries, &w);
+        let q = with_quantized(entries, |n| (n == "a").then_some(300 << 10));
+        assert_eq!(q[0].storage, Storage::Quantized);
+        assert_eq!(q[1].storage, Storage::Mapped);
+        let after = predict(&cfg, &index, &q, &w);
+        assert_eq!(before.mapped_weight_bytes, 2 << 20);
+        assert_eq!(after.mapped_weight_bytes, 1 << 20);
+        assert_eq!(after.quantized_weight_bytes, 300 << 10);
+        assert_eq!(after.peak_anon_bytes, before.peak_anon_bytes + (300 << 10));
+        assert_eq!(
+            after.peak_rss_bytes + (1 << 20),
+            before.peak_rss_bytes + (300 << 10)
+        );
+        // Quantized weights are resident from loading on.
+        assert!(after.load_peak_anon_bytes >= 300 << 10);
     }
 
     #[test]

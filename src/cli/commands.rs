@@ -108,6 +108,12 @@ impl Session {
             plan::check_budget(&p, b, &source, |c| {
                 plan::predict(&ck.cfg, &ck.index, &entries, &w.with_ctx(c))
             })?;
+            eprintln!(
+                "memory budget {}: predicted peak RSS {} fits ({} anonymous)",
+                human(b),
+                human(p.peak_rss_bytes),
+                human(p.peak_anon_bytes)
+            );
         }
         mark(phase::LOAD);
         let tok = match ck.tokenizer_path() {

@@ -46,8 +46,8 @@ impl KvCache {
     }
 
     /// The bytes this cache holds after `tokens` tokens with a context of `ctx`: each layer's
-    /// capacity follows the growth steps of [`grown_capacity`], so it can exceed the tokens held
-    /// (by at most a quarter) but never its layer's cap.
+    /// capacity follows the cache's growth steps (a quarter, at least 16 tokens), so it can
+    /// exceed the tokens held (by at most a quarter) but never its layer's cap.
     pub fn bytes_after(cfg: &GemmaConfig, ctx: usize, tokens: usize) -> usize {
         let width = cfg.num_kv_heads * cfg.head_dim;
         layer_caps(cfg, ctx)

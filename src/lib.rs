@@ -6,6 +6,7 @@
 //! [`quant`] holds the GGUF-compatible block formats the kernels also multiply in place;
 //! [`export`] writes checkpoints for other runtimes (GGUF for llama.cpp).
 
+pub mod chart;
 pub mod checkpoint;
 pub mod cli;
 pub mod export;
@@ -19,3 +20,4 @@ pub mod progress;
 pub mod quant;
 pub mod synth;
 pub mod tokenizer;
+pub mod trace;

@@ -13,8 +13,11 @@ use std::time::Duration;
 pub struct Status {
     /// Peak resident set size (VmHWM), kept by the kernel.
     pub hwm: u64,
+    /// Resident set size now (VmRSS).
     pub rss: u64,
+    /// Resident anonymous memory (RssAnon): heap, stacks, owned copies.
     pub anon: u64,
+    /// Resident file-backed memory (RssFile): mapped weights, code.
     pub file: u64,
 }
 
@@ -45,10 +48,13 @@ pub struct Monitor {
 }
 
 /// Peaks observed over a run.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Peaks {
+    /// Peak resident set size.
     pub peak_rss_bytes: u64,
+    /// Peak resident anonymous memory (sampled).
     pub peak_anon_bytes: u64,
+    /// Peak resident file-backed memory (sampled).
     pub peak_file_bytes: u64,
 }
 
@@ -64,7 +70,9 @@ impl Monitor {
             .stack_size(64 << 10)
             .spawn(move || {
                 while !s2.load(Ordering::Relaxed) {
-                    record(&p2);
+                    let s = record(&p2);
+                    // A `--mem-trace` in progress takes its samples from this thread.
+                    crate::trace::tick(&s);
                     std::thread::sleep(Duration::from_millis(2));
                 }
             })
@@ -104,17 +112,20 @@ impl Drop for Monitor {
     }
 }
 
-fn record(p: &[AtomicU64; 3]) {
+fn record(p: &[AtomicU64; 3]) -> Status {
     let s = status();
     p[0].fetch_max(s.rss, Ordering::Relaxed);
     p[1].fetch_max(s.anon, Ordering::Relaxed);
     p[2].fetch_max(s.file, Ordering::Relaxed);
+    s
 }
 
 /// The memory report of a run.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Report {
+    /// Bytes of the checkpoint's tensors.
     pub weights_bytes: u64,
+    /// Bytes the KV cache held at the end.
     pub kv_cache_bytes: u64,
     #[serde(flatten)]
     pub peaks: Peaks,
@@ -148,23 +159,37 @@ impl Report {
             p.peak_anon_bytes as f64 / w,
             human(p.peak_file_bytes),
             p.peak_file_bytes as f64 / w,
-        ) + &self
-            .budget_bytes
-            .map(|b| {
-                format!(
-                    "\n  budget         {:>10}  (peak RSS {:.1} % of it)",
-                    human(b),
-                    p.peak_rss_bytes as f64 * 100.0 / b.max(1) as f64
-                )
-            })
-            .unwrap_or_default()
+        ) + &self.budget_text()
+    }
+
+    /// The budget line (empty without `--max-memory`): peak RSS against the budget, and a
+    /// warning when the budget was exceeded.
+    fn budget_text(&self) -> String {
+        let Some(b) = self.budget_bytes else {
+            return String::new();
+        };
+        let peak = self.peaks.peak_rss_bytes;
+        let mut s = format!(
+            "\n  budget         {:>10}  (peak RSS {:.1} % of it)",
+            human(b),
+            peak as f64 * 100.0 / b.max(1) as f64
+        );
+        if peak > b {
+            s += &format!(
+                "\n  warning: peak RSS exceeded the --max-memory budget by {}; please report it with `frugal plan` output",
+                human(peak - b)
+            );
+        }
+        s
     }
 }
 
-/// Parses a memory size: a number (decimals allowed) with an optional unit. `K`/`KiB`, `M`/`MiB`,
-/// `G`/`GiB`, `T`/`TiB` are powers of 1024 (as `free`, `top` and llama.cpp count); `KB`, `MB`,
-/// `GB`, `TB` are powers of 1000; no unit or `B` means bytes. Case-insensitive: `4GiB`, `4096M`,
-/// `1.5g`, `8GB`.
+/// Parses a memory size as `--max-memory` takes it: a number (decimals allowed) and an optional
+/// unit, case-insensitive. `K`, `M`, `G`, `T` and `KiB`, `MiB`, `GiB`, `TiB` are powers of 1024
+/// (as `free`, `top` and llama.cpp count: `4G` = `4GiB` = 4 * 2^30 bytes); `KB`, `MB`, `GB`, `TB`
+/// are powers of 1000 (`4GB` = 4 * 10^9 bytes); no unit, or `B`, means bytes. Fractions are
+/// rounded down to a whole byte. Examples: `4GiB`, `4096MiB`, `4G`, `1.5GiB`, `512M`, `8GB`,
+/// `1073741824`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
@@ -172,30 +197,43 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let bad = || {
-        format!("`{s}` is not a size: give a number with an optional unit, like 4GiB, 4096MiB, 4G or 1.5GB (K/M/G/T = 1024-based, KB/MB/GB/TB = 1000-based)")
+        format!(
+            "`{s}` is not a size: give a number and an optional unit, like 4GiB, 4096MiB, 4G, 1.5GiB, 512M, 8GB or plain bytes (K/M/G/T and KiB/MiB/GiB/TiB count in 1024s, KB/MB/GB/TB in 1000s)"
+        )
     };
-    let v: f64 = num.parse().map_err(|_| bad())?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024f64.powi(2),
-        "g" | "gib" => 1024f64.powi(3),
-        "t" | "tib" => 1024f64.powi(4),
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
+    if num.is_empty() || num.starts_with('.') && num.len() == 1 {
+        return Err(bad());
+    }
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
         _ => return Err(bad()),
     };
-    let b = v * mult;
-    if !b.is_finite() || b < 1.0 || b > u64::MAX as f64 / 2.0 {
-        return Err(format!("`{s}`: the size must be at least 1 byte"));
+    let bytes = match num.parse::<u64>() {
+        // Whole numbers exactly (no float rounding of large byte counts).
+        Ok(n) => n.checked_mul(mult),
+        Err(_) => {
+            let v: f64 = num.parse().map_err(|_| bad())?;
+            let b = v * mult as f64;
+            (b.is_finite() && b < u64::MAX as f64).then_some(b as u64)
+        }
+    };
+    match bytes {
+        Some(0) => Err(format!("`{s}`: a memory size must be at least 1 byte")),
+        Some(b) => Ok(b),
+        None => Err(format!("`{s}`: too large a size")),
     }
-    Ok(b as u64)
 }
 
 #[cfg(test)]
-mod size_tests {
+mod tests {
     use super::parse_size;
 
     #[test]
@@ -204,12 +242,39 @@ mod size_tests {
         assert_eq!(parse_size("4096MiB"), Ok(4 << 30));
         assert_eq!(parse_size("4G"), Ok(4 << 30));
         assert_eq!(parse_size("4g"), Ok(4 << 30));
+        assert_eq!(parse_size("4gib"), Ok(4 << 30));
         assert_eq!(parse_size("4GB"), Ok(4_000_000_000));
-        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
         assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("0.5K"), Ok(512));
         assert_eq!(parse_size("1000"), Ok(1000));
-        for bad in ["", "GiB", "4 parsecs", "-1G", "0", "1.2.3G", "nanG"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
+        assert_eq!(parse_size("1000B"), Ok(1000));
+        assert_eq!(parse_size(" 2 TiB "), Ok(2 << 40));
+        assert_eq!(parse_size("8MB"), Ok(8_000_000));
+    }
+
+    #[test]
+    fn bad_sizes() {
+        for s in [
+            "",
+            "G",
+            "GiB",
+            "4 gigs",
+            "4Gi",
+            "-1G",
+            "1e9",
+            "4..5G",
+            "0",
+            "0G",
+            ".",
+            "4GiBs",
+            "99999999999T",
+        ] {
+            let e = parse_size(s).unwrap_err();
+            assert!(!e.is_empty(), "{s}");
+            if !matches!(s, "0" | "0G" | "99999999999T") {
+                assert!(e.contains("4GiB, 4096MiB, 4G"), "{s}: {e}");
+            }
         }
     }
 }

@@ -1,6 +1,18 @@
-//! Progress bars on stderr for long jobs that move bytes (converting, synthesizing): bytes done
-//! of total, rate and time left, drawn by `indicatif`. Nothing is drawn when stderr is not a
-//! terminal, so logs, pipes and tests see only the final summary lines.
+//! Progress bars on stderr for long jobs that move bytes (converting, synthesizing, quantizing
+//! while loading): bytes done of total, rate and time left, drawn by `indicatif`. Nothing is
+//! drawn when stderr is not a terminal, so logs, pipes and tests see only the final summary
+//! lines.
+//!
+//! A [`Progress`] is `Send + Sync`: workers on the rayon pool may all [`Progress::add`] to one
+//! bar (indicatif redraws at most 20 times a second, so adding per chunk costs nothing):
+//!
+//! ```
+//! use rayon::prelude::*;
+//! let chunks = vec![vec![0u8; 1 << 16]; 8];
+//! let bar = frugal::progress::Progress::bytes("quantizing", 8 << 16);
+//! chunks.par_iter().for_each(|c| bar.add(c.len() as u64));
+//! bar.finish();
+//! ```
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -27,6 +39,23 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
+    /// A bar that is never drawn (for a caller that reports progress its own way).
+    pub fn hidden() -> Self {
+        Progress { bar: None }
+    }
+
+    /// True when the bar is drawn (stderr is a terminal).
+    pub fn is_visible(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Replaces the label (e.g. with the tensor being worked on).
+    pub fn set_message(&self, what: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(what.to_string());
+        }
+    }
+
     /// Adds `n` bytes done.
     pub fn add(&self, n: u64) {
         if let Some(b) = &self.bar {
@@ -45,5 +74,25 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    #[test]
+    fn shared_by_threads_and_quiet_when_hidden() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Progress>();
+        let p = Progress::hidden();
+        assert!(!p.is_visible());
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| p.add(10));
+            }
+        });
+        p.set_message("done");
+        p.finish();
     }
 }

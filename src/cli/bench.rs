@@ -44,11 +44,6 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if a.prompt_tokens == 0 || a.gen_tokens == 0 || a.runs == 0 {
         bail!("--prompt-tokens, --gen-tokens and --runs must each be at least 1");
     }
-    let t0 = Instant::now();
-    let s = Session::open(&a.model)?;
-    let mut model = s.model()?;
-    model.fast_bf16 = !a.model.exact;
-    let load_s = t0.elapsed().as_secs_f64();
     let ctx = a.prompt_tokens + a.gen_tokens;
     if ctx > a.model.ctx {
         bail!(
@@ -56,6 +51,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             a.model.ctx
         );
     }
+    let t0 = Instant::now();
+    let s = Session::open_for(&a.model, |w| {
+        w.with_ctx(ctx).with_tokens(a.prompt_tokens, a.gen_tokens)
+    })?;
+    let mut model = s.model()?;
+    model.fast_bf16 = !a.model.exact;
+    let load_s = t0.elapsed().as_secs_f64();
     // A fixed pseudo-random prompt of valid ids, starting with BOS.
     let limit = s.tok.as_ref().map_or(model.cfg.vocab_size, |t| {
         t.vocab_size.min(model.cfg.vocab_size)
@@ -73,12 +75,16 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let mut kv_bytes = 0usize;
     for run in 0..a.runs {
         let mut cache = model.new_cache(ctx);
+        if run == 0 {
+            crate::trace::mark(crate::trace::phase::PREFILL);
+        }
         let t = Instant::now();
         let logits = model.forward(&prompt, &mut cache, false)?;
         let p = t.elapsed().as_secs_f64();
         let mut tok = argmax(&logits) as u32;
         if run == 0 {
             ttft_s = t0.elapsed().as_secs_f64();
+            crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
         }
         let t = Instant::now();
         for _ in 1..a.gen_tokens {

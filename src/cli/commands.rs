@@ -46,23 +46,82 @@ pub struct Session {
     pub monitor: Monitor,
     pub ck: Checkpoint,
     pub tok: Option<GemmaTokenizer>,
+    /// The run's memory, predicted from the headers before anything was loaded.
+    pub plan: plan::MemoryPlan,
     /// The `--max-memory` budget and how it is kept.
     pub budget: Option<budget::Budget>,
 }
 
 impl Session {
-    /// Starts the memory monitor, sets threads, opens the checkpoint (headers only).
-    pub fn open(m: &ModelArgs) -> Result<Self> {
+    /// Starts the memory monitor (and `--mem-trace`), sets threads, opens the checkpoint
+    /// (headers only), plans the run and checks `--max-memory`, then loads the tokenizer.
+    /// `workload` adjusts the plan of a generation filling `--ctx` to what the command will do
+    /// (its prompt, its output). An impossible budget is refused before any tensor data is read
+    /// or any large allocation is made.
+    pub fn open_for(
+        m: &ModelArgs,
+        workload: impl FnOnce(plan::Workload) -> plan::Workload,
+    ) -> Result<Self> {
+        if let Some(path) = &m.mem_trace {
+            let command = std::env::args().nth(1).unwrap_or_else(|| "frugal".into());
+            crate::trace::begin(path, &command, &m.model)?;
+        }
         let monitor = Monitor::start();
+        match Self::load(m, workload) {
+            Ok((ck, tok, plan, budget)) => Ok(Session {
+                monitor,
+                ck,
+                tok,
+                plan,
+                budget,
+            }),
+            Err(e) => {
+                let _ = crate::trace::finish(Some(monitor.peaks()));
+                Err(e)
+            }
+        }
+    }
+
+    fn load(
+        m: &ModelArgs,
+        workload: impl FnOnce(plan::Workload) -> plan::Workload,
+    ) -> Result<(
+        Checkpoint,
+        Option<GemmaTokenizer>,
+        plan::MemoryPlan,
+        Option<budget::Budget>,
+    )> {
+        use crate::trace::{mark, phase};
         init_threads(m.threads)?;
         check_ctx(m.ctx)?;
+        mark(phase::MAP);
         let mut ck = Checkpoint::open_with(&m.model, &m.open_options())?;
+        mark(phase::PLAN);
+        let source = ck.dir.display().to_string();
+        let entries = plan::weight_entries(&ck.cfg, &ck.index, &source)?;
+        let mut w = plan::Workload::generate(m.ctx, rayon::current_num_threads());
+        w.fast_bf16 = !m.exact;
+        let w = workload(w.with_tokenizer_of(&ck));
+        let p = plan::predict(&ck.cfg, &ck.index, &entries, &w);
+        crate::trace::info(crate::trace::Info {
+            weights_bytes: Some(p.weights_bytes()),
+            budget_bytes: m.max_memory,
+            predicted_peak_rss_bytes: Some(p.peak_rss_bytes),
+            predicted_peak_anon_bytes: Some(p.peak_anon_bytes),
+        });
         // The budget is decided from the headers alone: an impossible one is refused here,
         // before any weight is read or memory is reserved.
-        let budget = m
-            .max_memory
-            .map(|b| budget::decide(&ck, m.ctx, m.quant, b))
-            .transpose()?;
+        let budget = match m.max_memory {
+            None => None,
+            Some(b) if m.quant.is_none() && p.peak_rss_bytes <= b => Some(budget::Budget {
+                bytes: b,
+                placement: budget::Placement::Resident,
+                predicted_peak: p.peak_rss_bytes,
+            }),
+            // Quantized, or the weights do not all fit in place: resident quantized weights,
+            // layer streaming, or a refusal with the least budget that works.
+            Some(b) => Some(budget::decide(&ck, m.ctx, m.quant, b, m.quant.is_some())?),
+        };
         let stream = matches!(
             budget.as_ref().map(|b| &b.placement),
             Some(budget::Placement::Stream(_))
@@ -83,7 +142,9 @@ impl Session {
                 human(b.predicted_peak)
             );
         }
+        mark(phase::LOAD);
         if let Some(kind) = m.quant {
+            mark("quantize");
             let t = std::time::Instant::now();
             if stream {
                 ck.quantize_to_cache(kind)?;
@@ -102,12 +163,7 @@ impl Session {
             Some(p) => Some(GemmaTokenizer::from_file(&p)?),
             None => None,
         };
-        Ok(Session {
-            monitor,
-            ck,
-            tok,
-            budget,
-        })
+        Ok((ck, tok, p, budget))
     }
 
     /// Binds the model, streaming its layers when the budget says so.
@@ -144,6 +200,23 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// Ends a `--mem-trace` with the run's peaks.
+    fn drop(&mut self) {
+        if let Err(e) = crate::trace::finish(Some(self.monitor.peaks())) {
+            eprintln!("{e:#}");
+        }
+    }
+}
+
+/// An upper bound on the tokens of a prompt of `bytes` bytes (BOS and the chat template
+/// included): every token covers at least one byte. Lets a run plan before its tokenizer is
+/// loaded.
+pub fn prompt_tokens_bound(bytes: usize, chat: bool) -> usize {
+    // BOS, and the template's `<start_of_turn>user\n` ... `<end_of_turn>\n<start_of_turn>model\n`.
+    1 + bytes + if chat { 64 } else { 0 }
+}
+
 fn sampler_config(a: &RunArgs) -> Result<SamplerConfig> {
     if !(a.temp >= 0.0 && a.temp.is_finite()) {
         bail!("--temp must be a finite number >= 0, got {}", a.temp);
@@ -164,7 +237,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     if a.system.is_some() && !a.chat {
         bail!("--system needs --chat: a system message only exists in the chat template");
     }
-    let s = Session::open(&a.model)?;
+    let prompt_bytes = a.prompt.len() + a.system.as_ref().map_or(0, |s| s.len() + 2);
+    let bound = prompt_tokens_bound(prompt_bytes, a.chat);
+    let s = Session::open_for(&a.model, |w| w.with_tokens(bound, a.n))?;
     let tok = s.tokenizer()?;
     let mut model = s.model()?;
     model.fast_bf16 = !a.model.exact;
@@ -192,7 +267,12 @@ pub fn run(a: RunArgs) -> Result<()> {
     if !a.chat {
         print!("{}", a.prompt);
     }
+    crate::trace::mark(crate::trace::phase::PREFILL);
+    let mut first = true;
     let (_, stats) = generate::generate(&model, &prompt, &opts, |t| {
+        if std::mem::take(&mut first) {
+            crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
+        }
         if !stop_ids.contains(&t) {
             let text = stream.push(t)?;
             let mut o = stdout.lock();
@@ -245,7 +325,12 @@ pub fn parse_tokens(s: &str) -> Result<Vec<u32>> {
 
 pub fn logits(a: LogitsArgs) -> Result<()> {
     let tokens = parse_tokens(&a.tokens)?;
-    let s = Session::open(&a.model)?;
+    let n = tokens.len();
+    let s = Session::open_for(&a.model, |w| {
+        let mut w = w.with_ctx(a.model.ctx.max(n)).with_tokens(n, 0);
+        w.logits_rows = n;
+        w
+    })?;
     let model = s.model()?;
     let vocab = model.cfg.vocab_size;
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
@@ -257,20 +342,35 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     }
     let ctx = a.model.ctx.max(tokens.len());
     let mut cache = model.new_cache(ctx);
+    crate::trace::mark(crate::trace::phase::PREFILL);
     let logits = model.forward(&tokens, &mut cache, true)?;
     let report = s.report(cache.bytes() as u64);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
+        // Serialized straight from the logits: no second copy of them as JSON values.
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            logits: Vec<&'a [f32]>,
+            memory: Report,
+        }
         let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
         serde_json::to_writer(
             &mut out,
-            &serde_json::json!({ "logits": rows, "memory": report }),
+            &Out {
+                logits: rows,
+                memory: report,
+            },
         )?;
         writeln!(out)?;
     } else {
         for row in logits.chunks(vocab) {
-            let line: Vec<String> = row.iter().map(|v| v.to_string()).collect();
-            writeln!(out, "{}", line.join(" "))?;
+            for (i, v) in row.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b" ")?;
+                }
+                write!(out, "{v}")?;
+            }
+            writeln!(out)?;
         }
     }
     out.flush()?;
@@ -331,7 +431,8 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
 pub struct InspectArgs {
     /// Model folder.
     pub model: PathBuf,
-    /// Context the memory estimate assumes.
+    /// Context the memory plan assumes (filled: the worst case; `frugal plan` takes every
+    /// option of a run).
     #[arg(long, default_value_t = 4096)]
     pub ctx: usize,
     /// Print JSON.
@@ -343,7 +444,8 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     check_ctx(a.ctx)?;
     let ck = Checkpoint::open(&a.model)?;
     let cfg = &ck.cfg;
-    let p = plan::plan(cfg, &ck.index, a.ctx);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let p = plan::for_checkpoint(&ck, &plan::Workload::generate(a.ctx, threads))?;
     // Bytes per component and dtype.
     let mut by_part: std::collections::BTreeMap<&str, u64> = Default::default();
     let mut by_dtype: std::collections::BTreeMap<String, u64> = Default::default();
@@ -418,38 +520,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     for (d, b) in &by_dtype {
         println!("    as {d:<9} {:>12}", human(*b));
     }
-    println!(
-        "  memory for a run with --ctx {} (predicted from headers):",
-        a.ctx
-    );
-    println!(
-        "    weights, in place from the map  {:>12}",
-        human(p.mapped_weight_bytes)
-    );
-    println!(
-        "    norms as f32                    {:>12}",
-        human(p.owned_weight_bytes)
-    );
-    println!(
-        "    KV cache at full context        {:>12}",
-        human(p.kv_cache_bytes)
-    );
-    println!(
-        "    activations and logits          {:>12}",
-        human(p.activation_bytes)
-    );
-    println!(
-        "    runtime                         {:>12}",
-        human(plan::RUNTIME_BYTES)
-    );
-    println!(
-        "    peak RSS                        {:>12}",
-        human(p.peak_rss_bytes)
-    );
-    println!(
-        "    peak anonymous                  {:>12}",
-        human(p.peak_anon_bytes)
-    );
+    print!("{}", plan::text(&p, None));
     Ok(())
 }
 
@@ -515,17 +586,30 @@ pub struct ConvertArgs {
     /// A Hugging Face style config.json for an input that has none.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Write resident memory sampled through the conversion to FILE (as `run --mem-trace`).
+    #[arg(long = "mem-trace", value_name = "FILE")]
+    pub mem_trace: Option<PathBuf>,
 }
 
 /// Largest shard `convert` writes.
 const CONVERT_SHARD_BYTES: u64 = 4 << 30;
 
 pub fn convert(a: ConvertArgs) -> Result<()> {
+    if let Some(t) = &a.mem_trace {
+        crate::trace::begin(t, "convert", &a.input)?;
+    }
     let monitor = Monitor::start();
+    let r = convert_with(&a, &monitor);
+    crate::trace::finish(Some(monitor.peaks()))?;
+    r
+}
+
+fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
     let opts = crate::load::OpenOptions {
         variant: a.variant.clone(),
         config: a.config.clone(),
     };
+    crate::trace::mark(crate::trace::phase::MAP);
     let ck = Checkpoint::open_with(&a.input, &opts)?;
     if a.output
         .canonicalize()
@@ -572,6 +656,11 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         })
         .collect();
     let total: u64 = tensors.iter().map(|t| t.bytes()).sum();
+    crate::trace::info(crate::trace::Info {
+        weights_bytes: Some(total),
+        ..Default::default()
+    });
+    crate::trace::mark("convert");
     let started = std::time::Instant::now();
     let progress = crate::progress::Progress::bytes("converting", total);
     let bytes = crate::output::atomic_dir(&a.output, a.force, |tmp| {

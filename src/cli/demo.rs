@@ -4,7 +4,6 @@
 use super::commands::Session;
 use super::ModelArgs;
 use crate::generate::{self, sampler::SamplerConfig, GenerateOptions};
-use crate::load::plan;
 use crate::memory::human;
 use crate::synth::{self, Shape};
 use anyhow::{Context, Result};
@@ -23,6 +22,12 @@ pub struct DemoArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Keep the run within SIZE of resident memory (as `run --max-memory`).
+    #[arg(long = "max-memory", value_name = "SIZE", value_parser = crate::memory::parse_size)]
+    pub max_memory: Option<u64>,
+    /// Write a memory trace of the run to FILE (as `run --mem-trace`).
+    #[arg(long = "mem-trace", value_name = "FILE")]
+    pub mem_trace: Option<PathBuf>,
 }
 
 /// Where demo models are cached.
@@ -52,13 +57,16 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         config: None,
         exact: false,
         quant: None,
-        max_memory: None,
+        max_memory: a.max_memory,
+        mem_trace: a.mem_trace.clone(),
     };
-    let s = Session::open(&m)?;
+    let text = "The memory-mapped weights";
+    let bound = super::commands::prompt_tokens_bound(text.len(), false);
+    let s = Session::open_for(&m, |w| w.with_tokens(bound, a.n))?;
     let tok = s.tokenizer()?;
     let mut model = s.model()?;
     model.fast_bf16 = true;
-    let p = plan::plan(&model.cfg, &s.ck.index, m.ctx);
+    let p = &s.plan;
     eprintln!(
         "{}: {} {} layers, {} of bf16 weights used in place; predicted peak RSS {} (anonymous {})",
         dir.display(),
@@ -68,7 +76,6 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         human(p.peak_rss_bytes),
         human(p.peak_anon_bytes)
     );
-    let text = "The memory-mapped weights";
     let mut prompt = vec![model.cfg.bos_token_id];
     prompt.extend(tok.encode(text)?);
     let opts = GenerateOptions {
@@ -87,7 +94,11 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     println!("prompt: {text:?} -> {} tokens {:?}", prompt.len(), prompt);
     print!("generated ids:");
     let mut ids = Vec::new();
+    crate::trace::mark(crate::trace::phase::PREFILL);
     let (_, stats) = generate::generate(&model, &prompt, &opts, |t| {
+        if ids.is_empty() {
+            crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
+        }
         ids.push(t);
         print!(" {t}");
         std::io::stdout().flush()?;

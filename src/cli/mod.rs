@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod demo;
+mod memory;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -53,6 +54,10 @@ pub struct ModelArgs {
     /// the run is refused with the smallest budget that works.
     #[arg(long = "max-memory", value_name = "SIZE", value_parser = crate::memory::parse_size)]
     pub max_memory: Option<u64>,
+    /// Write resident memory (RSS, anonymous, file-backed) sampled through the run, with phase
+    /// marks, to FILE as JSON lines; `frugal report FILE -o chart.svg` draws it.
+    #[arg(long = "mem-trace", value_name = "FILE")]
+    pub mem_trace: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -83,6 +88,10 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Measure load time, time to first token, prefill and decode speed, and memory.
     Bench(bench::BenchArgs),
+    /// Predict a run's peak memory from the headers alone, and check it against a budget.
+    Plan(memory::PlanArgs),
+    /// Draw a memory trace (written with --mem-trace) as an SVG chart.
+    Report(memory::ReportArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -97,6 +106,8 @@ pub fn main() -> Result<()> {
         Command::Convert(a) => commands::convert(a),
         Command::Demo(a) => demo::demo(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Plan(a) => memory::plan(a),
+        Command::Report(a) => memory::report(a),
     }
 }
 

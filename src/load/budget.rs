@@ -91,15 +91,18 @@ fn layer_of(name: &str) -> Option<usize> {
 }
 
 /// Decides how `ck` runs with a context of `ctx` tokens (and `quant`) within `budget` bytes,
-/// or refuses with the smallest budget that works and what else would fit.
+/// or refuses with the smallest budget that works and what else would fit. `resident`: whether
+/// keeping every weight resident may be chosen (a caller that already knows from a finer
+/// prediction that it does not fit passes `false`).
 pub fn decide(
     ck: &Checkpoint,
     ctx: usize,
     quant: Option<QuantKind>,
     budget: u64,
+    resident: bool,
 ) -> Result<Budget> {
     let s = sizes(ck, ctx, quant)?;
-    if s.total() <= budget {
+    if resident && s.total() <= budget {
         return Ok(Budget {
             bytes: budget,
             placement: Placement::Resident,

@@ -45,9 +45,32 @@ impl KvCache {
         layer_caps(cfg, ctx).iter().map(|c| c * width * 2 * 4).sum()
     }
 
+    /// The bytes this cache holds after `tokens` tokens with a context of `ctx`: each layer's
+    /// capacity follows the cache's growth steps (a quarter, at least 16 tokens), so it can
+    /// exceed the tokens held (by at most a quarter) but never its layer's cap.
+    pub fn bytes_after(cfg: &GemmaConfig, ctx: usize, tokens: usize) -> usize {
+        let width = cfg.num_kv_heads * cfg.head_dim;
+        layer_caps(cfg, ctx)
+            .iter()
+            .map(|&cap| {
+                let (mut have, held) = (0, tokens.min(cap));
+                while have < held {
+                    have = grown_capacity(have, cap);
+                }
+                have * width * 2 * 4
+            })
+            .sum()
+    }
+
     fn slot(&self, layer: usize, pos: usize) -> usize {
         pos % self.layers[layer].cap
     }
+}
+
+/// The token capacity a layer's cache grows to from `held` tokens when one more arrives: steps
+/// of a quarter (at least 16 tokens), so memory follows the tokens actually held.
+fn grown_capacity(held: usize, cap: usize) -> usize {
+    (held + 1).max(held + held / 4).max(held + 16).min(cap)
 }
 
 fn layer_caps(cfg: &GemmaConfig, ctx: usize) -> Vec<usize> {
@@ -417,7 +440,7 @@ impl<'a> Gemma<'a> {
             if slot == held {
                 // Growing: reserve in steps so memory follows the tokens actually held.
                 if lc.k.capacity() < (held + 1) * width {
-                    let want = (held + 1).max(held + held / 4).max(held + 16).min(cap);
+                    let want = grown_capacity(held, cap);
                     lc.k.reserve_exact(want * width - lc.k.len());
                     lc.v.reserve_exact(want * width - lc.v.len());
                 }

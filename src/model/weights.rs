@@ -291,6 +291,21 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Nam
     Ok(nm)
 }
 
+/// Every stored tensor the model reads (matrices, norm vectors, int8 matrices' per-row scales;
+/// gemma_pytorch's fused qkv as one), after the same checks as [`bind`]. Reads no tensor data:
+/// this is what the memory plan counts.
+pub fn bound_names(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Vec<String>> {
+    let nm = check(cfg, index, source)?;
+    let mut names = Vec::new();
+    for e in expected(cfg, &nm) {
+        if is_int8(index, &e.name) {
+            names.push(scaler_name(&e.name));
+        }
+        names.push(e.name);
+    }
+    Ok(names)
+}
+
 /// Checks (as [`check`]) and binds every expected tensor in place.
 pub fn bind<'a>(cfg: &GemmaConfig, index: &'a TensorIndex, source: &str) -> Result<Weights<'a>> {
     bind_with(cfg, index, source, &BTreeMap::new())

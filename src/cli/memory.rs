@@ -1,0 +1,140 @@
+//! `frugal plan` (a run's memory predicted from the headers, checked against a budget) and
+//! `frugal report` (a `--mem-trace` drawn as an SVG chart).
+
+use super::{check_ctx, ModelArgs};
+use crate::load::{plan, Checkpoint};
+use crate::memory::{human, Monitor};
+use crate::trace;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print JSON: `peak_rss_bytes`, `peak_anon_bytes`, the breakdown, and with --max-memory
+    /// `budget_bytes` and `fits`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The worker threads a run with `threads` would use.
+fn threads(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// The plan of a generation filling `m.ctx`, from the headers of `m.model`.
+pub fn model_plan(m: &ModelArgs, ck: &Checkpoint) -> Result<plan::MemoryPlan> {
+    let mut w = plan::Workload::generate(m.ctx, threads(m.threads));
+    w.fast_bf16 = !m.exact;
+    plan::for_checkpoint(ck, &w)
+}
+
+pub fn plan(a: PlanArgs) -> Result<()> {
+    let m = &a.model;
+    check_ctx(m.ctx)?;
+    if let Some(t) = &m.mem_trace {
+        trace::begin(t, "plan", &m.model)?;
+    }
+    let monitor = Monitor::start();
+    trace::mark(trace::phase::MAP);
+    let ck = Checkpoint::open_with(&m.model, &m.open_options())?;
+    trace::mark(trace::phase::PLAN);
+    let p = model_plan(m, &ck)?;
+    let source = ck.dir.display().to_string();
+    let fits = m.max_memory.map(|b| p.peak_rss_bytes <= b);
+    if a.json {
+        let mut v = serde_json::to_value(&p)?;
+        let o = v.as_object_mut().expect("a plan is an object");
+        for (k, val) in [
+            ("model", serde_json::json!(source)),
+            ("weights_bytes", serde_json::json!(p.weights_bytes())),
+            (
+                "weights_by_storage",
+                serde_json::json!({
+                    "mapped": p.mapped_weight_bytes,
+                    "owned": p.owned_weight_bytes,
+                    "quantized": p.quantized_weight_bytes,
+                }),
+            ),
+            ("budget_bytes", serde_json::json!(m.max_memory)),
+            ("fits", serde_json::json!(fits)),
+            (
+                "smallest_budget",
+                serde_json::json!(plan::size_arg(p.peak_rss_bytes)),
+            ),
+        ] {
+            o.insert(k.into(), val);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{}: {} {} layers, {} tensors in {} file(s)",
+            source,
+            ck.cfg.family.name(),
+            ck.cfg.num_layers,
+            ck.index.tensors.len(),
+            ck.index.files.len()
+        );
+        print!("{}", plan::text(&p, m.max_memory));
+    }
+    trace::info(trace::Info {
+        weights_bytes: Some(p.weights_bytes()),
+        budget_bytes: m.max_memory,
+        predicted_peak_rss_bytes: Some(p.peak_rss_bytes),
+        predicted_peak_anon_bytes: Some(p.peak_anon_bytes),
+    });
+    trace::finish(Some(monitor.peaks()))?;
+    if let Some(b) = m.max_memory {
+        let entries = plan::weight_entries(&ck.cfg, &ck.index, &source)?;
+        plan::check_budget(&p, b, &source, |c| {
+            plan::predict(&ck.cfg, &ck.index, &entries, &p.workload.with_ctx(c))
+        })?;
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A memory trace written with --mem-trace FILE.
+    pub trace: PathBuf,
+    /// The SVG chart to write.
+    #[arg(short = 'o', long = "out", value_name = "SVG")]
+    pub out: PathBuf,
+}
+
+pub fn report(a: ReportArgs) -> Result<()> {
+    let t = crate::chart::render(&a.trace, &a.out)?;
+    let peak = |f: fn(&trace::Sample) -> u64| t.samples.iter().map(f).max().unwrap_or(0);
+    let span = t.samples.last().map_or(0.0, |s| s.t);
+    let marks: Vec<String> = t
+        .marks
+        .iter()
+        .map(|m| format!("{} {:.2}s", m.phase, m.t))
+        .collect();
+    eprintln!(
+        "{}: frugal {} on {}, {} samples over {:.2} s; sampled peaks RSS {}, anonymous {}, file-backed {}{}",
+        a.out.display(),
+        t.header.command,
+        t.header.model,
+        t.samples.len(),
+        span,
+        human(peak(|s| s.rss)),
+        human(peak(|s| s.anon)),
+        human(peak(|s| s.file)),
+        if t.truncated {
+            " (the trace's last line was cut short: the run was stopped)"
+        } else {
+            ""
+        }
+    );
+    if !marks.is_empty() {
+        eprintln!("  phases: {}", marks.join(", "));
+    }
+    Ok(())
+}

@@ -97,10 +97,12 @@ impl Session {
         mark(phase::MAP);
         let mut ck = Checkpoint::open_with(&m.model, &m.open_options())?;
         mark(phase::PLAN);
-        let source = ck.dir.display().to_string();
-        let entries = plan::weight_entries(&ck.cfg, &ck.index, &source)?;
+        let entries = plan::entries_for(&ck, m.quant)?;
         let mut w = plan::Workload::generate(m.ctx, rayon::current_num_threads());
         w.fast_bf16 = !m.exact;
+        if m.quant.is_some() {
+            w = w.with_quantizing();
+        }
         let w = workload(w.with_tokenizer_of(&ck));
         let p = plan::predict(&ck.cfg, &ck.index, &entries, &w);
         crate::trace::info(crate::trace::Info {
@@ -113,14 +115,14 @@ impl Session {
         // before any weight is read or memory is reserved.
         let budget = match m.max_memory {
             None => None,
-            Some(b) if m.quant.is_none() && p.peak_rss_bytes <= b => Some(budget::Budget {
+            Some(b) if p.peak_rss_bytes <= b => Some(budget::Budget {
                 bytes: b,
                 placement: budget::Placement::Resident,
                 predicted_peak: p.peak_rss_bytes,
             }),
-            // Quantized, or the weights do not all fit in place: resident quantized weights,
-            // layer streaming, or a refusal with the least budget that works.
-            Some(b) => Some(budget::decide(&ck, m.ctx, m.quant, b, m.quant.is_some())?),
+            // The weights do not all fit: layer streaming (of the quantized copy with
+            // --quant), or a refusal with the least budget that works.
+            Some(b) => Some(budget::decide(&ck, m.ctx, m.quant, b, false)?),
         };
         let stream = matches!(
             budget.as_ref().map(|b| &b.placement),
@@ -445,7 +447,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     let ck = Checkpoint::open(&a.model)?;
     let cfg = &ck.cfg;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let p = plan::for_checkpoint(&ck, &plan::Workload::generate(a.ctx, threads))?;
+    let p = plan::for_checkpoint(&ck, &plan::Workload::generate(a.ctx, threads), None)?;
     // Bytes per component and dtype.
     let mut by_part: std::collections::BTreeMap<&str, u64> = Default::default();
     let mut by_dtype: std::collections::BTreeMap<String, u64> = Default::default();

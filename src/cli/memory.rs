@@ -32,7 +32,7 @@ fn threads(threads: Option<usize>) -> usize {
 pub fn model_plan(m: &ModelArgs, ck: &Checkpoint) -> Result<plan::MemoryPlan> {
     let mut w = plan::Workload::generate(m.ctx, threads(m.threads));
     w.fast_bf16 = !m.exact;
-    plan::for_checkpoint(ck, &w)
+    plan::for_checkpoint(ck, &w, m.quant)
 }
 
 pub fn plan(a: PlanArgs) -> Result<()> {
@@ -90,11 +90,20 @@ pub fn plan(a: PlanArgs) -> Result<()> {
         predicted_peak_anon_bytes: Some(p.peak_anon_bytes),
     });
     trace::finish(Some(monitor.peaks()))?;
-    if let Some(b) = m.max_memory {
-        let entries = plan::weight_entries(&ck.cfg, &ck.index, &source)?;
-        plan::check_budget(&p, b, &source, |c| {
-            plan::predict(&ck.cfg, &ck.index, &entries, &p.workload.with_ctx(c))
-        })?;
+    if let Some(b) = m.max_memory.filter(|&b| p.peak_rss_bytes > b) {
+        // As a run would: stream layers if one layer at a time fits, else refuse with the
+        // least budget that works and what would fit.
+        let d = crate::load::budget::decide(&ck, m.ctx, m.quant, b, false)?;
+        if let crate::load::budget::Placement::Stream(s) = &d.placement {
+            println!(
+                "with --max-memory {}: the weights do not all fit; a run streams {} of {} layers from disk ({} per token), predicted peak {}",
+                human(b),
+                s.pinned.iter().filter(|&&x| !x).count(),
+                s.pinned.len(),
+                human(s.streamed_bytes_per_token),
+                human(d.predicted_peak)
+            );
+        }
     }
     Ok(())
 }

@@ -180,6 +180,22 @@ pub fn with_quantized(
         .collect()
 }
 
+/// [`weight_entries`] as a run with `--quant kind` holds them: every matrix quantized in
+/// anonymous memory at its exact block size ([`super::quantize::QuantPlan`]), the rest as
+/// without it.
+pub fn entries_for(
+    ck: &Checkpoint,
+    quant: Option<super::quantize::QuantKind>,
+) -> Result<Vec<WeightEntry>> {
+    let entries = weight_entries(&ck.cfg, &ck.index, &ck.dir.display().to_string())?;
+    let Some(kind) = quant else {
+        return Ok(entries);
+    };
+    let q: std::collections::BTreeMap<String, u64> =
+        ck.quant_plan(kind)?.matrix_bytes().into_iter().collect();
+    Ok(with_quantized(entries, |n| q.get(n).copied()))
+}
+
 /// What a run will do, as far as memory goes.
 #[derive(Clone, Debug, Serialize)]
 pub struct Workload {
@@ -244,6 +260,13 @@ impl Workload {
     }
 
     /// The same workload with another context (tokens and chunk clipped to it).
+    /// Quantizing while loading: the source chunks in flight count while loading (one being
+    /// quantized, one read ahead; see `load::quantize`).
+    pub fn with_quantizing(mut self) -> Self {
+        self.load_transient_bytes = 2 * super::quantize::CHUNK_BYTES as u64;
+        self
+    }
+
     pub fn with_ctx(&self, ctx: usize) -> Self {
         let mut w = self.clone();
         w.ctx = ctx.max(1);
@@ -505,15 +528,19 @@ pub fn plan(cfg: &GemmaConfig, index: &TensorIndex, ctx: usize) -> MemoryPlan {
     predict(cfg, index, &entries, &Workload::generate(ctx, threads))
 }
 
-/// The plan of `ck` for `w` (the tokenizer's size taken from its file).
-pub fn for_checkpoint(ck: &Checkpoint, w: &Workload) -> Result<MemoryPlan> {
-    let entries = weight_entries(&ck.cfg, &ck.index, &ck.dir.display().to_string())?;
-    Ok(predict(
-        &ck.cfg,
-        &ck.index,
-        &entries,
-        &w.clone().with_tokenizer_of(ck),
-    ))
+/// The plan of `ck` for `w` (the tokenizer's size taken from its file), its matrices quantized
+/// while loading when `quant` says so.
+pub fn for_checkpoint(
+    ck: &Checkpoint,
+    w: &Workload,
+    quant: Option<super::quantize::QuantKind>,
+) -> Result<MemoryPlan> {
+    let entries = entries_for(ck, quant)?;
+    let mut w = w.clone().with_tokenizer_of(ck);
+    if quant.is_some() {
+        w = w.with_quantizing();
+    }
+    Ok(predict(&ck.cfg, &ck.index, &entries, &w))
 }
 
 /// What frugal cannot do yet to fit a smaller budget. The one place to update as quantizing

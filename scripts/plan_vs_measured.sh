@@ -5,6 +5,7 @@
 # measured peaks (VmHWM; RssAnon and RssFile sampled every 2 ms).
 #
 #   scripts/plan_vs_measured.sh MODEL [THREADS]
+#   QUANT=q8 scripts/plan_vs_measured.sh MODEL      # the same with --quant q8 (q4, q4k)
 #
 # MODEL: a model folder or .ckpt (e.g. `frugal synth --shape gemma-2b --out M`). Needs python3.
 set -euo pipefail
@@ -21,7 +22,7 @@ prompt="The quick brown fox jumps over the lazy dog while the memory map keeps e
 measure() {
   local label=$1
   shift
-  "$frugal" "$@" --threads "$threads" --mem-trace "$tmp/$label.jsonl" >/dev/null 2>"$tmp/$label.err" ||
+  "$frugal" "$@" ${QUANT:+--quant "$QUANT"} --threads "$threads" --mem-trace "$tmp/$label.jsonl" >/dev/null 2>"$tmp/$label.err" ||
     { echo "$label failed:"; tail -5 "$tmp/$label.err"; return 1; }
   python3 - "$tmp/$label.jsonl" "$label" <<'PY'
 import json, sys

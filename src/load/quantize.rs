@@ -24,6 +24,56 @@ use std::path::{Path, PathBuf};
 /// Source bytes read, quantized and released per step.
 pub const CHUNK_BYTES: usize = 16 << 20;
 
+/// How far reads are asked for ahead of the quantizer (`MADV_WILLNEED`), across matrix
+/// boundaries, so the disk never waits for the CPU nor the CPU for a request not yet made. Pages
+/// read ahead sit in the page cache, not in the process, until the quantizer touches them.
+const READ_AHEAD_BYTES: u64 = 64 << 20;
+
+/// Asks for the source matrices' pages in the order they will be quantized, a fixed distance
+/// ahead of the bytes consumed.
+struct ReadAhead<'a> {
+    index: &'a TensorIndex,
+    ranges: Vec<&'a [u8]>,
+    /// The range and offset within it where the next request starts.
+    next: usize,
+    off: usize,
+    /// Bytes requested so far.
+    issued: u64,
+}
+
+impl<'a> ReadAhead<'a> {
+    fn new(index: &'a TensorIndex, plan: &QuantPlan) -> Self {
+        let ranges = plan
+            .entries
+            .iter()
+            .map(|e| index.bytes(&index.tensors[&e.name]))
+            .collect();
+        ReadAhead {
+            index,
+            ranges,
+            next: 0,
+            off: 0,
+            issued: 0,
+        }
+    }
+
+    /// Requests what lies up to [`READ_AHEAD_BYTES`] past `consumed` bytes, in chunk-sized
+    /// requests.
+    fn upto(&mut self, consumed: u64) {
+        while self.issued < consumed + READ_AHEAD_BYTES && self.next < self.ranges.len() {
+            let r = self.ranges[self.next];
+            let take = (r.len() - self.off).min(CHUNK_BYTES);
+            self.index.will_need(&r[self.off..self.off + take]);
+            self.issued += take as u64;
+            self.off += take;
+            if self.off == r.len() {
+                self.next += 1;
+                self.off = 0;
+            }
+        }
+    }
+}
+
 /// What `--quant` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
 pub enum QuantKind {
@@ -171,10 +221,12 @@ impl Quantized {
         let _ = arena.advise(memmap2::Advice::HugePage);
         let progress =
             Progress::bytes(&format!("quantizing to {}", kind.name()), plan.source_bytes);
+        let mut ra = ReadAhead::new(index, plan);
+        let mut consumed = 0;
         for e in &plan.entries {
             let dst = &mut arena[e.offset..e.offset + e.len];
             let out_row = e.len / e.rows.max(1);
-            quantize_entry(index, e, &progress, |r0, r1, f| {
+            quantize_entry(index, e, &progress, &mut ra, &mut consumed, |r0, r1, f| {
                 f(&mut dst[r0 * out_row..r1 * out_row])
             })?;
         }
@@ -213,10 +265,12 @@ impl Quantized {
                 Progress::bytes(&format!("quantizing to {}", kind.name()), plan.source_bytes);
             let mut written = 0usize;
             let mut buf = Vec::new();
+            let mut ra = ReadAhead::new(index, plan);
+            let mut consumed = 0;
             for e in &plan.entries {
                 out.write_all(&vec![0u8; e.offset - written])?;
                 let out_row = e.len / e.rows.max(1);
-                quantize_entry(index, e, &progress, |r0, r1, f| {
+                quantize_entry(index, e, &progress, &mut ra, &mut consumed, |r0, r1, f| {
                     buf.clear();
                     buf.resize((r1 - r0) * out_row, 0);
                     f(&mut buf)?;
@@ -282,11 +336,13 @@ impl Quantized {
 
 /// Quantizes the matrix of `e` chunk by chunk: for rows `r0..r1`, `place(r0, r1, q)` is given a
 /// function `q` that fills the chunk's destination bytes; the chunk's source pages are then
-/// released and the next chunk read ahead.
+/// released; `ra` keeps reads ahead of `consumed` (source bytes done, across matrices).
 fn quantize_entry(
     index: &TensorIndex,
     e: &Entry,
     progress: &Progress,
+    ra: &mut ReadAhead,
+    consumed: &mut u64,
     mut place: impl FnMut(usize, usize, &mut dyn FnMut(&mut [u8]) -> Result<()>) -> Result<()>,
 ) -> Result<()> {
     let t = &index.tensors[&e.name];
@@ -316,10 +372,7 @@ fn quantize_entry(
     while r0 < e.rows {
         let r1 = (r0 + chunk_rows).min(e.rows);
         let s = &src[r0 * in_row..r1 * in_row];
-        if r1 < e.rows {
-            let r2 = (r1 + chunk_rows).min(e.rows);
-            index.will_need(&src[r1 * in_row..r2 * in_row]);
-        }
+        ra.upto(*consumed);
         place(r0, r1, &mut |d: &mut [u8]| {
             match scale {
                 None => {
@@ -346,6 +399,7 @@ fn quantize_entry(
         index.release(s);
         index.drop_cache(s);
         progress.add(s.len() as u64);
+        *consumed += s.len() as u64;
         r0 = r1;
     }
     Ok(())

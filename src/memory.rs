@@ -134,6 +134,16 @@ pub struct Report {
     pub budget_bytes: Option<u64>,
 }
 
+/// Bytes this process has caused to be fetched from storage (`read_bytes` of
+/// `/proc/self/io`), or `None` where the kernel does not say.
+pub fn io_read_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("read_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Formats bytes as MiB or GiB.
 pub fn human(b: u64) -> String {
     let b = b as f64;

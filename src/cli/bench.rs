@@ -71,6 +71,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         prompt.push(((st >> 33) % limit.max(5)).max(4) as u32);
     }
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    // Bytes fetched from storage while decoding (streamed layers), and the time it took.
+    let (mut decode_read_bytes, mut decode_secs) = (0u64, 0f64);
     let mut ttft_s = 0.0;
     let mut kv_bytes = 0usize;
     for run in 0..a.runs {
@@ -86,12 +88,17 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             ttft_s = t0.elapsed().as_secs_f64();
             crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
         }
+        let io0 = crate::memory::io_read_bytes();
         let t = Instant::now();
         for _ in 1..a.gen_tokens {
             let l = model.forward(&[tok], &mut cache, false)?;
             tok = argmax(&l) as u32;
         }
         let d = t.elapsed().as_secs_f64();
+        if let (Some(a0), Some(a1)) = (io0, crate::memory::io_read_bytes()) {
+            decode_read_bytes += a1.saturating_sub(a0);
+            decode_secs += d;
+        }
         prefill.push(prompt.len() as f64 / p);
         if a.gen_tokens > 1 {
             decode.push((a.gen_tokens - 1) as f64 / d);
@@ -120,6 +127,16 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             ("decode_runs_tok_s", serde_json::json!(decode)),
         ] {
             o.insert(k.into(), val);
+        }
+        if let Some(p) = s.stream_plan() {
+            o.insert(
+                "streamed_bytes_per_token".into(),
+                serde_json::json!(p.streamed_bytes_per_token),
+            );
+            o.insert(
+                "decode_disk_read_bytes_per_s".into(),
+                serde_json::json!(decode_read_bytes as f64 / decode_secs.max(1e-9)),
+            );
         }
         let w = report.weights_bytes.max(1) as f64;
         o.insert(
@@ -151,6 +168,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "  decode            {decode_tok_s:.2} tok/s (median of {})",
             a.runs
         );
+        if let Some(p) = s.stream_plan() {
+            let rate = decode_read_bytes as f64 / decode_secs.max(1e-9);
+            println!(
+                "  streaming         {} per token from disk; decoding read {}/s",
+                human(p.streamed_bytes_per_token),
+                human(rate as u64)
+            );
+        }
     }
     eprintln!("{}", report.text());
     Ok(())

@@ -53,6 +53,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// The layer-streaming plan, when `--max-memory` made the run stream.
+    pub fn stream_plan(&self) -> Option<&crate::load::stream::StreamPlan> {
+        match self.budget.as_ref().map(|b| &b.placement) {
+            Some(budget::Placement::Stream(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     /// Starts the memory monitor (and `--mem-trace`), sets threads, opens the checkpoint
     /// (headers only), plans the run and checks `--max-memory`, then loads the tokenizer.
     /// `workload` adjusts the plan of a generation filling `--ctx` to what the command will do

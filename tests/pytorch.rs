@@ -140,6 +140,38 @@ fn gemma_pytorch_int8_matches_dequantised_reference() {
     assert!(e <= 1e-4, "int8: relative error {e}");
     let greedy = frugal::generate::greedy_continuation(&model, &r.prompt, r.greedy.len()).unwrap();
     assert_eq!(greedy, r.greedy);
+
+    // The fast path (what the CLI runs unless --exact) multiplies the int8 matrices by integer
+    // dot products, activations quantized per block of 32 to int8 as for Q8_0 (the kernels are
+    // checked against that specification exactly in the unit tests). On this random fixture,
+    // whose logits are small differences of large random products, that rounding moves the
+    // logits by 3.4 % of their range (weights-only Q8_0 moves the random fixtures by 3-7 %);
+    // a wrong block or a lost scale would move them by far more.
+    let mut fast = ck.model().unwrap();
+    fast.fast_bf16 = true;
+    let mut cache = fast.new_cache(r.tokens.len());
+    let got = fast.forward(&r.tokens, &mut cache, true).unwrap();
+    let e_fast = common::rel_err(&got, &r.logits);
+    assert!(
+        e_fast <= 5e-2,
+        "int8, integer kernels: relative error {e_fast}"
+    );
+    assert!(
+        e_fast > e,
+        "the fast path should differ from the exact one: {e_fast} vs {e}"
+    );
+    let mut cache = fast.new_cache(r.tokens.len());
+    let mut step = Vec::new();
+    for &t in &r.tokens {
+        step = fast.forward(&[t], &mut cache, false).unwrap();
+    }
+    let last = &got[got.len() - step.len()..];
+    let e_step = common::rel_err(&step, last);
+    eprintln!("int8 integer kernels: {e_fast} against the reference, token by token {e_step} against batched");
+    assert!(
+        e_step <= 1e-2,
+        "int8, integer kernels token by token: {e_step}"
+    );
 }
 
 /// An int8 matrix whose scales are missing or of the wrong shape is refused by name.

@@ -408,6 +408,19 @@ pub fn matmul_with(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     w.apply_scale(y);
 }
 
+/// The fast path's product at `level`: [`matmul_with`], except that int8 weights in blocks of
+/// 32 go through the integer kernels with activations quantized per block
+/// ([`qmat::int8_blocks`]), as [`matmul_bf16_fast`] does.
+pub fn matmul_fast_with(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+    check_shapes(w, x.len(), n, y.len());
+    if w.dtype.is_quantized() || qmat::int8_blocks(w) {
+        qmat::matmul_quant(level, w, x, n, y);
+    } else {
+        product(level, w, x, n, y);
+    }
+    w.apply_scale(y);
+}
+
 /// The unscaled product at `level`.
 fn product(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     match level {
@@ -437,12 +450,18 @@ fn product(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
 /// Opt-in faster, slightly less exact product for bf16 weights: the activations are rounded to
 /// bf16 once per call (round-to-nearest-even) and multiplied with AVX512_BF16 `vdpbf16ps`, which
 /// does two bf16 products per f32 lane and accumulates in f32 (about twice the f32 FMA rate).
-/// This is what llama.cpp does for bf16 weights. One token (decode) runs one row at a time
+/// This is what llama.cpp does for bf16 weights. int8 weights with per-row scales take the
+/// integer kernels of the block formats (activations quantized per block of 32 to int8, as for
+/// Q8_0; [`matmul_fast_with`]). One token (decode) runs one row at a time
 /// (`x86::Avx512Bf16::matvec_bf16`), more tokens in register tiles. Same layout as [`matmul`]; the result equals
 /// [`scalar::matmul_bf16_fast`] up to accumulation order. Falls back to the exact [`matmul`] for
 /// other dtypes or when the CPU lacks AVX512_BF16.
 pub fn matmul_bf16_fast(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     check_shapes(w, x.len(), n, y.len());
+    if qmat::int8_blocks(w) {
+        matmul_fast_with(isa(), w, x, n, y);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if w.dtype == DType::BF16 && has_bf16_dot() {
         if let Some(k) = x86::Avx512Bf16::detect() {

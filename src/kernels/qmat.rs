@@ -15,6 +15,10 @@
 //! - Q6_K: `d * dx * sum_j sc_j * (sum(q * x)_j - 32 * sum(x)_j)` over sixteen sub-blocks of
 //!   16, `q` unsigned in `0..64`.
 //!
+//! - int8 with one scale per row (gemma_pytorch's quantized checkpoints, [`DType::I8`] with a
+//!   [`super::Scale`]), read in blocks of 32 like Q8_0 without a block scale: `dx * sum(w * x)`,
+//!   the row's scale applied to the result ([`int8_blocks`] says when a matrix qualifies).
+//!
 //! Every instruction-set level computes these same integers (the SIMD paths split a block's
 //! sum across lanes, exactly) and differs only in the order in which the f32 block results are
 //! added. This file holds the activation layouts, the portable scalar kernels the SIMD ones are
@@ -258,6 +262,28 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+/// Whether `w` is int8 with per-row scales in whole blocks of 32, so that its products can
+/// run through the integer kernels (the fast path; the exact one converts to f32).
+pub(crate) fn int8_blocks(w: &MatRef) -> bool {
+    w.dtype == DType::I8 && w.cols > 0 && w.cols.is_multiple_of(32)
+}
+
+/// Values per activation block for weights of `dtype`: 32, or 256 for the K-quants.
+pub(crate) fn act_block_len(dtype: DType) -> usize {
+    match dtype {
+        DType::I8 | DType::Q8_0 | DType::Q4_0 => 32,
+        d => d.block_len(),
+    }
+}
+
+/// Bytes of one weight block of `dtype` as the integer kernels step through a row.
+pub(crate) fn weight_block_bytes(dtype: DType) -> usize {
+    match dtype {
+        DType::I8 => 32,
+        d => d.block_bytes(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scalar kernels: one row against one token, block results added in order.
 
@@ -270,6 +296,20 @@ pub(crate) fn dot_q8_0(row: &[u8], a: &[B32]) -> f32 {
             isum += (w as i8 as i32) * q as i32;
         }
         acc += (f16_at(b, 0) * x.d) * isum as f32;
+    }
+    acc
+}
+
+/// int8 row (`32 * a.len()` bytes) times activation blocks; the row's scale is applied by the
+/// caller.
+pub(crate) fn dot_i8(row: &[u8], a: &[B32]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(32).zip(a) {
+        let mut isum = 0i32;
+        for (&w, &q) in b.iter().zip(&x.qs) {
+            isum += (w as i8 as i32) * q as i32;
+        }
+        acc += x.d * isum as f32;
     }
     acc
 }
@@ -349,7 +389,7 @@ impl QActs {
     /// Quantizes `n` tokens of `cols` activations for weights of `dtype`; `lanes` also builds
     /// the decode layout of the first token ([`A8Pair`] for Q8_0, [`A4Group`] for Q4_0).
     pub(crate) fn new(dtype: DType, x: &[f32], n: usize, cols: usize, lanes: bool) -> Self {
-        let nb = cols / dtype.block_len();
+        let nb = cols / act_block_len(dtype);
         let mut a = QActs {
             nb,
             b32: Vec::new(),
@@ -358,11 +398,11 @@ impl QActs {
             groups: Vec::new(),
         };
         match dtype {
-            DType::Q8_0 | DType::Q4_0 => {
+            DType::Q8_0 | DType::Q4_0 | DType::I8 => {
                 a.b32 = vec![B32::default(); n * nb];
                 quantize_b32(x, &mut a.b32);
                 if lanes {
-                    if dtype == DType::Q8_0 {
+                    if dtype != DType::Q4_0 {
                         a.pairs = pairs_of(&a.b32[..nb]);
                     } else {
                         a.groups = groups_of(&a.b32[..nb]);
@@ -438,6 +478,7 @@ impl ScalarJob<'_> {
         let row = self.w.row_bytes(r);
         match self.w.dtype {
             DType::Q8_0 => dot_q8_0(row, self.a.b32(t)),
+            DType::I8 => dot_i8(row, self.a.b32(t)),
             DType::Q4_0 => dot_q4_0(row, self.a.b32(t)),
             DType::Q4_K => dot_q4_k(row, self.a.k(t)),
             DType::Q6_K => dot_q6_k(row, self.a.k(t)),
@@ -461,10 +502,10 @@ impl QJob for ScalarJob<'_> {
     }
 }
 
-/// The product of quantized `w` with `n` tokens of `x` at `level` (shapes checked by the
-/// caller).
+/// The product of quantized `w` (or int8 in blocks, [`int8_blocks`]) with `n` tokens of `x` at
+/// `level`, unscaled (shapes checked by the caller).
 pub(crate) fn matmul_quant(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
-    debug_assert!(w.dtype.is_quantized());
+    debug_assert!(w.dtype.is_quantized() || int8_blocks(w));
     if w.rows == 0 || n == 0 {
         return;
     }

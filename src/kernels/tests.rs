@@ -2,6 +2,7 @@
 
 use super::*;
 use half::{bf16, f16};
+use qmat::act_block_len;
 
 /// SplitMix64: small deterministic generator, enough for test data.
 struct Rng(u64);
@@ -307,6 +308,15 @@ fn bf16_fast_many_equals_one_by_one() {
 // Quantized weights
 
 const QTYPES: [DType; 4] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K];
+/// The block formats and int8 with per-row scales, which the fast path runs through the same
+/// integer kernels ([`matmul_fast_with`]).
+const QTYPES_I8: [DType; 5] = [
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_K,
+    DType::Q6_K,
+    DType::I8,
+];
 
 /// Activations with the shapes real ones have: mostly small, a few large outliers, some
 /// all-zero blocks.
@@ -334,13 +344,13 @@ fn block_amax(xt: &[f32], i: usize, bl: usize) -> f32 {
 /// term is what the kernels multiply before scaling (`w` for Q8_0/Q4_0; `d*sc*q` and
 /// `dmin*m` for Q4_K; `d*sc*(q + 32)` for Q6_K, whose `-32` is applied to sub-block sums).
 fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
-    let bl = w.dtype.block_len();
+    let bl = act_block_len(w.dtype);
     let mut wa = vec![0f32; w.cols];
     let mut out = vec![0f32; n * w.rows];
     for r in 0..w.rows {
         let row = w.row_bytes(r);
         match w.dtype {
-            DType::Q8_0 | DType::Q4_0 => {
+            DType::Q8_0 | DType::Q4_0 | DType::I8 => {
                 w.row_to_f32(r, &mut wa);
                 wa.iter_mut().for_each(|v| *v = v.abs());
             }
@@ -380,25 +390,37 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
 }
 
 fn check_quant(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n: usize) {
-    let (buf, off) = random_matrix(rng, dtype, rows, cols, rng.0 % 2 == 1);
-    let w = MatRef::new(&buf[off..], dtype, rows, cols);
+    let (mut buf, off) = random_matrix(rng, dtype, rows, cols, rng.0 % 2 == 1);
+    let scales: Vec<u8> = (0..rows)
+        .flat_map(|_| bf16::from_f32(0.01 + rng.f32().abs()).to_le_bytes())
+        .collect();
+    let mut w = MatRef::new(&buf[off..], dtype, rows, cols);
+    if dtype == DType::I8 {
+        // The extremes of int8, -128 included (gemma_pytorch's int8 may hold it; Q8_0 never does).
+        let len = buf.len() - off;
+        for _ in 0..len / 16 + 1 {
+            let i = off + rng.below(len);
+            buf[i] = if rng.below(2) == 0 { 0x80 } else { 0x7f };
+        }
+        w = MatRef::new(&buf[off..], dtype, rows, cols).with_scale(&scales, DType::BF16);
+    }
     let x = q_activations(rng, n * cols);
     let what = |l: &str| format!("{l} {} {rows}x{cols} n={n}", dtype.name());
 
     // The scalar twin: integer block sums, block results added in order.
     let mut want = vec![f32::NAN; n * rows];
-    matmul_with(Isa::Scalar, &w, &x, n, &mut want);
+    matmul_fast_with(Isa::Scalar, &w, &x, n, &mut want);
 
     // Every SIMD level computes the same integers per block, split over lanes, and adds the
     // f32 block results in another order: with at most a few thousand terms per output the
     // rounding of those additions stays far below 1e-5 of the bound on the partial sums,
     // while one wrong block would move the result by about 1/nblocks of it.
     let scale = q_abs_scale(&w, &x, n);
-    let bl = dtype.block_len();
+    let bl = act_block_len(dtype);
     let mut wr = vec![0f32; cols];
     for level in Isa::supported() {
         let mut got = vec![f32::NAN; n * rows];
-        matmul_with(level, &w, &x, n, &mut got);
+        matmul_fast_with(level, &w, &x, n, &mut got);
         for i in 0..got.len() {
             let tol = 1e-5 * scale[i] + 1e-30;
             assert!(
@@ -467,8 +489,8 @@ fn check_quant(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n: usize) 
 #[test]
 fn quant_simd_matches_scalar_small_ragged() {
     let mut rng = Rng(11);
-    for dtype in QTYPES {
-        let bl = dtype.block_len();
+    for dtype in QTYPES_I8 {
+        let bl = act_block_len(dtype);
         let maxb = if bl == 32 { 20 } else { 3 };
         for nb in 1..=maxb {
             let rows = 1 + rng.below(37);
@@ -487,7 +509,7 @@ fn quant_simd_matches_scalar_small_ragged() {
 #[test]
 fn quant_simd_matches_scalar_large() {
     let mut rng = Rng(12);
-    for dtype in QTYPES {
+    for dtype in QTYPES_I8 {
         for &(rows, cols, n) in &[
             (300, 2048, 1),
             (129, 1024, 13),
@@ -498,7 +520,7 @@ fn quant_simd_matches_scalar_large() {
         ] {
             check_quant(&mut rng, dtype, rows, cols, n);
         }
-        if dtype.block_len() == 32 {
+        if act_block_len(dtype) == 32 {
             // Row lengths that leave 1, 2 and 3 blocks after the last group of 4.
             for nb in [65, 66, 67] {
                 check_quant(&mut rng, dtype, 21, 32 * nb, 1);

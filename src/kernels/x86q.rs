@@ -41,7 +41,8 @@
 //!   tiles of 1 row x 4 tokens).
 
 use super::qmat::{
-    drive, k_pos, quantize_b32_impl, quantize_k_impl, A4Group, A8Pair, QActs, QJob, AK, B32,
+    act_block_len, drive, k_pos, quantize_b32_impl, quantize_k_impl, weight_block_bytes, A4Group,
+    A8Pair, QActs, QJob, AK, B32,
 };
 use super::x86::{Avx2, Avx512};
 use super::{DType, Isa, MatRef};
@@ -156,9 +157,10 @@ fn check_job(w: &MatRef, a: &QActs, n: usize) {
     let rb = w.dtype.row_bytes(w.cols).expect("whole blocks");
     assert_eq!(w.row_stride(), rb, "row stride");
     assert_eq!(w.data.len(), w.rows * rb, "matrix byte length");
-    assert_eq!(a.nb * w.dtype.block_len(), w.cols, "activation blocks");
+    assert_eq!(a.nb * act_block_len(w.dtype), w.cols, "activation blocks");
+    assert_eq!(a.nb * weight_block_bytes(w.dtype), rb, "weight blocks");
     match w.dtype {
-        DType::Q8_0 | DType::Q4_0 => assert_eq!(a.b32.len(), n * a.nb),
+        DType::Q8_0 | DType::Q4_0 | DType::I8 => assert_eq!(a.b32.len(), n * a.nb),
         _ => assert_eq!(a.k.len(), n * a.nb),
     }
 }
@@ -200,6 +202,7 @@ impl Avx2Job<'_> {
         }
         match self.w.dtype {
             DType::Q8_0 => by_t!(a2_q8_0, b32),
+            DType::I8 => by_t!(a2_i8, b32),
             DType::Q4_0 => by_t!(a2_q4_0, b32),
             DType::Q4_K => by_t!(a2_q4_k, k),
             DType::Q6_K => by_t!(a2_q6_k, k),
@@ -275,6 +278,34 @@ unsafe fn a2_q8_0<const T: usize>(p: *const u8, nb: usize, x: [*const B32; T]) -
                     let s =
                         _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
                     let sc = _mm256_set1_ps(dw * xb.d);
+                    acc[t][e] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[t][e]);
+                }
+            }
+        }
+        k += m;
+    }
+    acc.map(|a| hsum8(_mm256_add_ps(a[0], a[1])))
+}
+
+/// int8 row (`nb` blocks of 32 at `p`, no block scales) times `T` tokens, as [`a2_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn a2_i8<const T: usize>(p: *const u8, nb: usize, x: [*const B32; T]) -> [f32; T] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    let mut k = 0;
+    while k < nb {
+        let m = (nb - k).min(2);
+        for (e, _) in (0..m).enumerate() {
+            // SAFETY: block k + e (32 bytes) lies inside the row and every token has it.
+            unsafe {
+                let w = _mm256_loadu_si256(p.add(32 * (k + e)) as *const __m256i);
+                let u = _mm256_abs_epi8(w);
+                for t in 0..T {
+                    let xb = &*x[t].add(k + e);
+                    let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                    let s =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
+                    let sc = _mm256_set1_ps(xb.d);
                     acc[t][e] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[t][e]);
                 }
             }
@@ -742,6 +773,64 @@ macro_rules! avx512_quant {
                 }
             }
 
+            /// int8 (no block scales) times one activation pair per 2 blocks: 4 blocks (128
+            /// bytes at `p`) into `acc[0]` and `acc[1]`, as [`step_q8_0`].
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn step_i8(p: *const u8, a: *const A8Pair, acc: &mut [__m512; 2]) {
+                // SAFETY: the caller guarantees 128 readable bytes at p and two pairs at a.
+                unsafe {
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let q = _mm512_loadu_si512(p.add(64 * h) as *const _);
+                        let ap = &*a.add(h);
+                        let x = _mm512_load_si512(ap.qs.as_ptr() as *const _);
+                        let i = if $vnni {
+                            let corr = _mm512_load_si512(ap.corr.as_ptr() as *const _);
+                            $dp!(corr, _mm512_xor_si512(q, _mm512_set1_epi8(-128)), x)
+                        } else {
+                            let neg = _mm512_movepi8_mask(q);
+                            let s = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+                            $dp!(_mm512_setzero_si512(), _mm512_abs_epi8(q), s)
+                        };
+                        let dx = _mm512_load_ps(ap.d.as_ptr());
+                        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), dx, *acc);
+                    }
+                }
+            }
+
+            /// `R` int8 rows (`nb` blocks of 32 each at `p[r]`) times one token in the
+            /// [`A8Pair`] layout, as [`rows_q8_0`]; the rows' scales are applied by the caller.
+            #[target_feature(enable = $feat)]
+            unsafe fn rows_i8<const R: usize>(
+                p: [*const u8; R],
+                nb: usize,
+                a: *const A8Pair,
+            ) -> [f32; R] {
+                // SAFETY: the caller guarantees every row's `nb` blocks and the pairs; the tail
+                // group is copied into a zeroed buffer first.
+                unsafe {
+                    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+                    let ng = nb / 4;
+                    for g in 0..ng {
+                        for r in 0..R {
+                            step_i8(p[r].add(128 * g), a.add(2 * g), &mut acc[r]);
+                        }
+                    }
+                    if nb % 4 != 0 {
+                        for r in 0..R {
+                            let mut buf = [0u8; 128];
+                            std::ptr::copy_nonoverlapping(
+                                p[r].add(128 * ng),
+                                buf.as_mut_ptr(),
+                                32 * (nb % 4),
+                            );
+                            step_i8(buf.as_ptr(), a.add(2 * ng), &mut acc[r]);
+                        }
+                    }
+                    acc.map(|a| _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1])))
+                }
+            }
+
             /// Q4_0 times one [`A4Group`]: 4 blocks (72 bytes at `p`) into `acc`.
             #[inline]
             #[target_feature(enable = $feat)]
@@ -1117,6 +1206,28 @@ macro_rules! avx512_quant {
                 }
             }
 
+            /// Unpacks one int8 block of 32 of 16 rows (`rows[r]` at the block) into `tb` in
+            /// the Q8_0 encoding, with unit scales (the rows' own are applied by the caller).
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_i8(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
+                // SAFETY: the caller guarantees 32 readable bytes at every rows[r].
+                unsafe {
+                    for h in 0..2 {
+                        let v = transpose16x4(load16x16(rows, 16 * h), idx);
+                        for (j, vj) in v.iter().enumerate() {
+                            let u = if $vnni {
+                                _mm512_xor_si512(*vj, _mm512_set1_epi8(-128))
+                            } else {
+                                tb.neg[4 * h + j] = _mm512_movepi8_mask(*vj);
+                                _mm512_abs_epi8(*vj)
+                            };
+                            _mm512_store_si512(tb.w[4 * h + j].as_mut_ptr() as *mut _, u);
+                        }
+                    }
+                    _mm512_store_ps(tb.d.as_mut_ptr(), _mm512_set1_ps(1.0));
+                }
+            }
+
             /// 16 unpacked rows (`nb` blocks at `s`) times `T` tokens: lane `r` of result `t`
             /// is row `r` . token `t`. `Q8` selects the Q8_0 encoding of [`TB`] (and its
             /// correction, `-128 * sum(x)` with VNNI, none without) over Q4_0's (`-8 * sum`).
@@ -1369,7 +1480,9 @@ macro_rules! avx512_quant {
                     check_job(w, &a, n);
                     if n == 1 {
                         match w.dtype {
-                            DType::Q8_0 => assert_eq!(a.pairs.len(), 2 * a.nb.div_ceil(4)),
+                            DType::Q8_0 | DType::I8 => {
+                                assert_eq!(a.pairs.len(), 2 * a.nb.div_ceil(4))
+                            }
                             DType::Q4_0 => assert_eq!(a.groups.len(), a.nb.div_ceil(4)),
                             _ => {}
                         }
@@ -1438,8 +1551,9 @@ macro_rules! avx512_quant {
 
                 /// Rows `r0..` of every token, 16 rows at a time through the unpacked scratch.
                 fn rows16(&self, r0: usize, outs: &mut [&mut [f32]]) {
-                    let (nb, bb) = (self.a.nb, self.w.dtype.block_bytes());
-                    let q8 = self.w.dtype == DType::Q8_0;
+                    let (nb, bb) = (self.a.nb, weight_block_bytes(self.w.dtype));
+                    let i8 = self.w.dtype == DType::I8;
+                    let q8 = self.w.dtype == DType::Q8_0 || i8;
                     let nrows = outs[0].len();
                     let mut scratch = vec![TB_ZERO; nb];
                     // SAFETY: IDX_TR is 64 bytes.
@@ -1466,7 +1580,9 @@ macro_rules! avx512_quant {
                             // SAFETY: the token proves the features; each pointer is at a
                             // whole block of its row (or at the 64-byte zero block).
                             unsafe {
-                                if q8 {
+                                if i8 {
+                                    unpack_i8(&rows, idx, tb);
+                                } else if q8 {
                                     unpack_q8_0(&rows, idx, tb);
                                 } else {
                                     unpack_q4_0(&rows, idx, tb);
@@ -1530,7 +1646,7 @@ macro_rules! avx512_quant {
                     // K-quants: 1.25 bytes per value, past 16 KB too.
                     let multi = match self.w.dtype {
                         DType::Q4_0 => 2 * self.w.cols > 16 << 10,
-                        DType::Q8_0 => 3 * self.w.cols > 16 << 10,
+                        DType::Q8_0 | DType::I8 => 3 * self.w.cols > 16 << 10,
                         _ => 5 * self.w.cols / 4 > 16 << 10,
                     };
                     let mut done = 0;
@@ -1544,6 +1660,7 @@ macro_rules! avx512_quant {
                                 match self.w.dtype {
                                     DType::Q4_0 => rows_q4_0::<4>(p, nb, &self.a.groups),
                                     DType::Q8_0 => rows_q8_0::<4>(p, nb, self.a.pairs.as_ptr()),
+                                    DType::I8 => rows_i8::<4>(p, nb, self.a.pairs.as_ptr()),
                                     DType::Q4_K => rows_q4_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::Q6_K => rows_q6_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     d => unreachable!("{} is not quantized", d.name()),
@@ -1560,6 +1677,7 @@ macro_rules! avx512_quant {
                         *v = unsafe {
                             match self.w.dtype {
                                 DType::Q8_0 => row_q8_0(p, nb, self.a.pairs.as_ptr()),
+                                DType::I8 => rows_i8::<1>([p], nb, self.a.pairs.as_ptr())[0],
                                 DType::Q4_0 => row_q4_0(p, nb, &self.a.groups),
                                 DType::Q4_K => rows_q4_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::Q6_K => rows_q6_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
@@ -1573,7 +1691,7 @@ macro_rules! avx512_quant {
                     assert_eq!(outs.len(), self.n, "one output per token");
                     assert!(r0 + outs[0].len() <= self.w.rows, "rows inside the matrix");
                     match self.w.dtype {
-                        DType::Q8_0 | DType::Q4_0 => self.rows16(r0, outs),
+                        DType::Q8_0 | DType::Q4_0 | DType::I8 => self.rows16(r0, outs),
                         _ => self.rows16_k(r0, outs),
                     }
                 }

@@ -22,7 +22,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 sync; echo 3 > /proc/sys/vm/drop_caches
 t0=$(date +%s.%N); cat $files > /dev/null; t1=$(date +%s.%N)
-bytes=$(cat $files | wc -c)
+bytes=$(stat -c %s $files | awk '{s += $1} END {print s}')
 sync; echo 3 > /proc/sys/vm/drop_caches
 /usr/bin/time -v -o "$tmp/time" "$frugal" bench -m "$model" --max-memory "$budget" --threads "$threads" \
   --prompt-tokens 8 --gen-tokens 4 --runs 1 --ctx 64 --json > "$tmp/bench.json" 2> "$tmp/bench.err" ||

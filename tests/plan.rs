@@ -154,17 +154,25 @@ fn plan_reads_headers_only_and_refuses_impossible_budgets_at_once() {
     // An impossible budget: refused before loading, in well under a second, with a small
     // footprint, naming the smallest budget that works.
     for cmd in [
-        vec!["run", "-m", d, "-p", "hello", "--max-memory", "4GiB"],
-        vec!["logits", "-m", d, "--tokens", "2,3", "--max-memory", "4GiB"],
-        vec!["bench", "-m", d, "--max-memory", "4GiB"],
-        vec!["plan", "-m", d, "--max-memory", "4GiB"],
+        vec!["run", "-m", d, "-p", "hello", "--max-memory", "400MiB"],
+        vec![
+            "logits",
+            "-m",
+            d,
+            "--tokens",
+            "2,3",
+            "--max-memory",
+            "400MiB",
+        ],
+        vec!["bench", "-m", d, "--max-memory", "400MiB"],
+        vec!["plan", "-m", d, "--max-memory", "400MiB"],
     ] {
         let mut cmd = cmd;
         cmd.extend(["--mem-trace", t]);
         let r = measured(&cmd);
         assert!(!r.ok, "{cmd:?} should be refused");
         assert!(
-            r.stderr.contains("--max-memory 4.00 GiB is too small"),
+            r.stderr.contains("--max-memory 400.0 MiB is too small"),
             "{}",
             r.stderr
         );

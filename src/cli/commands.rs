@@ -130,7 +130,7 @@ impl Session {
             }),
             // The weights do not all fit: layer streaming (of the quantized copy with
             // --quant), or a refusal with the least budget that works.
-            Some(b) => Some(budget::decide(&ck, m.ctx, m.quant, b, false)?),
+            Some(b) => Some(budget::decide(&ck, &w, m.quant, b, false)?),
         };
         let stream = matches!(
             budget.as_ref().map(|b| &b.placement),

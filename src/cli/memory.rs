@@ -93,7 +93,7 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     if let Some(b) = m.max_memory.filter(|&b| p.peak_rss_bytes > b) {
         // As a run would: stream layers if one layer at a time fits, else refuse with the
         // least budget that works and what would fit.
-        let d = crate::load::budget::decide(&ck, m.ctx, m.quant, b, false)?;
+        let d = crate::load::budget::decide(&ck, &p.workload, m.quant, b, false)?;
         if let crate::load::budget::Placement::Stream(s) = &d.placement {
             println!(
                 "with --max-memory {}: the weights do not all fit; a run streams {} of {} layers from disk ({} per token), predicted peak {}",

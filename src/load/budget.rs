@@ -2,7 +2,7 @@
 //! run with every weight resident if that fits, else stream layers ([`super::stream`]), else
 //! refuse, naming the smallest budget that works and the options that would fit.
 
-use super::plan::plan;
+use super::plan::{self as mplan, Workload};
 use super::quantize::{QuantKind, QuantPlan};
 use super::stream::StreamPlan;
 use super::Checkpoint;
@@ -35,7 +35,8 @@ struct Sizes {
     layers: Vec<u64>,
     /// Output projection bytes.
     output: u64,
-    /// Everything else the run keeps resident: KV cache at `ctx`, activations, norms, runtime.
+    /// Everything else the run keeps resident: KV cache, activations, logits, norms, tokenizer
+    /// and runtime (anonymous and file-backed), as the run's plan predicts them.
     fixed: u64,
     /// The KV cache part of `fixed`.
     kv: u64,
@@ -52,7 +53,7 @@ impl Sizes {
     }
 }
 
-fn sizes(ck: &Checkpoint, ctx: usize, quant: Option<QuantKind>) -> Result<Sizes> {
+fn sizes(ck: &Checkpoint, w: &Workload, quant: Option<QuantKind>) -> Result<Sizes> {
     let source = ck.dir.display().to_string();
     let mats: Vec<(String, u64)> = match quant {
         Some(kind) => QuantPlan::new(&ck.cfg, &ck.index, &source, kind)?.matrix_bytes(),
@@ -67,6 +68,7 @@ fn sizes(ck: &Checkpoint, ctx: usize, quant: Option<QuantKind>) -> Result<Sizes>
             })
             .collect(),
     };
+    let matrices: u64 = mats.iter().map(|(_, b)| b).sum();
     let mut layers = vec![0u64; ck.cfg.num_layers];
     let mut output = 0;
     for (name, b) in mats {
@@ -75,11 +77,23 @@ fn sizes(ck: &Checkpoint, ctx: usize, quant: Option<QuantKind>) -> Result<Sizes>
             _ => output += b,
         }
     }
-    let p = plan(&ck.cfg, &ck.index, ctx);
+    // The run's own prediction with every weight resident, less the matrices that streaming
+    // places: what stays whatever the placement (the matrices' whole pages in that
+    // prediction make this bound err upwards).
+    // Quantizing into the cache file happens before any layer is placed, with nothing but
+    // the runtime and two source chunks resident: the run's peak is later, without them.
+    let mut w = w.clone();
+    w.load_transient_bytes = 0;
+    let p = mplan::predict(
+        &ck.cfg,
+        &ck.index,
+        &mplan::entries_for(ck, quant)?,
+        &w.with_tokenizer_of(ck),
+    );
     Ok(Sizes {
         layers,
         output,
-        fixed: p.peak_anon_bytes,
+        fixed: p.peak_rss_bytes.saturating_sub(matrices),
         kv: p.kv_cache_bytes,
     })
 }
@@ -90,18 +104,20 @@ fn layer_of(name: &str) -> Option<usize> {
     rest.split('.').next()?.parse().ok()
 }
 
-/// Decides how `ck` runs with a context of `ctx` tokens (and `quant`) within `budget` bytes,
+/// Decides how `ck` runs the workload `w` (its context, tokens held, logits) with `quant`
+/// within `budget` bytes,
 /// or refuses with the smallest budget that works and what else would fit. `resident`: whether
 /// keeping every weight resident may be chosen (a caller that already knows from a finer
 /// prediction that it does not fit passes `false`).
 pub fn decide(
     ck: &Checkpoint,
-    ctx: usize,
+    w: &Workload,
     quant: Option<QuantKind>,
     budget: u64,
     resident: bool,
 ) -> Result<Budget> {
-    let s = sizes(ck, ctx, quant)?;
+    let s = sizes(ck, w, quant)?;
+    let ctx = w.tokens.max(1);
     if resident && s.total() <= budget {
         return Ok(Budget {
             bytes: budget,
@@ -119,7 +135,7 @@ pub fn decide(
             let mut fits = vec![format!("--max-memory {}", size_arg(least))];
             for k in [QuantKind::Q8, QuantKind::Q4] {
                 if quant.is_none() || quant == Some(QuantKind::Q8) && k == QuantKind::Q4 {
-                    let q = sizes(ck, ctx, Some(k))?;
+                    let q = sizes(ck, w, Some(k))?;
                     let note = if q.least() <= budget { ", fits" } else { "" };
                     fits.push(format!(
                         "--quant {} (needs {} streamed, {} all resident{note})",
@@ -131,12 +147,12 @@ pub fn decide(
             }
             let small = (ctx / 4).max(1);
             if small < ctx {
-                let c = sizes(ck, small, quant)?;
+                let c = sizes(ck, &w.with_ctx(small), quant)?;
                 fits.push(format!("--ctx {small} (needs {})", size_arg(c.least())));
             }
             let window = s.layers.iter().copied().max().unwrap_or(0);
             bail!(
-                "--max-memory {} is too small for {} with --ctx {ctx}{}: the least that works is {} (one layer of {} streamed at a time, the output projection in chunks of {}, KV cache {}, activations, norms and runtime {}).\n  What would fit: {}",
+                "--max-memory {} is too small for {} holding {ctx} tokens{}: the least that works is {} (one layer of {} streamed at a time, the output projection in chunks of {}, KV cache {}, activations, norms and runtime {}).\n  What would fit: {}",
                 human(budget),
                 ck.dir.display(),
                 quant.map(|k| format!(" --quant {}", k.name())).unwrap_or_default(),

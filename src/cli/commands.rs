@@ -161,10 +161,7 @@ impl Session {
                 human(q)
             );
         }
-        let tok = match ck.tokenizer_path() {
-            Some(p) => Some(GemmaTokenizer::from_file(&p)?),
-            None => None,
-        };
+        let tok = ck.tokenizer()?;
         Ok((ck, tok, p, budget))
     }
 
@@ -398,6 +395,13 @@ pub struct TokenizeArgs {
 }
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
+    if crate::checkpoint::gguf::is_gguf(&a.model) {
+        let ck = Checkpoint::open(&a.model)?;
+        let tok = ck
+            .tokenizer()?
+            .with_context(|| format!("{}: the file holds no vocabulary", a.model.display()))?;
+        return print_tokens(&tok, &a);
+    }
     let dir = if a.model.is_file() {
         a.model
             .parent()
@@ -413,6 +417,10 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
         )
     })?;
     let tok = GemmaTokenizer::from_file(&path)?;
+    print_tokens(&tok, &a)
+}
+
+fn print_tokens(tok: &GemmaTokenizer, a: &TokenizeArgs) -> Result<()> {
     let mut ids = Vec::new();
     if a.bos {
         ids.push(tok.bos.context("this tokenizer has no <bos> token")?);

@@ -125,6 +125,16 @@ def hf_folder(src, dst):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(ROOT / "assets/tokenizer")
     tok.save_pretrained(dst)
+    # The added tokens as a published Gemma tokenizer_config.json lists them, which the
+    # converter reads to mark control (special) and user-defined tokens.
+    tj = json.loads((ROOT / "assets/tokenizer/tokenizer.json").read_text())
+    tc_path = dst / "tokenizer_config.json"
+    tc = json.loads(tc_path.read_text()) if tc_path.is_file() else {}
+    tc["added_tokens_decoder"] = {
+        str(t["id"]): {k: t[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+        for t in tj["added_tokens"]
+    }
+    tc_path.write_text(json.dumps(tc, indent=1))
     shutil.copy(ROOT / "assets/tokenizer/tokenizer.model", dst / "tokenizer.model")
 
 

@@ -744,12 +744,9 @@ impl Gguf {
         if eos.is_empty() {
             eos.push(1);
         }
-        // llama.cpp also ends generation at the end-of-turn token.
-        if let Some(e) = id("eot_token_id")? {
-            if !eos.contains(&e) {
-                eos.push(e);
-            }
-        }
+        // `tokenizer.ggml.eot_token_id` is not added: llama.cpp's converter writes 107 for
+        // every Gemma 1 file (a CodeGemma id), whatever that id is; the end of a chat turn
+        // is found by its piece (`<end_of_turn>`) instead.
         let model_type = match family {
             Family::Gemma1 => "gemma",
             Family::Gemma2 => "gemma2",
@@ -850,6 +847,18 @@ impl Gguf {
                 p
             };
             pieces.push((p, score, kind));
+        }
+        // The unknown piece: llama.cpp takes `tokenizer.ggml.unknown_token_id`; the converter
+        // marks `<unk>` a control token when tokenizer_config.json calls it special.
+        if !pieces.iter().any(|p| p.2 == PieceKind::Unknown) {
+            let unk = match self.uint("tokenizer.ggml.unknown_token_id")? {
+                Some(u) => Some(u as usize).filter(|&u| u < n),
+                None => pieces.iter().position(|p| p.0 == "<unk>"),
+            };
+            let unk = unk.with_context(|| {
+                format!("{path}: the vocabulary has no unknown token (no token of type 2, no valid `tokenizer.ggml.unknown_token_id`)")
+            })?;
+            pieces[unk].2 = PieceKind::Unknown;
         }
         let add_prefix = self
             .bool("tokenizer.ggml.add_space_prefix")?

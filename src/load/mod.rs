@@ -82,7 +82,10 @@ impl Checkpoint {
     /// Opens with explicit config choices.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self> {
         let dir = if path.is_file() {
-            path.parent().unwrap_or(Path::new(".")).to_path_buf()
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
         } else {
             path.to_path_buf()
         };

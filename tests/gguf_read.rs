@@ -352,7 +352,7 @@ fn hostile_files_are_refused_clearly() {
     refused(
         "bad-type.gguf",
         &mini(
-            &[arch.clone()],
+            std::slice::from_ref(&arch),
             &[("token_embd.weight", &[32, 4], 99, 0)],
             256,
         ),
@@ -379,7 +379,7 @@ fn hostile_files_are_refused_clearly() {
     refused(
         "misaligned.gguf",
         &mini(
-            &[arch.clone()],
+            std::slice::from_ref(&arch),
             &[("token_embd.weight", &[32, 4], 0, 4)],
             1024,
         ),
@@ -388,7 +388,7 @@ fn hostile_files_are_refused_clearly() {
     refused(
         "past-end.gguf",
         &mini(
-            &[arch.clone()],
+            std::slice::from_ref(&arch),
             &[("token_embd.weight", &[32, 4], 0, 1 << 40)],
             1024,
         ),
@@ -397,7 +397,7 @@ fn hostile_files_are_refused_clearly() {
     refused(
         "overlap.gguf",
         &mini(
-            &[arch.clone()],
+            std::slice::from_ref(&arch),
             &[("a.weight", &[32, 4], 0, 0), ("b.weight", &[32], 0, 64)],
             1024,
         ),
@@ -415,7 +415,7 @@ fn hostile_files_are_refused_clearly() {
     refused(
         "many-tensors.gguf",
         &{
-            let mut b = mini(&[arch.clone()], &[], 64);
+            let mut b = mini(std::slice::from_ref(&arch), &[], 64);
             b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
             b
         },

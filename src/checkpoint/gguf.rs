@@ -456,9 +456,9 @@ fn parse(b: &[u8]) -> Result<Parsed> {
     let tensors = tensors
         .into_iter()
         .map(|(name, shape, dtype, off, len)| {
-            let offset = (data_offset as usize)
-                .checked_add(usize::try_from(off).unwrap_or(usize::MAX))
-                .unwrap_or(usize::MAX);
+            // Saturating: an offset past the file is refused by `TensorIndex::insert`.
+            let offset =
+                (data_offset as usize).saturating_add(usize::try_from(off).unwrap_or(usize::MAX));
             (
                 name,
                 TensorInfo {
@@ -647,7 +647,7 @@ impl Gguf {
             .or(self.float(&k("rope.scale_linear"))?)
         {
             None => 1.0,
-            Some(f) if f == 0.0 => 1.0,
+            Some(0.0) => 1.0,
             Some(f) => f,
         };
         if !matches!(scaling, "linear" | "none") && factor != 1.0 {

@@ -460,16 +460,19 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     let mut by_part: std::collections::BTreeMap<&str, u64> = Default::default();
     let mut by_dtype: std::collections::BTreeMap<String, u64> = Default::default();
     for (name, t) in &ck.index.tensors {
-        let part = if name.contains("embed") {
-            "embedding"
-        } else if name.contains("lm_head") {
-            "output head"
-        } else if name.contains("self_attn") && name.ends_with("proj.weight") {
-            "attention"
-        } else if name.contains("mlp.") {
-            "mlp"
-        } else if name.contains("norm") {
+        // Hugging Face / gemma_pytorch names, and GGUF's (token_embd, output, attn_*, ffn_*).
+        let part = if name.contains("norm") {
             "norms"
+        } else if name.contains("embed") || name.starts_with("token_embd") {
+            "embedding"
+        } else if name.contains("lm_head") || name == "output.weight" {
+            "output head"
+        } else if (name.contains("self_attn") && name.ends_with("proj.weight"))
+            || name.contains(".attn_")
+        {
+            "attention"
+        } else if name.contains("mlp.") || name.contains(".ffn_") {
+            "mlp"
         } else {
             "other"
         };

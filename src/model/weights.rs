@@ -297,7 +297,11 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Nam
         if !extra.is_empty() {
             msg += &format!("\n  unexpected tensors ({}): {}", extra.len(), list(&extra));
         }
-        msg += "\n  check that config.json belongs to these weights";
+        msg += if nm.gguf.is_some() {
+            "\n  the file's metadata does not describe its tensors: the GGUF file is corrupt or not a Gemma model"
+        } else {
+            "\n  check that config.json belongs to these weights"
+        };
         bail!(msg);
     }
     for e in &exp {

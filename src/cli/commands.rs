@@ -182,8 +182,8 @@ impl Session {
     pub fn tokenizer(&self) -> Result<&GemmaTokenizer> {
         self.tok.as_ref().with_context(|| {
             format!(
-                "{}: no tokenizer.json or tokenizer.model beside the weights",
-                self.ck.dir.display()
+                "{}: no tokenizer (no tokenizer.json or tokenizer.model beside the weights; a GGUF file without a vocabulary in its metadata)",
+                self.ck.source()
             )
         })
     }
@@ -335,7 +335,7 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
         bail!(
             "--tokens: id {bad} is out of range for {} (vocab_size {vocab} in config.json, ids 0..{})",
-            s.ck.dir.display(),
+            s.ck.source(),
             vocab - 1
         );
     }
@@ -498,7 +498,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         .count();
     println!(
         "{}: {} ({}), {} layers ({} sliding-window, {} global)",
-        ck.dir.display(),
+        ck.source(),
         cfg.family.name(),
         cfg.model_type,
         cfg.num_layers,
@@ -658,8 +658,7 @@ fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
             q.name()
         );
     }
-    let sources =
-        crate::model::weights::hf_sources(&ck.cfg, &ck.index, &ck.dir.display().to_string())?;
+    let sources = crate::model::weights::hf_sources(&ck.cfg, &ck.index, &ck.source())?;
     let tensors: Vec<crate::checkpoint::safetensors::OutTensor> = sources
         .iter()
         .map(|s| crate::checkpoint::safetensors::OutTensor {

@@ -53,7 +53,7 @@ impl Sizes {
 }
 
 fn sizes(ck: &Checkpoint, ctx: usize, quant: Option<QuantKind>) -> Result<Sizes> {
-    let source = ck.dir.display().to_string();
+    let source = ck.source();
     let mats: Vec<(String, u64)> = match quant {
         Some(kind) => QuantPlan::new(&ck.cfg, &ck.index, &source, kind)?.matrix_bytes(),
         None => weights::matrix_names(&ck.cfg, &ck.index, &source)?
@@ -138,7 +138,7 @@ pub fn decide(
             bail!(
                 "--max-memory {} is too small for {} with --ctx {ctx}{}: the least that works is {} (one layer of {} streamed at a time, the output projection in chunks of {}, KV cache {}, activations, norms and runtime {}).\n  What would fit: {}",
                 human(budget),
-                ck.dir.display(),
+                ck.source(),
                 quant.map(|k| format!(" --quant {}", k.name())).unwrap_or_default(),
                 human(least),
                 human(window),

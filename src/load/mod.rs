@@ -184,7 +184,7 @@ impl Checkpoint {
     }
 
     /// The checkpoint's name in errors (a GGUF file's path, else the folder).
-    fn source(&self) -> String {
+    pub fn source(&self) -> String {
         match &self.gguf {
             Some(g) => g.path.clone(),
             None => self.dir.display().to_string(),

@@ -30,7 +30,7 @@ sync; echo 3 > /proc/sys/vm/drop_caches
 toks=2,651,6974,573,11988,576,1913,235265
 "$frugal" logits -m "$model" --tokens $toks --threads "$threads" --json > "$tmp/free.json" 2>/dev/null
 "$frugal" logits -m "$model" --tokens $toks --threads "$threads" --max-memory "$budget" --json > "$tmp/budget.json" 2>/dev/null
-if cmp -s "$tmp/free.json" "$tmp/budget.json"; then same=identical; else same=DIFFERENT; fi
+same=$(python3 -c 'import json, sys; a, b = (json.load(open(f))["logits"] for f in sys.argv[1:]); print("identical" if a == b else "DIFFERENT")' "$tmp/free.json" "$tmp/budget.json")
 python3 - "$tmp/bench.json" "$tmp/time" "$t0" "$t1" "$bytes" "$budget" "$same" <<'PY'
 import json, re, sys
 b = json.load(open(sys.argv[1]))

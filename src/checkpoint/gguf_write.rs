@@ -9,7 +9,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Data alignment (GGUF's default; `general.alignment` is not written).
-pub const ALIGNMENT: u64 = 32;
+pub const ALIGNMENT: u64 = super::gguf::DEFAULT_ALIGNMENT;
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,27 +25,11 @@ pub enum Value {
     BoolArray(Vec<bool>),
 }
 
-// GGUF value type ids.
-const T_INT32: u32 = 5;
-const T_UINT32: u32 = 4;
-const T_FLOAT32: u32 = 6;
-const T_BOOL: u32 = 7;
-const T_STRING: u32 = 8;
-const T_ARRAY: u32 = 9;
-
-/// ggml's type id for a dtype GGUF can hold.
-pub fn ggml_type(d: DType) -> Result<u32> {
-    Ok(match d {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::Q4_0 => 2,
-        DType::Q8_0 => 8,
-        DType::Q4_K => 12,
-        DType::Q6_K => 14,
-        DType::BF16 => 30,
-        DType::I8 => bail!("int8 with per-row scales has no GGUF type: quantize it (--quant q8)"),
-    })
-}
+pub use super::gguf::ggml_type;
+use super::gguf::vt::{
+    ARRAY as T_ARRAY, BOOL as T_BOOL, F32 as T_FLOAT32, I32 as T_INT32, STRING as T_STRING,
+    U32 as T_UINT32,
+};
 
 /// One tensor of the file: its GGUF name, shape in row-major order (`[rows, cols]`; written
 /// innermost first as GGUF wants), and dtype.
@@ -155,7 +139,7 @@ pub fn write(
             inner: BufWriter::with_capacity(1 << 20, file),
             n: 0,
         };
-        w.write_all(b"GGUF")?;
+        w.write_all(super::gguf::MAGIC)?;
         w.write_all(&3u32.to_le_bytes())?;
         w.write_all(&(tensors.len() as u64).to_le_bytes())?;
         w.write_all(&(kv.len() as u64).to_le_bytes())?;

@@ -2,6 +2,7 @@
 //! (file, dtype, shape, byte range) built from headers alone, with every file memory-mapped.
 //! No tensor data is read while the index is built.
 
+pub mod gguf;
 pub mod gguf_write;
 pub mod pickle;
 pub mod pytorch;

@@ -151,7 +151,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     } else {
         println!(
             "{} ({}, {} threads)",
-            s.ck.dir.display(),
+            s.ck.source(),
             human(report.weights_bytes),
             threads
         );

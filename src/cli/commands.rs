@@ -169,10 +169,7 @@ impl Session {
                 human(q)
             );
         }
-        let tok = match ck.tokenizer_path() {
-            Some(p) => Some(GemmaTokenizer::from_file(&p)?),
-            None => None,
-        };
+        let tok = ck.tokenizer()?;
         Ok((ck, tok, p, budget))
     }
 
@@ -193,8 +190,8 @@ impl Session {
     pub fn tokenizer(&self) -> Result<&GemmaTokenizer> {
         self.tok.as_ref().with_context(|| {
             format!(
-                "{}: no tokenizer.json or tokenizer.model beside the weights",
-                self.ck.dir.display()
+                "{}: no tokenizer (no tokenizer.json or tokenizer.model beside the weights; a GGUF file without a vocabulary in its metadata)",
+                self.ck.source()
             )
         })
     }
@@ -346,7 +343,7 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
         bail!(
             "--tokens: id {bad} is out of range for {} (vocab_size {vocab} in config.json, ids 0..{})",
-            s.ck.dir.display(),
+            s.ck.source(),
             vocab - 1
         );
     }
@@ -406,6 +403,13 @@ pub struct TokenizeArgs {
 }
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
+    if crate::checkpoint::gguf::is_gguf(&a.model) {
+        let ck = Checkpoint::open(&a.model)?;
+        let tok = ck
+            .tokenizer()?
+            .with_context(|| format!("{}: the file holds no vocabulary", a.model.display()))?;
+        return print_tokens(&tok, &a);
+    }
     let dir = if a.model.is_file() {
         a.model
             .parent()
@@ -421,6 +425,10 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
         )
     })?;
     let tok = GemmaTokenizer::from_file(&path)?;
+    print_tokens(&tok, &a)
+}
+
+fn print_tokens(tok: &GemmaTokenizer, a: &TokenizeArgs) -> Result<()> {
     let mut ids = Vec::new();
     if a.bos {
         ids.push(tok.bos.context("this tokenizer has no <bos> token")?);
@@ -460,16 +468,19 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     let mut by_part: std::collections::BTreeMap<&str, u64> = Default::default();
     let mut by_dtype: std::collections::BTreeMap<String, u64> = Default::default();
     for (name, t) in &ck.index.tensors {
-        let part = if name.contains("embed") {
-            "embedding"
-        } else if name.contains("lm_head") {
-            "output head"
-        } else if name.contains("self_attn") && name.ends_with("proj.weight") {
-            "attention"
-        } else if name.contains("mlp.") {
-            "mlp"
-        } else if name.contains("norm") {
+        // Hugging Face / gemma_pytorch names, and GGUF's (token_embd, output, attn_*, ffn_*).
+        let part = if name.contains("norm") {
             "norms"
+        } else if name.contains("embed") || name.starts_with("token_embd") {
+            "embedding"
+        } else if name.contains("lm_head") || name == "output.weight" {
+            "output head"
+        } else if (name.contains("self_attn") && name.ends_with("proj.weight"))
+            || name.contains(".attn_")
+        {
+            "attention"
+        } else if name.contains("mlp.") || name.contains(".ffn_") {
+            "mlp"
         } else {
             "other"
         };
@@ -495,7 +506,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         .count();
     println!(
         "{}: {} ({}), {} layers ({} sliding-window, {} global)",
-        ck.dir.display(),
+        ck.source(),
         cfg.family.name(),
         cfg.model_type,
         cfg.num_layers,
@@ -655,8 +666,7 @@ fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
             q.name()
         );
     }
-    let sources =
-        crate::model::weights::hf_sources(&ck.cfg, &ck.index, &ck.dir.display().to_string())?;
+    let sources = crate::model::weights::hf_sources(&ck.cfg, &ck.index, &ck.source())?;
     let tensors: Vec<crate::checkpoint::safetensors::OutTensor> = sources
         .iter()
         .map(|s| crate::checkpoint::safetensors::OutTensor {

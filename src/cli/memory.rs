@@ -46,7 +46,7 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     let ck = Checkpoint::open_with(&m.model, &m.open_options())?;
     trace::mark(trace::phase::PLAN);
     let p = model_plan(m, &ck)?;
-    let source = ck.dir.display().to_string();
+    let source = ck.source();
     let fits = m.max_memory.map(|b| p.peak_rss_bytes <= b);
     if a.json {
         let mut v = serde_json::to_value(&p)?;

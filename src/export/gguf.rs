@@ -6,6 +6,7 @@
 //! Streamed: each tensor is read from the source's map a chunk at a time, converted, written,
 //! and the chunk's pages dropped, so memory stays at one chunk whatever the model's size.
 
+use crate::checkpoint::gguf::{arch_name, file_type, gguf_name};
 use crate::checkpoint::gguf_write::{self, OutTensor, Value};
 use crate::kernels::DType;
 use crate::load::quantize::QuantKind;
@@ -31,63 +32,9 @@ enum Conv {
     Quant(DType),
 }
 
-/// The GGUF name of a Hugging Face Gemma tensor name.
-pub fn gguf_name(hf: &str, family: Family) -> Result<String> {
-    Ok(match hf {
-        "model.embed_tokens.weight" => "token_embd.weight".into(),
-        "model.norm.weight" => "output_norm.weight".into(),
-        "lm_head.weight" => "output.weight".into(),
-        _ => {
-            let rest = hf
-                .strip_prefix("model.layers.")
-                .with_context(|| format!("tensor `{hf}` has no GGUF name"))?;
-            let (l, part) = rest
-                .split_once('.')
-                .with_context(|| format!("tensor `{hf}` has no GGUF name"))?;
-            let g1 = family == Family::Gemma1;
-            let p = match part {
-                "input_layernorm.weight" => "attn_norm",
-                "self_attn.q_proj.weight" => "attn_q",
-                "self_attn.k_proj.weight" => "attn_k",
-                "self_attn.v_proj.weight" => "attn_v",
-                "self_attn.o_proj.weight" => "attn_output",
-                "self_attn.q_norm.weight" => "attn_q_norm",
-                "self_attn.k_norm.weight" => "attn_k_norm",
-                "post_attention_layernorm.weight" if g1 => "ffn_norm",
-                "post_attention_layernorm.weight" => "post_attention_norm",
-                "pre_feedforward_layernorm.weight" => "ffn_norm",
-                "post_feedforward_layernorm.weight" => "post_ffw_norm",
-                "mlp.gate_proj.weight" => "ffn_gate",
-                "mlp.up_proj.weight" => "ffn_up",
-                "mlp.down_proj.weight" => "ffn_down",
-                _ => bail!("tensor `{hf}` has no GGUF name"),
-            };
-            format!("blk.{l}.{p}.weight")
-        }
-    })
-}
-
-/// llama.cpp's `general.file_type` for the dtype most matrices have.
-fn file_type(d: DType) -> u32 {
-    match d {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::Q4_0 => 2,
-        DType::Q8_0 => 7,
-        DType::Q4_K => 14,
-        DType::Q6_K => 18,
-        DType::BF16 => 32,
-        DType::I8 => 7,
-    }
-}
-
 /// The architecture name and the metadata keys llama.cpp reads for it.
 fn hparams(cfg: &GemmaConfig, ctx_len: u32, source: &str) -> Result<Vec<(String, Value)>> {
-    let a = match cfg.family {
-        Family::Gemma1 => "gemma",
-        Family::Gemma2 => "gemma2",
-        Family::Gemma3 => "gemma3",
-    };
+    let a = arch_name(cfg.family);
     // llama.cpp scales queries by 1/sqrt(head_dim), or by 1/sqrt(hidden/heads) for its 27B
     // types (46-layer Gemma 2, 62-layer Gemma 3): src/models/gemma2.cpp, gemma3.cpp. No key
     // can say otherwise, so another query_pre_attn_scalar cannot be written faithfully.

@@ -54,7 +54,7 @@ impl Sizes {
 }
 
 fn sizes(ck: &Checkpoint, w: &Workload, quant: Option<QuantKind>) -> Result<Sizes> {
-    let source = ck.dir.display().to_string();
+    let source = ck.source();
     let mats: Vec<(String, u64)> = match quant {
         Some(kind) => QuantPlan::new(&ck.cfg, &ck.index, &source, kind)?.matrix_bytes(),
         None => weights::matrix_names(&ck.cfg, &ck.index, &source)?
@@ -98,9 +98,12 @@ fn sizes(ck: &Checkpoint, w: &Workload, quant: Option<QuantKind>) -> Result<Size
     })
 }
 
-/// The layer a tensor name belongs to (`...layers.N....`).
+/// The layer a tensor name belongs to (`...layers.N....`, or GGUF's `blk.N....`).
 fn layer_of(name: &str) -> Option<usize> {
-    let rest = &name[name.find("layers.")? + "layers.".len()..];
+    let rest = match name.find("layers.") {
+        Some(i) => &name[i + "layers.".len()..],
+        None => name.strip_prefix("blk.")?,
+    };
     rest.split('.').next()?.parse().ok()
 }
 
@@ -154,7 +157,7 @@ pub fn decide(
             bail!(
                 "--max-memory {} is too small for {} holding {ctx} tokens{}: the least that works is {} (one layer of {} streamed at a time, the output projection in chunks of {}, KV cache {}, activations, norms and runtime {}).\n  What would fit: {}",
                 human(budget),
-                ck.dir.display(),
+                ck.source(),
                 quant.map(|k| format!(" --quant {}", k.name())).unwrap_or_default(),
                 human(least),
                 human(window),
@@ -185,6 +188,8 @@ mod tests {
     fn layer_names() {
         assert_eq!(layer_of("model.layers.12.mlp.up_proj.weight"), Some(12));
         assert_eq!(layer_of("model.embed_tokens.weight"), None);
+        assert_eq!(layer_of("blk.7.ffn_down.weight"), Some(7));
+        assert_eq!(layer_of("token_embd.weight"), None);
         assert_eq!(size_arg(1 << 30), "1.00GiB");
         assert_eq!(size_arg((1 << 20) + 1), "2MiB");
     }

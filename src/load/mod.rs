@@ -6,7 +6,7 @@ pub mod plan;
 pub mod quantize;
 pub mod stream;
 
-use crate::checkpoint::{pytorch, safetensors, TensorIndex};
+use crate::checkpoint::{gguf, pytorch, safetensors, TensorIndex};
 use crate::model::config::GemmaConfig;
 use crate::model::gemma::Gemma;
 use crate::model::{variants, weights};
@@ -40,6 +40,8 @@ pub struct Checkpoint {
     /// The matrices quantized while loading ([`Checkpoint::quantize`]), used instead of the
     /// stored ones.
     pub quant: Option<quantize::Quantized>,
+    /// A GGUF file's header (its config and tokenizer come from its metadata).
+    pub gguf: Option<gguf::Gguf>,
 }
 
 impl Checkpoint {
@@ -80,12 +82,33 @@ impl Checkpoint {
     /// Opens with explicit config choices.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self> {
         let dir = if path.is_file() {
-            path.parent().unwrap_or(Path::new(".")).to_path_buf()
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
         } else {
             path.to_path_buf()
         };
         if !dir.is_dir() {
             bail!("{}: no such model folder", path.display());
+        }
+        if path.is_file() && gguf::is_gguf(path) {
+            if opts.config.is_some() || opts.variant.is_some() {
+                bail!(
+                    "{}: a GGUF file carries its own config in its metadata; --config and --variant do not apply",
+                    path.display()
+                );
+            }
+            let (g, index) = gguf::open(path)?;
+            let cfg = g.config(&index)?;
+            weights::check(&cfg, &index, &g.path)?;
+            return Ok(Checkpoint {
+                dir,
+                cfg,
+                index,
+                quant: None,
+                gguf: Some(g),
+            });
         }
         let index = if safetensors::is_safetensors_dir(&dir) && !path.is_file() {
             safetensors::open_dir(&dir)?
@@ -105,6 +128,7 @@ impl Checkpoint {
             cfg,
             index,
             quant: None,
+            gguf: None,
         })
     }
 
@@ -159,14 +183,49 @@ impl Checkpoint {
         Ok(Gemma::new(self.cfg.clone(), w))
     }
 
-    /// The checkpoint's name in errors.
-    fn source(&self) -> String {
-        self.dir.display().to_string()
+    /// The checkpoint's name in errors (a GGUF file's path, else the folder).
+    pub fn source(&self) -> String {
+        match &self.gguf {
+            Some(g) => g.path.clone(),
+            None => self.dir.display().to_string(),
+        }
     }
 
     /// Path of the tokenizer beside the weights (tokenizer.json, else tokenizer.model), if any.
+    /// None for a GGUF file, whose tokenizer is in its metadata ([`Checkpoint::tokenizer`]).
     pub fn tokenizer_path(&self) -> Option<PathBuf> {
-        crate::tokenizer::GemmaTokenizer::find(&self.dir)
+        match self.gguf {
+            Some(_) => None,
+            None => crate::tokenizer::GemmaTokenizer::find(&self.dir),
+        }
+    }
+
+    /// Bytes the tokenizer is read from and whether it is a `tokenizer.json` (for the plan).
+    pub fn tokenizer_source_bytes(&self) -> (u64, bool) {
+        if let Some(g) = &self.gguf {
+            return (g.tokenizer_bytes(), false);
+        }
+        match self.tokenizer_path() {
+            Some(p) => (
+                std::fs::metadata(&p).map_or(0, |m| m.len()),
+                p.extension().is_some_and(|e| e == "json"),
+            ),
+            None => (0, false),
+        }
+    }
+
+    /// The tokenizer: a GGUF file's vocabulary, else tokenizer.json or tokenizer.model beside
+    /// the weights; None when there is none.
+    pub fn tokenizer(&self) -> Result<Option<crate::tokenizer::GemmaTokenizer>> {
+        use crate::tokenizer::GemmaTokenizer;
+        if let Some(g) = &self.gguf {
+            return Ok(g
+                .tokenizer(&self.index)?
+                .map(GemmaTokenizer::from_sentencepiece));
+        }
+        self.tokenizer_path()
+            .map(|p| GemmaTokenizer::from_file(&p))
+            .transpose()
     }
 }
 

@@ -187,7 +187,7 @@ pub fn entries_for(
     ck: &Checkpoint,
     quant: Option<super::quantize::QuantKind>,
 ) -> Result<Vec<WeightEntry>> {
-    let entries = weight_entries(&ck.cfg, &ck.index, &ck.dir.display().to_string())?;
+    let entries = weight_entries(&ck.cfg, &ck.index, &ck.source())?;
     let Some(kind) = quant else {
         return Ok(entries);
     };
@@ -249,13 +249,7 @@ impl Workload {
 
     /// The same workload with the tokenizer beside `ck`'s weights (its file's size and kind).
     pub fn with_tokenizer_of(mut self, ck: &Checkpoint) -> Self {
-        (self.tokenizer_file_bytes, self.tokenizer_json) = match ck.tokenizer_path() {
-            Some(p) => (
-                std::fs::metadata(&p).map_or(0, |m| m.len()),
-                p.extension().is_some_and(|e| e == "json"),
-            ),
-            None => (0, false),
-        };
+        (self.tokenizer_file_bytes, self.tokenizer_json) = ck.tokenizer_source_bytes();
         self
     }
 

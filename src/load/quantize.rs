@@ -138,6 +138,15 @@ impl QuantPlan {
         kind: QuantKind,
     ) -> Result<Self> {
         let mut names = weights::matrix_names(cfg, index, source)?;
+        // Matrices already stored in a block format (a quantized GGUF file) stay as they are,
+        // used in place: re-quantizing blocks would only lose precision. Only float (and int8)
+        // matrices are converted, so `--quant` on a Q4_K_M file quantizes nothing.
+        names.retain(|n| {
+            !matches!(
+                index.tensors[n].dtype,
+                StoredDType::Known(d) if d.block_len() > 1
+            )
+        });
         names.sort_by_key(|n| {
             let t = &index.tensors[n];
             (t.file, t.offset)

@@ -70,6 +70,31 @@ pub struct Naming {
     /// gemma_pytorch layout: Q, K and V fused in `self_attn.qkv_proj` (rows: all Q heads, then K,
     /// then V), q/k norms named `query_norm`/`key_norm`, RoPE buffers stored and ignored.
     pub gemma_pytorch: bool,
+    /// GGUF layout (llama.cpp's tensor names for this family): expected names are built under
+    /// Hugging Face names and translated by [`Naming::stored`].
+    pub gguf: Option<Family>,
+    /// Added to RMSNorm weights when binding: 1 for Hugging Face and gemma_pytorch files,
+    /// which store `w` for a norm that multiplies by `1 + w`; 0 for GGUF, whose converter
+    /// already stores `1 + w` (as `export/gguf.rs` writes it).
+    pub norm_offset: f32,
+}
+
+impl Naming {
+    /// The stored name of a tensor given under its Hugging Face name (the name itself unless
+    /// the checkpoint is GGUF).
+    pub fn stored(&self, name: &str) -> String {
+        match self.gguf {
+            Some(f) => {
+                crate::checkpoint::gguf::gguf_name(name, f).unwrap_or_else(|_| name.to_string())
+            }
+            None => name.to_string(),
+        }
+    }
+}
+
+/// True if the index holds a GGUF checkpoint (llama.cpp's tensor names).
+pub fn is_gguf(index: &TensorIndex) -> bool {
+    index.tensors.contains_key("token_embd.weight")
 }
 
 /// Buffers of gemma_pytorch checkpoints that are not weights (precomputed RoPE tables).
@@ -89,6 +114,19 @@ pub fn naming(cfg: &GemmaConfig, index: &TensorIndex) -> Naming {
             ignore_outside: None,
             embed: "embedder.weight".into(),
             gemma_pytorch: true,
+            gguf: None,
+            norm_offset: 1.0,
+        };
+    }
+    if is_gguf(index) {
+        return Naming {
+            prefix: "model.".into(),
+            lm_head: "output.weight".into(),
+            ignore_outside: None,
+            embed: "token_embd.weight".into(),
+            gemma_pytorch: false,
+            gguf: Some(cfg.family),
+            norm_offset: 0.0,
         };
     }
     if cfg.multimodal {
@@ -114,6 +152,8 @@ pub fn naming(cfg: &GemmaConfig, index: &TensorIndex) -> Naming {
                     ignore_outside: Some(outer.into()),
                     embed: format!("{p}embed_tokens.weight"),
                     gemma_pytorch: false,
+                    gguf: None,
+                    norm_offset: 1.0,
                 };
             }
         }
@@ -123,6 +163,8 @@ pub fn naming(cfg: &GemmaConfig, index: &TensorIndex) -> Naming {
             ignore_outside: Some("language_model.".into()),
             embed: "language_model.model.embed_tokens.weight".into(),
             gemma_pytorch: false,
+            gguf: None,
+            norm_offset: 1.0,
         };
     }
     Naming {
@@ -131,6 +173,8 @@ pub fn naming(cfg: &GemmaConfig, index: &TensorIndex) -> Naming {
         ignore_outside: None,
         embed: "model.embed_tokens.weight".into(),
         gemma_pytorch: false,
+        gguf: None,
+        norm_offset: 1.0,
     }
 }
 
@@ -201,6 +245,9 @@ fn expected(cfg: &GemmaConfig, nm: &Naming) -> Vec<Expect> {
             shape: vec![cfg.vocab_size, h],
         });
     }
+    for e in &mut v {
+        e.name = nm.stored(&e.name);
+    }
     v
 }
 
@@ -250,7 +297,11 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Nam
         if !extra.is_empty() {
             msg += &format!("\n  unexpected tensors ({}): {}", extra.len(), list(&extra));
         }
-        msg += "\n  check that config.json belongs to these weights";
+        msg += if nm.gguf.is_some() {
+            "\n  the file's metadata does not describe its tensors: the GGUF file is corrupt or not a Gemma model"
+        } else {
+            "\n  check that config.json belongs to these weights"
+        };
         bail!(msg);
     }
     for e in &exp {
@@ -282,8 +333,10 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Nam
                 }
             }
             ref d if is_float(d) => {}
+            StoredDType::Known(DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K)
+                if e.shape.len() == 2 => {}
             ref d => bail!(
-                "{file}: tensor `{}` is stored as {d}; frugal reads bf16, f16 and f32 weights in place, and int8 matrices with per-row `weight_scaler`",
+                "{file}: tensor `{}` is stored as {d}; frugal reads bf16, f16 and f32 weights in place, int8 matrices with per-row `weight_scaler`, and GGUF matrices in Q8_0, Q4_0, Q4_K or Q6_K",
                 e.name,
             ),
         }
@@ -332,6 +385,7 @@ pub fn bind_with<'a>(
 ) -> Result<Weights<'a>> {
     let nm = check(cfg, index, source)?;
     let mat = |n: &str| -> MatRef<'a> {
+        let n = &nm.stored(n);
         if let Some(m) = replaced.get(n) {
             return *m;
         }
@@ -345,11 +399,11 @@ pub fn bind_with<'a>(
         }
     };
     let norm = |n: &str| -> Vec<f32> {
-        let t = &index.tensors[n];
+        let t = &index.tensors[&nm.stored(n)];
         let mut out = vec![0f32; t.numel()];
         crate::kernels::scalar::to_f32(index.bytes(t), dtype(t), &mut out);
         for x in &mut out {
-            *x += 1.0;
+            *x += nm.norm_offset;
         }
         out
     };
@@ -462,6 +516,9 @@ pub fn hf_sources<'a>(
     source: &str,
 ) -> Result<Vec<Source<'a>>> {
     let nm = check(cfg, index, source)?;
+    if nm.gguf.is_some() {
+        bail!("{source}: converting from a GGUF file is not supported yet; run it with frugal directly (its tensors are used in place), or convert the original checkpoint");
+    }
     if let Some((n, _)) = index
         .tensors
         .iter()
@@ -475,6 +532,8 @@ pub fn hf_sources<'a>(
         ignore_outside: None,
         embed: "model.embed_tokens.weight".into(),
         gemma_pytorch: false,
+        gguf: None,
+        norm_offset: 1.0,
     };
     let (nq, nkv) = (
         cfg.num_heads * cfg.head_dim,

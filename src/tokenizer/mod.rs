@@ -49,6 +49,17 @@ impl GemmaTokenizer {
         })
     }
 
+    /// A SentencePiece model built in memory (a GGUF file's vocabulary).
+    pub fn from_sentencepiece(sp: SentencePiece) -> Self {
+        GemmaTokenizer {
+            bos: sp.piece_to_id("<bos>"),
+            start_of_turn: sp.piece_to_id("<start_of_turn>"),
+            end_of_turn: sp.piece_to_id("<end_of_turn>"),
+            vocab_size: sp.vocab_size(),
+            inner: Backend::SentencePiece(Box::new(sp)),
+        }
+    }
+
     /// The tokenizer in a model folder: `tokenizer.json`, else `tokenizer.model`.
     pub fn find(dir: &Path) -> Option<std::path::PathBuf> {
         ["tokenizer.json", "tokenizer.model"]

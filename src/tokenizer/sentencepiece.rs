@@ -174,6 +174,35 @@ impl SentencePiece {
         if model_type != 2 {
             bail!("model type {model_type} is not BPE (2); frugal reads Gemma's BPE SentencePiece models");
         }
+        Self::build(
+            pieces,
+            byte_fallback,
+            add_dummy_prefix,
+            remove_extra_whitespaces,
+            escape_whitespaces,
+            false,
+        )
+    }
+
+    /// A BPE model from its pieces (id order) as a GGUF file's metadata holds them, tokenizing
+    /// as llama.cpp's SentencePiece tokenizer does: byte fallback, whitespace escaped and never
+    /// folded, an optional dummy prefix, and control pieces written in the text matched whole
+    /// like user-defined ones (as the Hugging Face tokenizer matches its special tokens).
+    pub fn from_pieces(
+        pieces: Vec<(String, f32, PieceKind)>,
+        add_dummy_prefix: bool,
+    ) -> Result<Self> {
+        Self::build(pieces, true, add_dummy_prefix, false, true, true)
+    }
+
+    fn build(
+        pieces: Vec<(String, f32, PieceKind)>,
+        byte_fallback: bool,
+        add_dummy_prefix: bool,
+        remove_extra_whitespaces: bool,
+        escape_whitespaces: bool,
+        match_control: bool,
+    ) -> Result<Self> {
         if pieces.is_empty() {
             bail!("the model has no pieces");
         }
@@ -205,7 +234,7 @@ impl SentencePiece {
                     reserved.entry(p.clone()).or_insert(i);
                 }
             }
-            if *k == PieceKind::UserDefined {
+            if *k == PieceKind::UserDefined || (match_control && *k == PieceKind::Control) {
                 user_defined.push(p.clone());
             }
         }
@@ -368,7 +397,11 @@ impl SentencePiece {
         while i >= 0 {
             let s = &syms[i as usize];
             let piece = &norm[s.start..s.start + s.len];
-            match self.vocab.get(piece) {
+            let found = self
+                .vocab
+                .get(piece)
+                .or_else(|| s.frozen.then(|| self.reserved.get(piece)).flatten());
+            match found {
                 Some(&id) if self.pieces[id as usize].2 != PieceKind::Unused => out.push(id),
                 _ => {
                     if self.byte_fallback {

@@ -23,11 +23,17 @@ pub const FILES: [(&str, &[u8]); 3] = [
     ),
 ];
 
-/// FNV-1a of every embedded file, names and bytes.
+/// FNV-1a of the embedded files' names, lengths and first and last 64 KiB (any retrained
+/// model differs there). Not the whole: reading 8 MB of the binary would make it resident on
+/// every run.
 fn hash() -> u64 {
+    const EDGE: usize = 64 << 10;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (name, bytes) in FILES {
-        for &b in name.as_bytes().iter().chain(bytes.iter()) {
+        let head = &bytes[..bytes.len().min(EDGE)];
+        let tail = &bytes[bytes.len().saturating_sub(EDGE)..];
+        let len = (bytes.len() as u64).to_le_bytes();
+        for &b in name.as_bytes().iter().chain(&len).chain(head).chain(tail) {
             h ^= b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
         }

@@ -26,7 +26,7 @@ pub struct DemoArgs {
     /// The prompt of the tiny model.
     #[arg(short = 'p', long = "prompt", default_value = "def main(")]
     pub prompt: String,
-    /// Tokens to generate (default: 120 for the tiny model, 32 with --synthetic).
+    /// Tokens to generate (default: 80 for the tiny model, 32 with --synthetic).
     #[arg(short = 'n', long)]
     pub n: Option<usize>,
     /// Worker threads (default: all cores).
@@ -58,7 +58,7 @@ fn tiny(a: DemoArgs) -> Result<()> {
     if a.prompt.is_empty() {
         anyhow::bail!("the prompt is empty: give some text with -p");
     }
-    let n = a.n.unwrap_or(120);
+    let n = a.n.unwrap_or(80);
     let dir = crate::tiny::model_dir()?;
     let m = ModelArgs {
         model: dir.clone(),

@@ -32,7 +32,10 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
     let text = String::from_utf8(text)
         .map_err(|e| anyhow::anyhow!("{}: not UTF-8 text ({e})", a.file.display()))?;
     if text.is_empty() {
-        bail!("{}: the file is empty: there is nothing to score", a.file.display());
+        bail!(
+            "{}: the file is empty: there is nothing to score",
+            a.file.display()
+        );
     }
     // A window never holds more than --ctx tokens, nor more than the text (every token covers
     // at least one byte): the cache, activations and a chunk of logits are planned for that.
@@ -71,7 +74,13 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
             memory: crate::memory::Report,
         }
         let mut out = std::io::stdout().lock();
-        serde_json::to_writer(&mut out, &Out { r: &r, memory: report })?;
+        serde_json::to_writer(
+            &mut out,
+            &Out {
+                r: &r,
+                memory: report,
+            },
+        )?;
         writeln!(out)?;
     } else {
         println!(

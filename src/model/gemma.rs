@@ -207,7 +207,11 @@ impl<'a> Gemma<'a> {
                 let last = ci + 1 == chunks.len();
                 let logits = self.forward_chunk(chunk, cache, all, last)?;
                 if !logits.is_empty() {
-                    let first = if all { ci * PREFILL_CHUNK } else { tokens.len() - 1 };
+                    let first = if all {
+                        ci * PREFILL_CHUNK
+                    } else {
+                        tokens.len() - 1
+                    };
                     on_logits(first, &logits)?;
                 }
             }

@@ -19,5 +19,6 @@ pub mod output;
 pub mod progress;
 pub mod quant;
 pub mod synth;
+pub mod tiny;
 pub mod tokenizer;
 pub mod trace;

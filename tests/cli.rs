@@ -185,3 +185,25 @@ fn synth_ckpt_runs_with_inferred_variant() {
         assert!(se.contains(&format!("inferred variant {shape}")), "{se}");
     }
 }
+
+/// `frugal demo` runs the tiny model embedded in the binary from an empty cache, prints its
+/// continuation of the prompt and the memory report; a second run reuses the written folder.
+#[test]
+fn demo_runs_the_embedded_tiny_model() {
+    let cache = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args(["demo", "-n", "16", "--threads", "2"])
+            .env("FRUGAL_CACHE", cache.path())
+            .output()
+            .unwrap();
+        let so = String::from_utf8_lossy(&out.stdout);
+        let se = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{se}");
+        assert!(so.starts_with("def main("), "{so}");
+        assert!(so.contains("16 new tokens"), "{so}");
+        assert!(so.contains("peak RSS"), "{so}");
+    }
+    let dirs: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
+    assert_eq!(dirs.len(), 1);
+}

@@ -1,5 +1,8 @@
-//! `frugal demo`: the README's first command. Makes a synthetic checkpoint once (cached under
-//! the user's cache folder), runs it, prints the tokens and the memory report.
+//! `frugal demo`: the README's first command. Runs the tiny trained model embedded in the
+//! binary ([`crate::tiny`]: written once to the cache folder) on a Python prompt and prints its
+//! text, speed and the memory report. `--synthetic` instead makes (once) a synthetic checkpoint
+//! with the real shapes of a Gemma model (`--shape`, random weights) and runs that: the memory
+//! figures of a real-sized model.
 
 use super::commands::Session;
 use super::ModelArgs;
@@ -13,12 +16,19 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Shape of the synthetic model.
+    /// Run a synthetic checkpoint with a real Gemma model's shapes (random weights, made once
+    /// in the cache folder: about 2 GB for gemma3-1b) instead of the tiny trained model.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// With --synthetic: the shape of the synthetic model.
     #[arg(long, default_value = "gemma3-1b")]
     pub shape: String,
-    /// Tokens to generate.
-    #[arg(short = 'n', long, default_value_t = 32)]
-    pub n: usize,
+    /// The prompt of the tiny model.
+    #[arg(short = 'p', long = "prompt", default_value = "def main(")]
+    pub prompt: String,
+    /// Tokens to generate (default: 80 for the tiny model, 32 with --synthetic).
+    #[arg(short = 'n', long)]
+    pub n: Option<usize>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -36,6 +46,96 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn demo(a: DemoArgs) -> Result<()> {
+    if a.synthetic {
+        synthetic(a)
+    } else {
+        tiny(a)
+    }
+}
+
+/// The tiny trained model: greedy continuation of a Python prompt.
+fn tiny(a: DemoArgs) -> Result<()> {
+    if a.prompt.is_empty() {
+        anyhow::bail!("the prompt is empty: give some text with -p");
+    }
+    let n = a.n.unwrap_or(80);
+    let dir = crate::tiny::model_dir()?;
+    let m = ModelArgs {
+        model: dir.clone(),
+        threads: a.threads,
+        ctx: 512,
+        variant: None,
+        config: None,
+        exact: false,
+        quant: None,
+        max_memory: a.max_memory,
+        mem_trace: a.mem_trace.clone(),
+    };
+    let bound = super::commands::prompt_tokens_bound(a.prompt.len(), false);
+    let s = Session::open_for(&m, |w| w.with_tokens(bound, n))?;
+    let tok = s.tokenizer()?;
+    let mut model = s.model()?;
+    model.fast_bf16 = true;
+    let cfg = &model.cfg;
+    eprintln!(
+        "{}: the tiny model embedded in frugal (scripts/train_tiny.py: {} layers, hidden {}, \
+         vocab {}, trained on CPython's standard library), {} of bf16 weights used in place; \
+         predicted peak RSS {} (anonymous {})",
+        dir.display(),
+        cfg.num_layers,
+        cfg.hidden_size,
+        cfg.vocab_size,
+        human(s.ck.index.total_bytes()),
+        human(s.plan.peak_rss_bytes),
+        human(s.plan.peak_anon_bytes)
+    );
+    let mut prompt = vec![cfg.bos_token_id];
+    prompt.extend(tok.encode(&a.prompt)?);
+    let opts = GenerateOptions {
+        max_new_tokens: n,
+        ctx: m.ctx,
+        sampler: SamplerConfig {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        },
+        stop_ids: cfg.eos_token_ids.clone(),
+        sample_limit: generate::sample_limit(&model, tok.vocab_size),
+    };
+    let mut stream = tok.stream();
+    let stdout = std::io::stdout();
+    print!("{}", a.prompt);
+    crate::trace::mark(crate::trace::phase::PREFILL);
+    let mut first = true;
+    let (_, stats) = generate::generate(&model, &prompt, &opts, |t| {
+        if std::mem::take(&mut first) {
+            crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
+        }
+        if !opts.stop_ids.contains(&t) {
+            let text = stream.push(t)?;
+            let mut o = stdout.lock();
+            o.write_all(text.as_bytes())?;
+            o.flush()?;
+        }
+        Ok(())
+    })?;
+    println!("{}", stream.finish()?);
+    println!(
+        "{} prompt tokens at {:.1} tok/s, {} new tokens at {:.1} tok/s on {} threads (greedy)",
+        stats.prompt_tokens,
+        stats.prefill_tok_s(),
+        stats.new_tokens,
+        stats.decode_tok_s(),
+        rayon::current_num_threads()
+    );
+    println!("{}", s.report(stats.kv_cache_bytes as u64).text());
+    Ok(())
+}
+
+/// A synthetic checkpoint with real shapes: sampled ids from random weights.
+fn synthetic(a: DemoArgs) -> Result<()> {
+    let n = a.n.unwrap_or(32);
     let shape = Shape::by_name(&a.shape)?;
     let dir = cache_dir().join(format!("synth-{}-bf16", shape.name));
     if !dir.join("config.json").is_file() {
@@ -62,7 +162,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     };
     let text = "The memory-mapped weights";
     let bound = super::commands::prompt_tokens_bound(text.len(), false);
-    let s = Session::open_for(&m, |w| w.with_tokens(bound, a.n))?;
+    let s = Session::open_for(&m, |w| w.with_tokens(bound, n))?;
     let tok = s.tokenizer()?;
     let mut model = s.model()?;
     model.fast_bf16 = true;
@@ -79,7 +179,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let mut prompt = vec![model.cfg.bos_token_id];
     prompt.extend(tok.encode(text)?);
     let opts = GenerateOptions {
-        max_new_tokens: a.n,
+        max_new_tokens: n,
         ctx: m.ctx,
         // Random weights make greedy decoding repeat one token; sampling shows the machinery.
         sampler: SamplerConfig {

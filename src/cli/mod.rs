@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod demo;
 mod memory;
+mod perplexity;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -84,6 +85,8 @@ pub enum Command {
     Synth(commands::SynthArgs),
     /// Convert any checkpoint frugal reads to a Hugging Face safetensors folder.
     Convert(commands::ConvertArgs),
+    /// Perplexity of the model on a text file, in non-overlapping windows of --ctx tokens.
+    Perplexity(perplexity::PerplexityArgs),
     /// Make (once) a small synthetic model, run it and print the memory report.
     Demo(demo::DemoArgs),
     /// Measure load time, time to first token, prefill and decode speed, and memory.
@@ -104,6 +107,7 @@ pub fn main() -> Result<()> {
         Command::Inspect(a) => commands::inspect(a),
         Command::Synth(a) => commands::synth(a),
         Command::Convert(a) => commands::convert(a),
+        Command::Perplexity(a) => perplexity::perplexity(a),
         Command::Demo(a) => demo::demo(a),
         Command::Bench(a) => bench::bench(a),
         Command::Plan(a) => memory::plan(a),

@@ -1,6 +1,7 @@
 //! Generation: sampling ([`sampler`]) and the token loop that feeds the model, stops at an end
 //! token, and hands each new token to the caller as soon as it is chosen.
 
+pub mod perplexity;
 pub mod sampler;
 
 use crate::model::config::Family;

@@ -163,6 +163,25 @@ impl<'a> Gemma<'a> {
     /// Runs `tokens` through the model, appending them to `cache`. Returns the logits of every
     /// position (`all = true`, `[n, vocab]`) or of the last one (`[vocab]`).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all: bool) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.forward_chunks(tokens, cache, all, |_, logits| {
+            out.extend_from_slice(logits);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Gemma::forward`] handing the logits to `on_logits` one prefill chunk (at most
+    /// [`PREFILL_CHUNK`] rows) at a time, with the index in `tokens` of the chunk's first row,
+    /// so that no more than a chunk's logits are ever held (`all = true`: every row of every
+    /// chunk; `all = false`: only the last row, once).
+    pub fn forward_chunks(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all: bool,
+        mut on_logits: impl FnMut(usize, &[f32]) -> Result<()> + Send,
+    ) -> Result<()> {
         if tokens.is_empty() {
             bail!("no tokens to process: the prompt is empty");
         }
@@ -183,14 +202,20 @@ impl<'a> Gemma<'a> {
         // The whole pass runs on a worker of the thread pool, so each of its ~10 parallel steps
         // per layer starts on a running thread instead of waking one from outside the pool.
         rayon::scope(|_| {
-            let mut out = Vec::new();
             let chunks: Vec<&[u32]> = tokens.chunks(PREFILL_CHUNK).collect();
             for (ci, chunk) in chunks.iter().enumerate() {
                 let last = ci + 1 == chunks.len();
                 let logits = self.forward_chunk(chunk, cache, all, last)?;
-                out.extend_from_slice(&logits);
+                if !logits.is_empty() {
+                    let first = if all {
+                        ci * PREFILL_CHUNK
+                    } else {
+                        tokens.len() - 1
+                    };
+                    on_logits(first, &logits)?;
+                }
             }
-            Ok(out)
+            Ok(())
         })
     }
 

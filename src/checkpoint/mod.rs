@@ -136,6 +136,26 @@ impl MappedFile {
         }
     }
 
+    /// Asks the kernel not to read around faults in this map (`MADV_RANDOM`): what is still
+    /// read through it (norm vectors beside quantized matrices) brings in its own pages, not
+    /// megabytes of the neighbours'. Advice only.
+    pub fn advise_random(&self) {
+        let _ = self.map.advise(memmap2::Advice::Random);
+    }
+
+    /// Reads `buf.len()` bytes at `offset` with `pread` (the quantizer's source reads: large
+    /// sequential reads keep the disk busier than page faults on the map do).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, offset).with_context(|| {
+            format!(
+                "{}: cannot read {} bytes at offset {offset}",
+                self.path.display(),
+                buf.len()
+            )
+        })
+    }
+
     /// Whether `bytes` lie inside this file's map.
     pub fn contains(&self, bytes: &[u8]) -> bool {
         self.range_of(bytes).is_some()

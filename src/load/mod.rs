@@ -141,7 +141,11 @@ impl Checkpoint {
     /// quantized copies and the checkpoint's matrices are no longer touched.
     pub fn quantize(&mut self, kind: quantize::QuantKind) -> Result<()> {
         let plan = self.quant_plan(kind)?;
+        self.index.files.iter().for_each(|f| f.advise_random());
         self.quant = Some(quantize::Quantized::build(&self.index, &plan, kind)?);
+        // What the chunked reads left cached (pages straddling chunk edges): gone, so the norms
+        // read next fault in single pages (MADV_RANDOM), not the large folios around them.
+        self.index.files.iter().for_each(|f| f.drop_cache(&f.map));
         Ok(())
     }
 
@@ -150,6 +154,7 @@ impl Checkpoint {
     /// streamed.
     pub fn quantize_to_cache(&mut self, kind: quantize::QuantKind) -> Result<()> {
         let plan = self.quant_plan(kind)?;
+        self.index.files.iter().for_each(|f| f.advise_random());
         let path = quantize::cache_path(&self.index, kind)?;
         self.quant = Some(quantize::Quantized::build_file(
             &self.index,
@@ -180,6 +185,13 @@ impl Checkpoint {
             .map(|q| q.matrices())
             .unwrap_or_default();
         let w = weights::bind_with(&self.cfg, &self.index, &self.source(), &replaced)?;
+        // Reading the small tensors (norms) from the map faults in whole folios around them,
+        // most of it bytes of the quantized matrices' sources: give those pages back.
+        for name in replaced.keys() {
+            if let Some(t) = self.index.tensors.get(name) {
+                self.index.release(self.index.bytes(t));
+            }
+        }
         Ok(Gemma::new(self.cfg.clone(), w))
     }
 

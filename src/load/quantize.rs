@@ -3,12 +3,12 @@
 //!
 //! The quantized matrices live in one anonymous mapping sized from the headers (their exact
 //! block bytes) before any data is read; its pages become resident only as they are written.
-//! Each matrix is read from the checkpoint's memory map in row chunks of [`CHUNK_BYTES`],
-//! quantized on all threads ([`crate::quant::quantize_rows_par`]) straight into its place, and
-//! the chunk's source pages are then dropped from the process (`MADV_DONTNEED`) and from the
-//! page cache (`POSIX_FADV_DONTNEED`), while the next chunk is already being read ahead
-//! (`MADV_WILLNEED`). So the peak is the quantized bytes plus two chunks in flight: the source
-//! file's pages never accumulate.
+//! Each matrix is read in row chunks of [`CHUNK_BYTES`] by a reader thread (`pread` into one of
+//! two chunk buffers, the file's pages then dropped from the page cache with
+//! `POSIX_FADV_DONTNEED`), while the previous chunk is quantized on all threads
+//! ([`crate::quant::quantize_rows_par`]) straight into its place. So the peak is the quantized
+//! bytes plus two chunks in flight, the source file's pages never accumulate, and the disk is
+//! kept busy with large sequential reads while the CPU quantizes.
 
 use crate::checkpoint::{MappedFile, StoredDType, TensorIndex};
 use crate::kernels::{DType, MatRef};
@@ -22,56 +22,78 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Source bytes read, quantized and released per step.
-pub const CHUNK_BYTES: usize = 16 << 20;
+pub const CHUNK_BYTES: usize = 8 << 20;
 
-/// How far reads are asked for ahead of the quantizer (`MADV_WILLNEED`), across matrix
-/// boundaries, so the disk never waits for the CPU nor the CPU for a request not yet made. Pages
-/// read ahead sit in the page cache, not in the process, until the quantizer touches them.
-const READ_AHEAD_BYTES: u64 = 64 << 20;
-
-/// Asks for the source matrices' pages in the order they will be quantized, a fixed distance
-/// ahead of the bytes consumed.
-struct ReadAhead<'a> {
-    index: &'a TensorIndex,
-    ranges: Vec<&'a [u8]>,
-    /// The range and offset within it where the next request starts.
-    next: usize,
-    off: usize,
-    /// Bytes requested so far.
-    issued: u64,
+/// The chunks of the source matrices in the order they are quantized, read by a thread one
+/// chunk ahead of the quantizer into two recycled buffers.
+struct Source {
+    chunks: std::sync::mpsc::Receiver<Result<Vec<u8>>>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
 }
 
-impl<'a> ReadAhead<'a> {
-    fn new(index: &'a TensorIndex, plan: &QuantPlan) -> Self {
-        let ranges = plan
-            .entries
-            .iter()
-            .map(|e| index.bytes(&index.tensors[&e.name]))
-            .collect();
-        ReadAhead {
-            index,
-            ranges,
-            next: 0,
-            off: 0,
-            issued: 0,
-        }
+impl Source {
+    /// The next chunk's bytes.
+    fn next(&self) -> Result<Vec<u8>> {
+        self.chunks
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the reader thread stopped"))?
     }
 
-    /// Requests what lies up to [`READ_AHEAD_BYTES`] past `consumed` bytes, in chunk-sized
-    /// requests.
-    fn upto(&mut self, consumed: u64) {
-        while self.issued < consumed + READ_AHEAD_BYTES && self.next < self.ranges.len() {
-            let r = self.ranges[self.next];
-            let take = (r.len() - self.off).min(CHUNK_BYTES);
-            self.index.will_need(&r[self.off..self.off + take]);
-            self.issued += take as u64;
-            self.off += take;
-            if self.off == r.len() {
-                self.next += 1;
-                self.off = 0;
-            }
+    /// Hands a used buffer back to the reader.
+    fn done(&self, buf: Vec<u8>) {
+        let _ = self.back.send(buf);
+    }
+}
+
+/// Rows per chunk of a matrix whose rows are `in_row` bytes.
+fn chunk_rows(in_row: usize) -> usize {
+    (CHUNK_BYTES / in_row.max(1)).max(1)
+}
+
+/// Runs `f` with a [`Source`] of `plan`'s matrices (in order, chunk by chunk as
+/// [`quantize_entry`] consumes them) fed by a reader thread.
+fn with_source<R>(
+    index: &TensorIndex,
+    plan: &QuantPlan,
+    f: impl FnOnce(&Source) -> Result<R>,
+) -> Result<R> {
+    let mut reads = Vec::new();
+    for e in &plan.entries {
+        // The same chunks, in the same order, as quantize_entry takes them.
+        let t = &index.tensors[&e.name];
+        let in_row = t.len / e.rows.max(1);
+        let step = chunk_rows(in_row);
+        for r0 in (0..e.rows).step_by(step) {
+            let r1 = (r0 + step).min(e.rows);
+            reads.push((t.file, t.offset + r0 * in_row, (r1 - r0) * in_row));
         }
     }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(1);
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..2 {
+        let _ = back_tx.send(Vec::new());
+    }
+    std::thread::scope(|sc| {
+        sc.spawn(move || {
+            for (file, off, len) in reads {
+                let Ok(mut buf) = back_rx.recv() else { return };
+                let f = &index.files[file];
+                buf.resize(len, 0);
+                let r = f.read_at(&mut buf, off as u64);
+                f.drop_cache(&f.map[off..off + len]);
+                let failed = r.is_err();
+                if tx.send(r.map(|()| buf)).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let src = Source {
+            chunks: rx,
+            back: back_tx,
+        };
+        f(&src)
+        // `src` drops here: the reader's channels close and it stops.
+    })
 }
 
 /// What `--quant` asks for.
@@ -230,15 +252,16 @@ impl Quantized {
         let _ = arena.advise(memmap2::Advice::HugePage);
         let progress =
             Progress::bytes(&format!("quantizing to {}", kind.name()), plan.source_bytes);
-        let mut ra = ReadAhead::new(index, plan);
-        let mut consumed = 0;
-        for e in &plan.entries {
-            let dst = &mut arena[e.offset..e.offset + e.len];
-            let out_row = e.len / e.rows.max(1);
-            quantize_entry(index, e, &progress, &mut ra, &mut consumed, |r0, r1, f| {
-                f(&mut dst[r0 * out_row..r1 * out_row])
-            })?;
-        }
+        with_source(index, plan, |src| {
+            for e in &plan.entries {
+                let dst = &mut arena[e.offset..e.offset + e.len];
+                let out_row = e.len / e.rows.max(1);
+                quantize_entry(index, e, &progress, src, |r0, r1, f| {
+                    f(&mut dst[r0 * out_row..r1 * out_row])
+                })?;
+            }
+            Ok(())
+        })?;
         progress.finish();
         Ok(Quantized {
             store: Store::Anon(arena),
@@ -274,20 +297,21 @@ impl Quantized {
                 Progress::bytes(&format!("quantizing to {}", kind.name()), plan.source_bytes);
             let mut written = 0usize;
             let mut buf = Vec::new();
-            let mut ra = ReadAhead::new(index, plan);
-            let mut consumed = 0;
-            for e in &plan.entries {
-                out.write_all(&vec![0u8; e.offset - written])?;
-                let out_row = e.len / e.rows.max(1);
-                quantize_entry(index, e, &progress, &mut ra, &mut consumed, |r0, r1, f| {
-                    buf.clear();
-                    buf.resize((r1 - r0) * out_row, 0);
-                    f(&mut buf)?;
-                    out.write_all(&buf)
-                        .with_context(|| format!("{}: cannot write", tmp.display()))
-                })?;
-                written = e.offset + e.len;
-            }
+            with_source(index, plan, |src| {
+                for e in &plan.entries {
+                    out.write_all(&vec![0u8; e.offset - written])?;
+                    let out_row = e.len / e.rows.max(1);
+                    quantize_entry(index, e, &progress, src, |r0, r1, f| {
+                        buf.clear();
+                        buf.resize((r1 - r0) * out_row, 0);
+                        f(&mut buf)?;
+                        out.write_all(&buf)
+                            .with_context(|| format!("{}: cannot write", tmp.display()))
+                    })?;
+                    written = e.offset + e.len;
+                }
+                Ok(())
+            })?;
             out.write_all(&vec![0u8; size as usize - written])?;
             out.into_inner()
                 .map_err(|e| e.into_error())
@@ -345,20 +369,18 @@ impl Quantized {
 
 /// Quantizes the matrix of `e` chunk by chunk: for rows `r0..r1`, `place(r0, r1, q)` is given a
 /// function `q` that fills the chunk's destination bytes; the chunk's source pages are then
-/// released; `ra` keeps reads ahead of `consumed` (source bytes done, across matrices).
+/// read from `src` (which reads it ahead and drops the file's pages).
 fn quantize_entry(
     index: &TensorIndex,
     e: &Entry,
     progress: &Progress,
-    ra: &mut ReadAhead,
-    consumed: &mut u64,
+    src: &Source,
     mut place: impl FnMut(usize, usize, &mut dyn FnMut(&mut [u8]) -> Result<()>) -> Result<()>,
 ) -> Result<()> {
     let t = &index.tensors[&e.name];
-    let src = index.bytes(t);
-    let in_row = src.len() / e.rows.max(1);
+    let in_row = t.len / e.rows.max(1);
     let out_row = e.len / e.rows.max(1);
-    let chunk_rows = (CHUNK_BYTES / in_row.max(1)).max(1);
+    let chunk_rows = chunk_rows(in_row);
     let scale = match t.dtype {
         StoredDType::Known(DType::I8) => {
             let s = &index.tensors[&weights::scaler_name(&e.name)];
@@ -380,8 +402,9 @@ fn quantize_entry(
     let mut r0 = 0;
     while r0 < e.rows {
         let r1 = (r0 + chunk_rows).min(e.rows);
-        let s = &src[r0 * in_row..r1 * in_row];
-        ra.upto(*consumed);
+        let chunk = src.next()?;
+        let s = &chunk[..];
+        debug_assert_eq!(s.len(), (r1 - r0) * in_row);
         place(r0, r1, &mut |d: &mut [u8]| {
             match scale {
                 None => {
@@ -405,10 +428,8 @@ fn quantize_entry(
             }
             Ok(())
         })?;
-        index.release(s);
-        index.drop_cache(s);
         progress.add(s.len() as u64);
-        *consumed += s.len() as u64;
+        src.done(chunk);
         r0 = r1;
     }
     Ok(())

@@ -287,15 +287,19 @@ pub(crate) fn weight_block_bytes(dtype: DType) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Scalar kernels: one row against one token, block results added in order.
 
+/// `sum(w * x)` of 32 int8 weights `w` with an activation block, exactly.
+fn isum_i8(w: &[u8], x: &B32) -> i32 {
+    w.iter()
+        .zip(&x.qs)
+        .map(|(&w, &q)| (w as i8 as i32) * q as i32)
+        .sum()
+}
+
 /// Q8_0 row (`34 * a.len()` bytes) times activation blocks.
 pub(crate) fn dot_q8_0(row: &[u8], a: &[B32]) -> f32 {
     let mut acc = 0f32;
     for (b, x) in row.chunks_exact(34).zip(a) {
-        let mut isum = 0i32;
-        for (&w, &q) in b[2..].iter().zip(&x.qs) {
-            isum += (w as i8 as i32) * q as i32;
-        }
-        acc += (f16_at(b, 0) * x.d) * isum as f32;
+        acc += (f16_at(b, 0) * x.d) * isum_i8(&b[2..], x) as f32;
     }
     acc
 }
@@ -305,11 +309,7 @@ pub(crate) fn dot_q8_0(row: &[u8], a: &[B32]) -> f32 {
 pub(crate) fn dot_i8(row: &[u8], a: &[B32]) -> f32 {
     let mut acc = 0f32;
     for (b, x) in row.chunks_exact(32).zip(a) {
-        let mut isum = 0i32;
-        for (&w, &q) in b.iter().zip(&x.qs) {
-            isum += (w as i8 as i32) * q as i32;
-        }
-        acc += x.d * isum as f32;
+        acc += x.d * isum_i8(b, x) as f32;
     }
     acc
 }

@@ -182,27 +182,27 @@ impl Avx2Job<'_> {
         let nb = self.a.nb;
         let p = row.as_ptr();
         macro_rules! go {
-            ($f:ident, $acts:ident, $T:literal) => {{
+            ($f:ident, $acts:ident, $T:literal $(, $g:expr)?) => {{
                 let x: [*const _; $T] = std::array::from_fn(|t| self.a.$acts(t0 + t).as_ptr());
                 // SAFETY: `self._k` proves AVX2+FMA+F16C; check_job showed `row` holds `nb`
                 // blocks and every token `nb` activation blocks.
-                let r = unsafe { $f::<$T>(p, nb, x) };
+                let r = unsafe { $f::<$T $(, $g)?>(p, nb, x) };
                 out[..$T].copy_from_slice(&r);
             }};
         }
         macro_rules! by_t {
-            ($f:ident, $acts:ident) => {
+            ($f:ident, $acts:ident $(, $g:expr)?) => {
                 match nt {
-                    4 => go!($f, $acts, 4),
-                    2 => go!($f, $acts, 2),
-                    1 => go!($f, $acts, 1),
+                    4 => go!($f, $acts, 4 $(, $g)?),
+                    2 => go!($f, $acts, 2 $(, $g)?),
+                    1 => go!($f, $acts, 1 $(, $g)?),
                     _ => unreachable!("token tile"),
                 }
             };
         }
         match self.w.dtype {
-            DType::Q8_0 => by_t!(a2_q8_0, b32),
-            DType::I8 => by_t!(a2_i8, b32),
+            DType::Q8_0 => by_t!(a2_q8_0, b32, false),
+            DType::I8 => by_t!(a2_q8_0, b32, true),
             DType::Q4_0 => by_t!(a2_q4_0, b32),
             DType::Q4_K => by_t!(a2_q4_k, k),
             DType::Q6_K => by_t!(a2_q6_k, k),
@@ -258,54 +258,33 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 /// Q8_0 row (`nb` blocks at `p`) times `T` tokens: `|w|` times `x` with the sign of `w`
 /// (`vpmaddubsw` cannot overflow: `2 * 128 * 127 < 2^15`). Two blocks per step into two
 /// accumulators per token, so one token's chain of fused multiply-adds does not serialize.
+/// `I8`: int8 rows in blocks of 32 bytes without block scales (the row's scale is applied by
+/// the caller).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn a2_q8_0<const T: usize>(p: *const u8, nb: usize, x: [*const B32; T]) -> [f32; T] {
+unsafe fn a2_q8_0<const T: usize, const I8: bool>(
+    p: *const u8,
+    nb: usize,
+    x: [*const B32; T],
+) -> [f32; T] {
+    let (bb, qo) = if I8 { (32, 0) } else { (34, 2) };
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); 2]; T];
     let mut k = 0;
     while k < nb {
         let m = (nb - k).min(2);
         for (e, _) in (0..m).enumerate() {
-            // SAFETY: block k + e (34 bytes) lies inside the row and every token has it.
+            // SAFETY: block k + e (`bb` bytes) lies inside the row and every token has it.
             unsafe {
-                let b = p.add(34 * (k + e));
-                let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+                let b = p.add(bb * (k + e));
+                let w = _mm256_loadu_si256(b.add(qo) as *const __m256i);
                 let u = _mm256_abs_epi8(w);
-                let dw = f16_at(b);
+                let dw = if I8 { 1.0 } else { f16_at(b) };
                 for t in 0..T {
                     let xb = &*x[t].add(k + e);
                     let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
                     let s =
                         _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
                     let sc = _mm256_set1_ps(dw * xb.d);
-                    acc[t][e] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[t][e]);
-                }
-            }
-        }
-        k += m;
-    }
-    acc.map(|a| hsum8(_mm256_add_ps(a[0], a[1])))
-}
-
-/// int8 row (`nb` blocks of 32 at `p`, no block scales) times `T` tokens, as [`a2_q8_0`].
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn a2_i8<const T: usize>(p: *const u8, nb: usize, x: [*const B32; T]) -> [f32; T] {
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); 2]; T];
-    let mut k = 0;
-    while k < nb {
-        let m = (nb - k).min(2);
-        for (e, _) in (0..m).enumerate() {
-            // SAFETY: block k + e (32 bytes) lies inside the row and every token has it.
-            unsafe {
-                let w = _mm256_loadu_si256(p.add(32 * (k + e)) as *const __m256i);
-                let u = _mm256_abs_epi8(w);
-                for t in 0..T {
-                    let xb = &*x[t].add(k + e);
-                    let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                    let s =
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xv, w)), ones);
-                    let sc = _mm256_set1_ps(xb.d);
                     acc[t][e] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[t][e]);
                 }
             }
@@ -670,18 +649,50 @@ macro_rules! avx512_quant {
         pub(crate) mod $m {
             use super::*;
 
-            /// Q8_0 times one activation pair per 2 blocks: 4 blocks (136 bytes at `p`) into
-            /// `acc[0]` and `acc[1]`.
+            /// The exact integer products of 64 int8 weights `q` (two blocks of 32) with the
+            /// pair at `a`, per 32-bit lane (4 products each): with VNNI on `q ^ 0x80` plus the
+            /// pair's correction, without it `|q|` times `x` with the sign of `q`.
             #[inline]
             #[target_feature(enable = $feat)]
-            unsafe fn step_q8_0(
+            unsafe fn dot_pair(q: __m512i, a: *const A8Pair) -> __m512i {
+                // SAFETY: the caller guarantees a pair at a.
+                unsafe {
+                    let ap = &*a;
+                    let x = _mm512_load_si512(ap.qs.as_ptr() as *const _);
+                    if $vnni {
+                        let corr = _mm512_load_si512(ap.corr.as_ptr() as *const _);
+                        $dp!(corr, _mm512_xor_si512(q, _mm512_set1_epi8(-128)), x)
+                    } else {
+                        let neg = _mm512_movepi8_mask(q);
+                        let s = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+                        $dp!(_mm512_setzero_si512(), _mm512_abs_epi8(q), s)
+                    }
+                }
+            }
+
+            /// Q8_0 times one activation pair per 2 blocks: 4 blocks (136 bytes at `p`) into
+            /// `acc[0]` and `acc[1]`. `I8`: int8 blocks of 32 bytes without scales (128 bytes
+            /// at `p`; the rows' scales are applied by the caller).
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn step_q8_0<const I8: bool>(
                 p: *const u8,
                 a: *const A8Pair,
                 idx_d: __m512i,
                 acc: &mut [__m512; 2],
             ) {
-                // SAFETY: the caller guarantees 136 readable bytes at p and two pairs at a.
+                // SAFETY: the caller guarantees 136 (I8: 128) readable bytes at p and two
+                // pairs at a.
                 unsafe {
+                    if I8 {
+                        for (h, acc) in acc.iter_mut().enumerate() {
+                            let q = _mm512_loadu_si512(p.add(64 * h) as *const _);
+                            let i = dot_pair(q, a.add(h));
+                            let dx = _mm512_load_ps((*a.add(h)).d.as_ptr());
+                            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), dx, *acc);
+                        }
+                        return;
+                    }
                     let w0 = _mm512_loadu_si512(p as *const _);
                     let w1 = _mm512_loadu_si512(p.add(64) as *const _);
                     let dh = _mm512_permutex2var_epi16(w0, idx_d, w1);
@@ -696,17 +707,8 @@ macro_rules! avx512_quant {
                             )),
                             _mm256_loadu_si256(p.add(68 * h + 36) as *const __m256i),
                         );
-                        let ap = &*a.add(h);
-                        let x = _mm512_load_si512(ap.qs.as_ptr() as *const _);
-                        let i = if $vnni {
-                            let corr = _mm512_load_si512(ap.corr.as_ptr() as *const _);
-                            $dp!(corr, _mm512_xor_si512(q, _mm512_set1_epi8(-128)), x)
-                        } else {
-                            let neg = _mm512_movepi8_mask(q);
-                            let s = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
-                            $dp!(_mm512_setzero_si512(), _mm512_abs_epi8(q), s)
-                        };
-                        let dx = _mm512_load_ps(ap.d.as_ptr());
+                        let i = dot_pair(q, a.add(h));
+                        let dx = _mm512_load_ps((*a.add(h)).d.as_ptr());
                         *acc =
                             _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw[h], dx), *acc);
                     }
@@ -724,7 +726,7 @@ macro_rules! avx512_quant {
                     let mut acc = [_mm512_setzero_ps(); 2];
                     let ng = nb / 4;
                     for g in 0..ng {
-                        step_q8_0(p.add(136 * g), a.add(2 * g), idx_d, &mut acc);
+                        step_q8_0::<false>(p.add(136 * g), a.add(2 * g), idx_d, &mut acc);
                     }
                     if nb % 4 != 0 {
                         let mut buf = [0u8; 136];
@@ -733,7 +735,7 @@ macro_rules! avx512_quant {
                             buf.as_mut_ptr(),
                             34 * (nb % 4),
                         );
-                        step_q8_0(buf.as_ptr(), a.add(2 * ng), idx_d, &mut acc);
+                        step_q8_0::<false>(buf.as_ptr(), a.add(2 * ng), idx_d, &mut acc);
                     }
                     _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
                 }
@@ -741,13 +743,15 @@ macro_rules! avx512_quant {
 
             /// `R` Q8_0 rows (`nb` blocks each at `p[r]`) times one token, each group of
             /// activations used for all `R` rows while it is in L1: for long rows, whose
-            /// activations do not stay in L1 from one row to the next.
+            /// activations do not stay in L1 from one row to the next. `I8`: int8 rows in
+            /// blocks of 32 bytes without scales (see [`step_q8_0`]).
             #[target_feature(enable = $feat)]
-            unsafe fn rows_q8_0<const R: usize>(
+            unsafe fn rows_q8_0<const R: usize, const I8: bool>(
                 p: [*const u8; R],
                 nb: usize,
                 a: *const A8Pair,
             ) -> [f32; R] {
+                let bb = if I8 { 32 } else { 34 };
                 // SAFETY: as in row_q8_0, for every row.
                 unsafe {
                     let idx_d = _mm512_loadu_si512(IDX_Q8_D.as_ptr() as *const _);
@@ -755,76 +759,19 @@ macro_rules! avx512_quant {
                     let ng = nb / 4;
                     for g in 0..ng {
                         for r in 0..R {
-                            step_q8_0(p[r].add(136 * g), a.add(2 * g), idx_d, &mut acc[r]);
+                            let pg = p[r].add(4 * bb * g);
+                            step_q8_0::<I8>(pg, a.add(2 * g), idx_d, &mut acc[r]);
                         }
                     }
                     if nb % 4 != 0 {
                         for r in 0..R {
                             let mut buf = [0u8; 136];
                             std::ptr::copy_nonoverlapping(
-                                p[r].add(136 * ng),
+                                p[r].add(4 * bb * ng),
                                 buf.as_mut_ptr(),
-                                34 * (nb % 4),
+                                bb * (nb % 4),
                             );
-                            step_q8_0(buf.as_ptr(), a.add(2 * ng), idx_d, &mut acc[r]);
-                        }
-                    }
-                    acc.map(|a| _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1])))
-                }
-            }
-
-            /// int8 (no block scales) times one activation pair per 2 blocks: 4 blocks (128
-            /// bytes at `p`) into `acc[0]` and `acc[1]`, as [`step_q8_0`].
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn step_i8(p: *const u8, a: *const A8Pair, acc: &mut [__m512; 2]) {
-                // SAFETY: the caller guarantees 128 readable bytes at p and two pairs at a.
-                unsafe {
-                    for (h, acc) in acc.iter_mut().enumerate() {
-                        let q = _mm512_loadu_si512(p.add(64 * h) as *const _);
-                        let ap = &*a.add(h);
-                        let x = _mm512_load_si512(ap.qs.as_ptr() as *const _);
-                        let i = if $vnni {
-                            let corr = _mm512_load_si512(ap.corr.as_ptr() as *const _);
-                            $dp!(corr, _mm512_xor_si512(q, _mm512_set1_epi8(-128)), x)
-                        } else {
-                            let neg = _mm512_movepi8_mask(q);
-                            let s = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
-                            $dp!(_mm512_setzero_si512(), _mm512_abs_epi8(q), s)
-                        };
-                        let dx = _mm512_load_ps(ap.d.as_ptr());
-                        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), dx, *acc);
-                    }
-                }
-            }
-
-            /// `R` int8 rows (`nb` blocks of 32 each at `p[r]`) times one token in the
-            /// [`A8Pair`] layout, as [`rows_q8_0`]; the rows' scales are applied by the caller.
-            #[target_feature(enable = $feat)]
-            unsafe fn rows_i8<const R: usize>(
-                p: [*const u8; R],
-                nb: usize,
-                a: *const A8Pair,
-            ) -> [f32; R] {
-                // SAFETY: the caller guarantees every row's `nb` blocks and the pairs; the tail
-                // group is copied into a zeroed buffer first.
-                unsafe {
-                    let mut acc = [[_mm512_setzero_ps(); 2]; R];
-                    let ng = nb / 4;
-                    for g in 0..ng {
-                        for r in 0..R {
-                            step_i8(p[r].add(128 * g), a.add(2 * g), &mut acc[r]);
-                        }
-                    }
-                    if nb % 4 != 0 {
-                        for r in 0..R {
-                            let mut buf = [0u8; 128];
-                            std::ptr::copy_nonoverlapping(
-                                p[r].add(128 * ng),
-                                buf.as_mut_ptr(),
-                                32 * (nb % 4),
-                            );
-                            step_i8(buf.as_ptr(), a.add(2 * ng), &mut acc[r]);
+                            step_q8_0::<I8>(buf.as_ptr(), a.add(2 * ng), idx_d, &mut acc[r]);
                         }
                     }
                     acc.map(|a| _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1])))
@@ -1185,13 +1132,15 @@ macro_rules! avx512_quant {
                 }
             }
 
-            /// Unpacks one Q8_0 block of 16 rows (`rows[r]` at the block) into `tb`.
+            /// Unpacks 32 int8 weights at `rows[r] + off` of 16 rows into `tb`'s weights in the
+            /// Q8_0 encoding (the scales are the caller's).
+            #[inline]
             #[target_feature(enable = $feat)]
-            unsafe fn unpack_q8_0(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
-                // SAFETY: the caller guarantees 34 readable bytes at every rows[r].
+            unsafe fn unpack_int8(rows: &[*const u8; 16], off: usize, idx: __m512i, tb: &mut TB) {
+                // SAFETY: the caller guarantees 32 readable bytes at every rows[r] + off.
                 unsafe {
                     for h in 0..2 {
-                        let v = transpose16x4(load16x16(rows, 2 + 16 * h), idx);
+                        let v = transpose16x4(load16x16(rows, off + 16 * h), idx);
                         for (j, vj) in v.iter().enumerate() {
                             let u = if $vnni {
                                 _mm512_xor_si512(*vj, _mm512_set1_epi8(-128))
@@ -1202,6 +1151,15 @@ macro_rules! avx512_quant {
                             _mm512_store_si512(tb.w[4 * h + j].as_mut_ptr() as *mut _, u);
                         }
                     }
+                }
+            }
+
+            /// Unpacks one Q8_0 block of 16 rows (`rows[r]` at the block) into `tb`.
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_q8_0(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
+                // SAFETY: the caller guarantees 34 readable bytes at every rows[r].
+                unsafe {
+                    unpack_int8(rows, 2, idx, tb);
                     _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows));
                 }
             }
@@ -1212,18 +1170,7 @@ macro_rules! avx512_quant {
             unsafe fn unpack_i8(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
                 // SAFETY: the caller guarantees 32 readable bytes at every rows[r].
                 unsafe {
-                    for h in 0..2 {
-                        let v = transpose16x4(load16x16(rows, 16 * h), idx);
-                        for (j, vj) in v.iter().enumerate() {
-                            let u = if $vnni {
-                                _mm512_xor_si512(*vj, _mm512_set1_epi8(-128))
-                            } else {
-                                tb.neg[4 * h + j] = _mm512_movepi8_mask(*vj);
-                                _mm512_abs_epi8(*vj)
-                            };
-                            _mm512_store_si512(tb.w[4 * h + j].as_mut_ptr() as *mut _, u);
-                        }
-                    }
+                    unpack_int8(rows, 0, idx, tb);
                     _mm512_store_ps(tb.d.as_mut_ptr(), _mm512_set1_ps(1.0));
                 }
             }
@@ -1659,8 +1606,10 @@ macro_rules! avx512_quant {
                             let v = unsafe {
                                 match self.w.dtype {
                                     DType::Q4_0 => rows_q4_0::<4>(p, nb, &self.a.groups),
-                                    DType::Q8_0 => rows_q8_0::<4>(p, nb, self.a.pairs.as_ptr()),
-                                    DType::I8 => rows_i8::<4>(p, nb, self.a.pairs.as_ptr()),
+                                    DType::Q8_0 => {
+                                        rows_q8_0::<4, false>(p, nb, self.a.pairs.as_ptr())
+                                    }
+                                    DType::I8 => rows_q8_0::<4, true>(p, nb, self.a.pairs.as_ptr()),
                                     DType::Q4_K => rows_q4_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::Q6_K => rows_q6_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     d => unreachable!("{} is not quantized", d.name()),
@@ -1677,7 +1626,9 @@ macro_rules! avx512_quant {
                         *v = unsafe {
                             match self.w.dtype {
                                 DType::Q8_0 => row_q8_0(p, nb, self.a.pairs.as_ptr()),
-                                DType::I8 => rows_i8::<1>([p], nb, self.a.pairs.as_ptr())[0],
+                                DType::I8 => {
+                                    rows_q8_0::<1, true>([p], nb, self.a.pairs.as_ptr())[0]
+                                }
                                 DType::Q4_0 => row_q4_0(p, nb, &self.a.groups),
                                 DType::Q4_K => rows_q4_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::Q6_K => rows_q6_k::<1>([p], nb, self.a.k(0).as_ptr())[0],

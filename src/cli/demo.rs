@@ -60,17 +60,7 @@ fn tiny(a: DemoArgs) -> Result<()> {
     }
     let n = a.n.unwrap_or(80);
     let dir = crate::tiny::model_dir()?;
-    let m = ModelArgs {
-        model: dir.clone(),
-        threads: a.threads,
-        ctx: 512,
-        variant: None,
-        config: None,
-        exact: false,
-        quant: None,
-        max_memory: a.max_memory,
-        mem_trace: a.mem_trace.clone(),
-    };
+    let m = model_args(&a, dir.clone(), 512);
     let bound = super::commands::prompt_tokens_bound(a.prompt.len(), false);
     let s = Session::open_for(&m, |w| w.with_tokens(bound, n))?;
     let tok = s.tokenizer()?;
@@ -133,6 +123,21 @@ fn tiny(a: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+/// How the demo loads `dir`: the demo's own threads and memory flags, a context of `ctx`.
+fn model_args(a: &DemoArgs, dir: std::path::PathBuf, ctx: usize) -> ModelArgs {
+    ModelArgs {
+        model: dir,
+        threads: a.threads,
+        ctx,
+        variant: None,
+        config: None,
+        exact: false,
+        quant: None,
+        max_memory: a.max_memory,
+        mem_trace: a.mem_trace.clone(),
+    }
+}
+
 /// A synthetic checkpoint with real shapes: sampled ids from random weights.
 fn synthetic(a: DemoArgs) -> Result<()> {
     let n = a.n.unwrap_or(32);
@@ -149,17 +154,7 @@ fn synthetic(a: DemoArgs) -> Result<()> {
             .with_context(|| format!("writing the demo model to {}", dir.display()))?;
         eprintln!("  wrote {}", human(bytes));
     }
-    let m = ModelArgs {
-        model: dir.clone(),
-        threads: a.threads,
-        ctx: 256,
-        variant: None,
-        config: None,
-        exact: false,
-        quant: None,
-        max_memory: a.max_memory,
-        mem_trace: a.mem_trace.clone(),
-    };
+    let m = model_args(&a, dir.clone(), 256);
     let text = "The memory-mapped weights";
     let bound = super::commands::prompt_tokens_bound(text.len(), false);
     let s = Session::open_for(&m, |w| w.with_tokens(bound, n))?;

@@ -69,6 +69,9 @@ for T in $TYPES; do
         "$FRUGAL" bench -m "$F" --threads "$THREADS" --ctx 256 --prompt-tokens 64 --gen-tokens 32 \
             --runs 1 --json 2>/dev/null > "$TMP/f-$T-$i.json"
         "$BIN/llama-bench" -m "$F" -t "$THREADS" -p 64 -n 32 -r 1 -o json 2>/dev/null > "$TMP/l-$T-$i.json"
+        # The read ceiling again, right after llama.cpp's run (frugal's bench measured it after its own).
+        "$FRUGAL" bench -m "$F" --threads "$THREADS" --ctx 8 --prompt-tokens 1 --gen-tokens 1 \
+            --runs 1 --json 2>/dev/null > "$TMP/c-$T-$i.json"
         measure "$FRUGAL" run -m "$F" --threads "$THREADS" --ctx 256 -n 16 -p "$PROMPT" > "$TMP/fm-$T-$i"
         measure "$BIN/llama-completion" -m "$F" -t "$THREADS" -c 256 -p "$PROMPT" -n 16 --temp 0 \
             --ignore-eos -no-cnv --no-display-prompt --simple-io > "$TMP/lm-$T-$i"
@@ -101,9 +104,18 @@ for t in types:
     fm = [mem(f"{tmp}/fm-{t}-{i}") for i in R]; lm = [mem(f"{tmp}/lm-{t}-{i}") for i in R]
     fl = [mem(f"{tmp}/fl-{t}-{i}") for i in R]; ll = [mem(f"{tmp}/ll-{t}-{i}") for i in R]
     fd, ld = med([x["decode_tok_s"] for x in fb]), med([x[1] for x in lb])
+    # Decode as a fraction of the weights' read rate measured by frugal in the same round (the
+    # mean of the probe after frugal's decode and the one after llama.cpp's).
+    cb = [json.load(open(f"{tmp}/c-{t}-{i}.json")) for i in R]
+    ceil = [(a["weights_read_bytes_per_s"] + c["weights_read_bytes_per_s"]) / 2 for a, c in zip(fb, cb)]
+    bpt = fb[0]["decode_bytes_per_token"]
+    fc = med([x["decode_tok_s"] * bpt / c for x, c in zip(fb, ceil)])
+    lc = med([x[1] * bpt / c for x, c in zip(lb, ceil)])
+    bw = med(ceil)
     fp, lp = med([x["prefill_tok_s"] for x in fb]), med([x[0] for x in lb])
     rows.append((t, size, fd, ld, fp, lp, med([x[0] for x in fm]), med([x[0] for x in lm]),
-                 med([x[1] for x in fm]), med([x[1] for x in lm]), med([x[2] for x in fl]), med([x[2] for x in ll])))
+                 med([x[1] for x in fm]), med([x[1] for x in lm]), med([x[2] for x in fl]), med([x[2] for x in ll]),
+                 fc, lc, bw))
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 lines = [
     "# Benchmarks: frugal and llama.cpp on the same GGUF files",
@@ -113,13 +125,17 @@ lines = [
     "its bf16 GGUF comes from llama.cpp's own converter and the quantized files from its `llama-quantize` "
     "(default mixes: Q4_0 and Q4_K_M keep some tensors in Q6_K). Both programs run each file in place.",
     "",
-    "| file | size | decode tok/s frugal / llama.cpp | prefill tok/s (64) frugal / llama.cpp | peak RSS frugal / llama.cpp | peak anonymous frugal / llama.cpp | 1-token run, wall s frugal / llama.cpp |",
-    "|---|---|---|---|---|---|---|",
+    "| file | size | decode tok/s frugal / llama.cpp | decode, % of the read ceiling (GB/s) | prefill tok/s (64) frugal / llama.cpp | peak RSS frugal / llama.cpp | peak anonymous frugal / llama.cpp | 1-token run, wall s frugal / llama.cpp |",
+    "|---|---|---|---|---|---|---|---|",
 ]
-for (t, size, fd, ld, fp, lp, fr, lr, fa, la, fw, lw) in rows:
-    lines.append(f"| {t} | {size/GiB:.2f} GiB | {fd:.2f} / {ld:.2f} ({fd/ld:.2f}x) | {fp:.1f} / {lp:.1f} ({fp/lp:.2f}x) | "
+for (t, size, fd, ld, fp, lp, fr, lr, fa, la, fw, lw, fc, lc, bw) in rows:
+    lines.append(f"| {t} | {size/GiB:.2f} GiB | {fd:.2f} / {ld:.2f} ({fd/ld:.2f}x) | {100*fc:.0f} % / {100*lc:.0f} % ({bw/1e9:.1f}) | {fp:.1f} / {lp:.1f} ({fp/lp:.2f}x) | "
                  f"{fr/GiB:.2f} GiB ({fr/size:.3f}x file) / {lr/GiB:.2f} GiB ({lr/size:.3f}x) | {fa/MiB:.0f} / {la/MiB:.0f} MiB | {fw:.2f} / {lw:.2f} |")
-lines += ["", "Memory bandwidth on this machine varies with its neighbours (30-60 GB/s for 2 threads); runs alternate so both programs see the same conditions."]
+lines += ["", "Memory bandwidth on this machine varies with its neighbours (30-50 GB/s for 2 threads, minute to minute); runs alternate so both programs see the same conditions. "
+          "The read ceiling is the rate at which frugal's probe (`frugal bench`: `weights_read_bytes_per_s`, every byte of the matrices a token reads, "
+          "64-byte vector loads, no arithmetic) reads the same file's weights in the same round, once after each program's decode; "
+          "a program's percentage is its decode rate times the bytes a token reads, over that rate. A decoder cannot run faster than its ceiling: "
+          "when both programs are near it, their ratio is bounded by it."]
 text = "\n".join(lines) + "\n"
 open(out, "w").write(text)
 print(text)

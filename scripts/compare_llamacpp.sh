@@ -37,6 +37,11 @@ for i in $(seq 1 "$ROUNDS"); do
         -p "The quick brown fox jumps over the lazy dog. Once upon a time" > /dev/null 2>&1
     echo "round $i/$ROUNDS: llama.cpp" >&2
     GGUF_TYPE="$GGUF_TYPE" THREADS="$THREADS" PP=64 TG=32 REPS=1 "$HERE/peer_llamacpp.sh" "$MODEL_DIR" > "$OUT/peer-$i.json" 2>/dev/null
+    # The read ceiling right after llama.cpp's runs, on the file it ran (frugal's bench
+    # measured it after its own decode).
+    if [[ "$GGUF_TYPE" == BF16 ]]; then PEER_FILE="$MODEL_DIR/model-bf16.gguf"; else PEER_FILE="$MODEL_DIR/model-$GGUF_TYPE${PURE:+-pure}.gguf"; fi
+    "$FRUGAL" bench -m "$PEER_FILE" --threads "$THREADS" --ctx 8 --prompt-tokens 1 --gen-tokens 1 --runs 1 --json \
+        > "$OUT/ceiling-$i.json" 2>/dev/null
 done
 GGUF_TYPE="$GGUF_TYPE" python3 - "$OUT" "$ROUNDS" "$MODEL_DIR" <<'PY'
 import json, re, statistics, sys, glob, os
@@ -57,6 +62,12 @@ g = pr[0]["gguf_bytes"]
 f_dec, p_dec = med([x["decode_tok_s"] for x in fb]), med([x["decode_tok_s"] for x in pr])
 f_pre, p_pre = med([x["prefill_tok_s"] for x in fb]), med([x["prefill_tok_s"] for x in pr])
 f_rss = med([r[2] for r in runs]); f_anon = med([r[1] for r in runs])
+# Decode as a fraction of the read ceiling: frugal's probe after its own decode and after
+# llama.cpp's, averaged per round; each program's bytes per token are those of what it runs.
+cb = [json.load(open(f"{out}/ceiling-{i}.json")) for i in range(1, rounds + 1)]
+ceil = [(a["weights_read_bytes_per_s"] + c["weights_read_bytes_per_s"]) / 2 for a, c in zip(fb, cb)]
+f_c = med([x["decode_tok_s"] * x["decode_bytes_per_token"] / c for x, c in zip(fb, ceil)])
+p_c = med([x["decode_tok_s"] * cb[0]["decode_bytes_per_token"] / c for x, c in zip(pr, ceil)])
 p_rss = med([x["peak_rss_bytes"] for x in pr]); p_anon = med([x["peak_anon_bytes"] for x in pr])
 GiB = 2**30; MiB = 2**20
 q = os.environ.get("QUANT") or "bf16"
@@ -65,6 +76,7 @@ print(f"Model: {model}, frugal {q} ({w/GiB:.2f} GiB of weights as used), llama.c
 print("| | frugal | llama.cpp | frugal / llama.cpp |")
 print("|---|---|---|---|")
 print(f"| decode tok/s | {f_dec:.2f} | {p_dec:.2f} | {f_dec/p_dec:.2f}x |")
+print(f"| decode, % of the read ceiling ({med(ceil)/1e9:.1f} GB/s) | {100*f_c:.0f} % | {100*p_c:.0f} % | |")
 print(f"| prefill tok/s (64) | {f_pre:.1f} | {p_pre:.1f} | {f_pre/p_pre:.2f}x |")
 print(f"| peak RSS, 16 tokens, ctx 256 | {f_rss/GiB:.3f} GiB ({f_rss/w:.3f}x weights) | {p_rss/GiB:.3f} GiB ({p_rss/g:.3f}x file) | |")
 print(f"| peak anonymous | {f_anon/MiB:.1f} MiB | {p_anon/MiB:.1f} MiB | |")

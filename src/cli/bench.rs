@@ -75,6 +75,17 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let (mut decode_read_bytes, mut decode_secs) = (0u64, 0f64);
     let mut ttft_s = 0.0;
     let mut kv_bytes = 0usize;
+    // The decode ceiling: after each run's decode, the weights one token reads are read once
+    // more at the memory's full rate (not when streaming: they are not all resident).
+    let resident = s.stream_plan().is_none();
+    let parts: Vec<&[u8]> = model.w.decode_matrices().iter().map(|m| m.data).collect();
+    let token_bytes: u64 = model
+        .w
+        .decode_matrices()
+        .iter()
+        .map(|m| m.stored_bytes() as u64)
+        .sum();
+    let mut read_rates = Vec::new();
     for run in 0..a.runs {
         let mut cache = model.new_cache(ctx);
         if run == 0 {
@@ -103,6 +114,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         if a.gen_tokens > 1 {
             decode.push((a.gen_tokens - 1) as f64 / d);
         }
+        if resident {
+            read_rates.push(crate::kernels::read_rate(&parts));
+        }
         kv_bytes = kv_bytes.max(cache.bytes());
         s.monitor.sample();
     }
@@ -110,6 +124,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let prefill_tok_s = median(&mut prefill);
     let decode_tok_s = median(&mut decode);
     let threads = rayon::current_num_threads();
+    let read_rate = (!read_rates.is_empty()).then(|| median(&mut read_rates));
+    let ceiling = read_rate.map(|r| r / token_bytes.max(1) as f64);
     if a.json {
         let mut v = serde_json::to_value(report)?;
         let o = v.as_object_mut().expect("object");
@@ -127,6 +143,18 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             ("decode_runs_tok_s", serde_json::json!(decode)),
         ] {
             o.insert(k.into(), val);
+        }
+        o.insert(
+            "decode_bytes_per_token".into(),
+            serde_json::json!(token_bytes),
+        );
+        if let (Some(r), Some(c)) = (read_rate, ceiling) {
+            o.insert("weights_read_bytes_per_s".into(), serde_json::json!(r));
+            o.insert("decode_ceiling_tok_s".into(), serde_json::json!(c));
+            o.insert(
+                "decode_of_ceiling".into(),
+                serde_json::json!(decode_tok_s / c),
+            );
         }
         if let Some(p) = s.stream_plan() {
             o.insert(
@@ -168,6 +196,15 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "  decode            {decode_tok_s:.2} tok/s (median of {})",
             a.runs
         );
+        if let (Some(r), Some(c)) = (read_rate, ceiling) {
+            println!(
+                "  ceiling           {c:.2} tok/s: {} per token, the weights read at {:.1} GB/s \
+                 (decode at {:.0} % of it)",
+                human(token_bytes),
+                r / 1e9,
+                100.0 * decode_tok_s / c
+            );
+        }
         if let Some(p) = s.stream_plan() {
             let rate = decode_read_bytes as f64 / decode_secs.max(1e-9);
             println!(

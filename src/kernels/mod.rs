@@ -447,6 +447,35 @@ fn product(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     }
 }
 
+/// Reads every byte of `parts` once on the current rayon pool (1 MiB pieces folded by XOR:
+/// 64-byte vector loads on AVX-512, else [`scalar::xor_fold`]) and returns the rate in bytes per second:
+/// the memory read bandwidth that bounds decoding, measured on the weights themselves where
+/// they lie (the map's page cache or the quantized arena), so `bytes per token / rate` is the
+/// decode ceiling of this machine at this moment. Allocates nothing.
+pub fn read_rate(parts: &[&[u8]]) -> f64 {
+    const PIECE: usize = 1 << 20;
+    let pieces: Vec<&[u8]> = parts.iter().flat_map(|p| p.chunks(PIECE)).collect();
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    let t = std::time::Instant::now();
+    #[cfg(target_arch = "x86_64")]
+    let simd = x86::Avx512::detect();
+    let sum = pieces
+        .par_iter()
+        .map(|p| {
+            let mut done = 0;
+            let mut a = 0u64;
+            #[cfg(target_arch = "x86_64")]
+            if let Some(k) = &simd {
+                a = k.xor_fold(p);
+                done = p.len() / 256 * 256;
+            }
+            a ^ scalar::xor_fold(&p[done..])
+        })
+        .reduce(|| 0, |a, b| a ^ b);
+    std::hint::black_box(sum);
+    total as f64 / t.elapsed().as_secs_f64().max(1e-9)
+}
+
 /// Opt-in faster, slightly less exact product for bf16 weights: the activations are rounded to
 /// bf16 once per call (round-to-nearest-even) and multiplied with AVX512_BF16 `vdpbf16ps`, which
 /// does two bf16 products per f32 lane and accumulates in f32 (about twice the f32 FMA rate).

@@ -174,3 +174,13 @@ pub fn deinterleave32(x: &[f32]) -> Vec<f32> {
     }
     out
 }
+
+/// XOR of the little-endian u64 words of `b` (a last partial word zero-padded): reads every
+/// byte, for the memory read rate probe ([`super::read_rate`]).
+pub fn xor_fold(b: &[u8]) -> u64 {
+    b.chunks(8).fold(0, |a, w| {
+        let mut x = [0u8; 8];
+        x[..w.len()].copy_from_slice(w);
+        a ^ u64::from_le_bytes(x)
+    })
+}

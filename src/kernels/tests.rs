@@ -571,3 +571,25 @@ fn quant_layout_errors_at_the_boundary() {
     assert_eq!(DType::Q4_0.tensor_bytes(&[3, 64]), Ok(108));
     assert_eq!(DType::from_name("Q4_K"), Some(DType::Q4_K));
 }
+
+#[test]
+fn read_probe_simd_fold_matches_scalar() {
+    let mut rng = Rng(77);
+    let data: Vec<u8> = (0..5000).map(|_| (rng.next_u64() >> 24) as u8).collect();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = super::x86::Avx512::detect() {
+        for len in [0, 255, 256, 257, 1024, 4999, 5000] {
+            let b = &data[..len];
+            let whole = len / 256 * 256;
+            assert_eq!(
+                k.xor_fold(b) ^ scalar::xor_fold(&b[whole..]),
+                scalar::xor_fold(b),
+                "{len} bytes"
+            );
+        }
+    }
+    // The probe reads everything and reports a finite, positive rate.
+    let r = super::read_rate(&[&data[..3000], &data[3000..]]);
+    assert!(r.is_finite() && r > 0.0, "{r}");
+    assert_ne!(scalar::xor_fold(&data), 0);
+}

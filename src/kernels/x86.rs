@@ -787,3 +787,38 @@ impl Avx512Bf16 {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Memory read rate probe
+
+/// XOR of all little-endian u64 words of `p` (`len` bytes, a multiple of 256), as
+/// [`scalar::xor_fold`]: every byte is loaded with full-width vector loads, four independent chains, the same
+/// access pattern as the decode kernels without their arithmetic.
+#[target_feature(enable = "avx512f")]
+unsafe fn xor_lines512(p: *const u8, len: usize) -> u64 {
+    let mut a = [_mm512_setzero_si512(); 4];
+    let mut c = 0;
+    while c + 256 <= len {
+        for (k, acc) in a.iter_mut().enumerate() {
+            // SAFETY: bytes c..c+256 of `p` exist (checked by the caller); unaligned loads.
+            let v = unsafe { _mm512_loadu_si512(p.add(c + 64 * k) as *const _) };
+            *acc = _mm512_xor_si512(*acc, v);
+        }
+        c += 256;
+    }
+    let v = _mm512_xor_si512(_mm512_xor_si512(a[0], a[1]), _mm512_xor_si512(a[2], a[3]));
+    let mut lanes = [0u64; 8];
+    // SAFETY: `lanes` is 64 writable bytes; unaligned store.
+    unsafe { _mm512_storeu_si512(lanes.as_mut_ptr() as *mut _, v) };
+    lanes.iter().fold(0, |a, l| a ^ l)
+}
+
+impl Avx512 {
+    /// [`scalar::xor_fold`] of `b`'s whole 256-byte chunks (see [`xor_lines512`]); the rest is
+    /// left to the caller.
+    pub(crate) fn xor_fold(&self, b: &[u8]) -> u64 {
+        let len = b.len() / 256 * 256;
+        // SAFETY: `self` proves AVX-512F; `b` holds `len` bytes.
+        unsafe { xor_lines512(b.as_ptr(), len) }
+    }
+}

@@ -44,6 +44,17 @@ impl<'a> Weights<'a> {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
+    /// The matrices one decoded token reads whole: every layer's projections and the output
+    /// projection (the embedding only as the tied output; a lookup reads one row).
+    pub fn decode_matrices(&self) -> Vec<&MatRef<'a>> {
+        let mut v: Vec<&MatRef<'a>> = Vec::new();
+        for l in &self.layers {
+            v.extend([&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]);
+        }
+        v.push(self.output());
+        v
+    }
+
     /// Bytes of the matrices used in place from the map.
     pub fn mapped_bytes(&self) -> u64 {
         let mut b =

@@ -1,6 +1,6 @@
 //! The model commands: run, logits, tokenize, inspect, synth.
 
-use super::{check_ctx, init_threads, ModelArgs};
+use super::{check_ctx, ModelArgs};
 use crate::generate::sampler::SamplerConfig;
 use crate::generate::{self, GenerateOptions};
 use crate::load::{budget, plan, Checkpoint};
@@ -61,7 +61,7 @@ impl Session {
         }
     }
 
-    /// Starts the memory monitor (and `--mem-trace`), sets threads, opens the checkpoint
+    /// Starts the memory monitor (and `--mem-trace`), opens the checkpoint
     /// (headers only), plans the run and checks `--max-memory`, then loads the tokenizer.
     /// `workload` adjusts the plan of a generation filling `--ctx` to what the command will do
     /// (its prompt, its output). An impossible budget is refused before any tensor data is read
@@ -100,7 +100,6 @@ impl Session {
         Option<budget::Budget>,
     )> {
         use crate::trace::{mark, phase};
-        init_threads(m.threads)?;
         check_ctx(m.ctx)?;
         mark(phase::MAP);
         let mut ck = Checkpoint::open_with(&m.model, &m.open_options())?;
@@ -266,29 +265,13 @@ pub fn run(a: RunArgs) -> Result<()> {
         max_new_tokens: a.n,
         ctx: a.model.ctx,
         sampler,
-        stop_ids: stop_ids.clone(),
+        stop_ids,
         sample_limit: generate::sample_limit(&model, tok.vocab_size),
     };
-    let mut stream = tok.stream();
-    let stdout = std::io::stdout();
     if !a.chat {
         print!("{}", a.prompt);
     }
-    crate::trace::mark(crate::trace::phase::PREFILL);
-    let mut first = true;
-    let (_, stats) = generate::generate(&model, &prompt, &opts, |t| {
-        if std::mem::take(&mut first) {
-            crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
-        }
-        if !stop_ids.contains(&t) {
-            let text = stream.push(t)?;
-            let mut o = stdout.lock();
-            o.write_all(text.as_bytes())?;
-            o.flush()?;
-        }
-        Ok(())
-    })?;
-    println!("{}", stream.finish()?);
+    let stats = generate::generate_to_stdout(&model, &prompt, &opts, tok)?;
     eprintln!(
         "{} prompt tokens at {:.1} tok/s, {} new tokens at {:.2} tok/s",
         stats.prompt_tokens,

@@ -93,24 +93,8 @@ fn tiny(a: DemoArgs) -> Result<()> {
         stop_ids: cfg.eos_token_ids.clone(),
         sample_limit: generate::sample_limit(&model, tok.vocab_size),
     };
-    let mut stream = tok.stream();
-    let stdout = std::io::stdout();
     print!("{}", a.prompt);
-    crate::trace::mark(crate::trace::phase::PREFILL);
-    let mut first = true;
-    let (_, stats) = generate::generate(&model, &prompt, &opts, |t| {
-        if std::mem::take(&mut first) {
-            crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
-        }
-        if !opts.stop_ids.contains(&t) {
-            let text = stream.push(t)?;
-            let mut o = stdout.lock();
-            o.write_all(text.as_bytes())?;
-            o.flush()?;
-        }
-        Ok(())
-    })?;
-    println!("{}", stream.finish()?);
+    let stats = generate::generate_to_stdout(&model, &prompt, &opts, tok)?;
     println!(
         "{} prompt tokens at {:.1} tok/s, {} new tokens at {:.1} tok/s on {} threads (greedy)",
         stats.prompt_tokens,
@@ -149,7 +133,6 @@ fn synthetic(a: DemoArgs) -> Result<()> {
             shape.name,
             dir.display()
         );
-        super::init_threads(a.threads)?;
         let bytes = synth::write(&shape, crate::kernels::DType::BF16, &dir, 0, true)
             .with_context(|| format!("writing the demo model to {}", dir.display()))?;
         eprintln!("  wrote {}", human(bytes));

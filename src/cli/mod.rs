@@ -115,7 +115,8 @@ pub fn main() -> Result<()> {
 }
 
 impl Command {
-    /// `Some(--threads)` for the commands that compute on the thread pool.
+    /// `Some(--threads)` for the commands that compute on the thread pool: every command that
+    /// opens a model (`commands::Session`) is one, and `main` sizes the pool for it.
     fn pool_threads(&self) -> Option<Option<usize>> {
         match self {
             Command::Run(a) => Some(a.model.threads),

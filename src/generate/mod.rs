@@ -6,8 +6,10 @@ pub mod sampler;
 
 use crate::model::config::Family;
 use crate::model::gemma::Gemma;
+use crate::tokenizer::GemmaTokenizer;
 use anyhow::{bail, Result};
 use sampler::{Sampler, SamplerConfig};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// Greedy continuation of `prompt` by `n` tokens with no stop condition (for tests and references).
@@ -76,6 +78,35 @@ pub fn sample_limit(model: &Gemma, tokenizer_vocab: usize) -> usize {
         limit = limit.min(262144);
     }
     limit
+}
+
+/// Generates as [`generate`] and writes the new text to stdout as it is produced (tokens in
+/// `opts.stop_ids` are not printed; characters are never split), then the decoder's remainder
+/// and a newline. Marks the prefill and first-token phases of the memory trace.
+pub fn generate_to_stdout(
+    model: &Gemma,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    tok: &GemmaTokenizer,
+) -> Result<GenerateStats> {
+    let mut stream = tok.stream();
+    let stdout = std::io::stdout();
+    crate::trace::mark(crate::trace::phase::PREFILL);
+    let mut first = true;
+    let (_, stats) = generate(model, prompt, opts, |t| {
+        if std::mem::take(&mut first) {
+            crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
+        }
+        if !opts.stop_ids.contains(&t) {
+            let text = stream.push(t)?;
+            let mut o = stdout.lock();
+            o.write_all(text.as_bytes())?;
+            o.flush()?;
+        }
+        Ok(())
+    })?;
+    println!("{}", stream.finish()?);
+    Ok(stats)
 }
 
 /// Generates from `prompt`, calling `on_token` with each new token as soon as it is chosen.

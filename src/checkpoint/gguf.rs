@@ -828,16 +828,9 @@ impl Gguf {
             let t = types.map_or(1, |b| {
                 i32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap())
             });
-            // llama.cpp's token types: 1 normal, 2 unknown, 3 control, 4 user-defined,
-            // 5 unused, 6 byte.
-            let kind = match t {
-                1 => PieceKind::Normal,
-                2 => PieceKind::Unknown,
-                3 => PieceKind::Control,
-                4 => PieceKind::UserDefined,
-                5 => PieceKind::Unused,
-                6 => PieceKind::Byte,
-                _ => bail!("{path}: tokenizer.ggml.token_type[{i}] is {t} (not 1..6)"),
+            // llama.cpp's token types number the kinds as SentencePiece does.
+            let Some(kind) = PieceKind::from_code(t.into()) else {
+                bail!("{path}: tokenizer.ggml.token_type[{i}] is {t} (not 1..6)")
             };
             // The converter writes user-defined pieces with spaces, not `▁` (its
             // "pre-normalized" form); frugal matches them in escaped text.

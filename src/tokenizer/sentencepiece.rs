@@ -23,6 +23,23 @@ pub enum PieceKind {
     Byte,
 }
 
+impl PieceKind {
+    /// The kind numbered `code` as in `sentencepiece_model.proto` (1 normal, 2 unknown,
+    /// 3 control, 4 user-defined, 5 unused, 6 byte; llama.cpp's GGUF token types use the same
+    /// numbers), or `None`.
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            1 => PieceKind::Normal,
+            2 => PieceKind::Unknown,
+            3 => PieceKind::Control,
+            4 => PieceKind::UserDefined,
+            5 => PieceKind::Unused,
+            6 => PieceKind::Byte,
+            _ => return None,
+        })
+    }
+}
+
 /// A SentencePiece BPE model.
 pub struct SentencePiece {
     pieces: Vec<(String, f32, PieceKind)>,
@@ -136,14 +153,8 @@ impl SentencePiece {
                             _ => {}
                         }
                     }
-                    let kind = match kind {
-                        1 => PieceKind::Normal,
-                        2 => PieceKind::Unknown,
-                        3 => PieceKind::Control,
-                        4 => PieceKind::UserDefined,
-                        5 => PieceKind::Unused,
-                        6 => PieceKind::Byte,
-                        k => bail!("piece {} `{piece}` has unknown type {k}", pieces.len()),
+                    let Some(kind) = i64::try_from(kind).ok().and_then(PieceKind::from_code) else {
+                        bail!("piece {} `{piece}` has unknown type {kind}", pieces.len())
                     };
                     pieces.push((piece, score, kind));
                 }

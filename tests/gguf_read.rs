@@ -117,33 +117,20 @@ fn greedy_matches_where_the_margin_allows() {
 
 #[test]
 fn tokenizer_from_metadata_matches_hugging_face() {
-    let cases: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/cases.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let cases = common::tokenizer_cases();
     for f in ["gemma1-f32.gguf", "gemma3-q4_k_m.gguf"] {
         let ck = Checkpoint::open(&dir().join(f)).unwrap();
         let tok = ck.tokenizer().unwrap().expect("a vocabulary");
         assert_eq!(tok.bos, Some(2));
-        for c in cases.as_array().unwrap() {
-            let text = c["text"].as_str().unwrap();
-            let want: Vec<u32> = c["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect();
-            assert_eq!(tok.encode(text).unwrap(), want, "{f}: {text:?}");
+        for c in &cases {
+            let text = &c.text;
+            assert_eq!(tok.encode(text).unwrap(), c.ids, "{f}: {text:?}");
             // Decoding drops control tokens (ids 0..7 here, as the converter marks the
             // special added tokens), as llama.cpp does; the Hugging Face decoder prints them.
-            if want.iter().all(|&i| i >= 8) {
-                let want_text = c["decoded"].as_str().unwrap();
+            if c.ids.iter().all(|&i| i >= 8) {
                 assert_eq!(
-                    tok.decode(&want).unwrap(),
-                    want_text,
+                    tok.decode(&c.ids).unwrap(),
+                    c.decoded,
                     "{f}: decode {text:?}"
                 );
             }

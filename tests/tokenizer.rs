@@ -1,6 +1,9 @@
 //! Tokenization identical to the `tokenizers` reference (Python) on a multilingual sample, made
 //! by scripts/make_fixtures.py with the bundled Gemma-layout tokenizer.
 
+mod common;
+
+use common::tokenizer_cases;
 use frugal::tokenizer::GemmaTokenizer;
 use std::path::Path;
 
@@ -8,24 +11,14 @@ use std::path::Path;
 fn ids_match_reference() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tok = GemmaTokenizer::from_file(&root.join("assets/tokenizer/tokenizer.json")).unwrap();
-    let cases: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("tests/fixtures/tokenizer/cases.json")).unwrap(),
-    )
-    .unwrap();
-    let cases = cases.as_array().unwrap();
+    let cases = tokenizer_cases();
     assert!(cases.len() >= 10);
-    for c in cases {
-        let text = c["text"].as_str().unwrap();
-        let want: Vec<u32> = c["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(tok.encode(text).unwrap(), want, "ids of {text:?}");
+    for c in &cases {
+        let text = &c.text;
+        assert_eq!(tok.encode(text).unwrap(), c.ids, "ids of {text:?}");
         assert_eq!(
-            tok.decode(&want).unwrap(),
-            c["decoded"].as_str().unwrap(),
+            tok.decode(&c.ids).unwrap(),
+            c.decoded,
             "decoding of {text:?}"
         );
     }
@@ -59,22 +52,12 @@ fn sentencepiece_model_matches_the_sentencepiece_library() {
     use frugal::tokenizer::sentencepiece::SentencePiece;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sp = SentencePiece::from_file(&root.join("assets/tokenizer/tokenizer.model")).unwrap();
-    let cases: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("tests/fixtures/tokenizer/cases.json")).unwrap(),
-    )
-    .unwrap();
-    for c in cases.as_array().unwrap() {
-        let text = c["text"].as_str().unwrap();
-        let want: Vec<u32> = c["sp_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(sp.encode(text), want, "sentencepiece ids of {text:?}");
+    for c in tokenizer_cases() {
+        let text = &c.text;
+        assert_eq!(sp.encode(text), c.sp_ids, "sentencepiece ids of {text:?}");
         assert_eq!(
-            sp.decode(&want),
-            c["sp_decoded"].as_str().unwrap(),
+            sp.decode(&c.sp_ids),
+            c.sp_decoded,
             "sentencepiece decoding of {text:?}"
         );
     }

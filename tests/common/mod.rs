@@ -61,3 +61,40 @@ pub fn fixture(name: &str) -> std::path::PathBuf {
         .join("tests/fixtures/models")
         .join(name)
 }
+
+/// One case of `tests/fixtures/tokenizer/cases.json` (scripts/make_fixtures.py): a text with
+/// the ids and decoding of the `tokenizers` reference and of the sentencepiece library.
+pub struct TokenizerCase {
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub decoded: String,
+    pub sp_ids: Vec<u32>,
+    pub sp_decoded: String,
+}
+
+/// Every case of `tests/fixtures/tokenizer/cases.json`.
+pub fn tokenizer_cases() -> Vec<TokenizerCase> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/cases.json");
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| TokenizerCase {
+            text: text(&c["text"]),
+            ids: ids(&c["ids"]),
+            decoded: text(&c["decoded"]),
+            sp_ids: ids(&c["sp_ids"]),
+            sp_decoded: text(&c["sp_decoded"]),
+        })
+        .collect()
+}

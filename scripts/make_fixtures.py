@@ -16,18 +16,18 @@ standard library's own .py sources).
 """
 
 import glob
-import io
 import json
 import os
 import shutil
 import sys
 import sysconfig
-import tempfile
 
 import numpy as np
 import sentencepiece as spm
 import torch
 from tokenizers import Tokenizer
+
+from gemma_spm import convert_to_json as gemma_spm_convert, train_bpe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets", "tokenizer")
@@ -92,68 +92,13 @@ def training_text():
 def train_tokenizer():
     os.makedirs(ASSETS, exist_ok=True)
     lines, _ = training_text()
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=VOCAB_SIZE,
-        byte_fallback=True,
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        normalization_rule_name="identity",
-        split_digits=True,
-        split_by_unicode_script=True,
-        split_by_number=True,
-        split_by_whitespace=True,
-        allow_whitespace_only_pieces=True,
-        character_coverage=0.9995,
-        pad_id=0, pad_piece="<pad>",
-        eos_id=1, eos_piece="<eos>",
-        bos_id=2, bos_piece="<bos>",
-        unk_id=3, unk_piece="<unk>",
-        user_defined_symbols=USER_SYMBOLS,
-        max_sentence_length=100000,
-        input_sentence_size=0,
-        shuffle_input_sentence=False,
-        num_threads=1,
-        seed_sentencepiece_size=1000000,
-        minloglevel=2,
-    )
-    path = os.path.join(ASSETS, "tokenizer.model")
-    with open(path, "wb") as f:
-        f.write(model.getvalue())
-    return path
+    return train_bpe(lines, os.path.join(ASSETS, "tokenizer.model"), VOCAB_SIZE, USER_SYMBOLS,
+                     num_threads=1, seed_sentencepiece_size=1000000)
 
 
 def convert_to_json(model_path):
-    """Slow -> fast conversion as the installed transformers does it for Gemma.
-
-    transformers 5.x: GemmaTokenizer.from_pretrained(<dir holding only tokenizer.model>)
-    extracts vocab + merges from the SentencePiece proto (SentencePieceExtractor) and builds
-    the tokenizers pipeline: normalizer Replace(" " -> "▁"), pre_tokenizer Split(" ",
-    merged_with_previous) (a no-op after the normalizer), BPE(byte_fallback, fuse_unk,
-    unk "<unk>"), decoder Replace("▁" -> " ") / ByteFallback / Fuse.
-    The 4.x GemmaConverter marked <start_of_turn>/<end_of_turn> special (as in the published
-    Gemma tokenizer.json); 5.x makes every SentencePiece user-defined symbol a non-special added
-    token, so we set special=true on those two to match the published files.
-    """
-    from transformers import GemmaTokenizer
-
-    with tempfile.TemporaryDirectory() as src, tempfile.TemporaryDirectory() as dst:
-        shutil.copy(model_path, os.path.join(src, "tokenizer.model"))
-        tok = GemmaTokenizer.from_pretrained(src)
-        tok.save_pretrained(dst)
-        with open(os.path.join(dst, "tokenizer.json"), encoding="utf-8") as f:
-            j = json.load(f)
-    for t in j["added_tokens"]:
-        if t["content"] in ("<start_of_turn>", "<end_of_turn>"):
-            t["special"] = True
-    out = os.path.join(ASSETS, "tokenizer.json")
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump(j, f, ensure_ascii=False, separators=(",", ":"))
-        f.write("\n")
-    return out
+    """tokenizer.json from tokenizer.model (see gemma_spm.convert_to_json)."""
+    return gemma_spm_convert(model_path, os.path.join(ASSETS, "tokenizer.json"))
 
 
 TOKENIZER_CASES = [

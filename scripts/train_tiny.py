@@ -24,18 +24,17 @@ torch.use_deterministic_algorithms(True).
 """
 
 import argparse
-import io
 import json
 import math
 import os
-import shutil
 import sysconfig
-import tempfile
 import time
 
 import numpy as np
 import sentencepiece as spm
 import torch
+
+from gemma_spm import convert_to_json as gemma_spm_convert, train_bpe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -116,60 +115,13 @@ def chunks(text, size=4000):
 
 def train_tokenizer(train, out_dir):
     sentences = [c for _, t in train for c in chunks(t)]
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=VOCAB_SIZE,
-        byte_fallback=True,
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        normalization_rule_name="identity",
-        split_digits=True,
-        split_by_unicode_script=True,
-        split_by_number=True,
-        split_by_whitespace=True,
-        allow_whitespace_only_pieces=True,
-        character_coverage=0.9995,
-        pad_id=0, pad_piece="<pad>",
-        eos_id=1, eos_piece="<eos>",
-        bos_id=2, bos_piece="<bos>",
-        unk_id=3, unk_piece="<unk>",
-        user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],
-        max_sentence_length=100000,
-        input_sentence_size=0,
-        shuffle_input_sentence=False,
-        num_threads=2,
-        minloglevel=2,
-    )
-    path = os.path.join(out_dir, "tokenizer.model")
-    with open(path, "wb") as f:
-        f.write(model.getvalue())
-    return path
+    return train_bpe(sentences, os.path.join(out_dir, "tokenizer.model"), VOCAB_SIZE,
+                     ["<start_of_turn>", "<end_of_turn>"], num_threads=2)
 
 
 def convert_to_json(model_path, out_dir):
-    """tokenizer.json from tokenizer.model by transformers' converter (as make_fixtures.py)."""
-    from transformers import GemmaTokenizer
-
-    with tempfile.TemporaryDirectory() as src, tempfile.TemporaryDirectory() as dst:
-        shutil.copy(model_path, os.path.join(src, "tokenizer.model"))
-        tok = GemmaTokenizer.from_pretrained(src)
-        tok.save_pretrained(dst)
-        with open(os.path.join(dst, "tokenizer.json"), encoding="utf-8") as f:
-            j = json.load(f)
-    # transformers adds a <mask> token (id VOCAB_SIZE) that the SentencePiece model lacks and
-    # the embedding has no row for: drop it.
-    j["added_tokens"] = [t for t in j["added_tokens"] if t["id"] < VOCAB_SIZE]
-    for t in j["added_tokens"]:
-        if t["content"] in ("<start_of_turn>", "<end_of_turn>"):
-            t["special"] = True
-    out = os.path.join(out_dir, "tokenizer.json")
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump(j, f, ensure_ascii=False, separators=(",", ":"))
-        f.write("\n")
-    return out
+    """tokenizer.json from tokenizer.model (gemma_spm.convert_to_json, as make_fixtures.py)."""
+    return gemma_spm_convert(model_path, os.path.join(out_dir, "tokenizer.json"), VOCAB_SIZE)
 
 
 def check_tokenizer(model_path, json_path, sample):

@@ -78,13 +78,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     // The decode ceiling: after each run's decode, the weights one token reads are read once
     // more at the memory's full rate (not when streaming: they are not all resident).
     let resident = s.stream_plan().is_none();
-    let parts: Vec<&[u8]> = model.w.decode_matrices().iter().map(|m| m.data).collect();
-    let token_bytes: u64 = model
-        .w
-        .decode_matrices()
+    let mats = model.w.decode_matrices();
+    let parts: Vec<&[u8]> = mats
         .iter()
-        .map(|m| m.stored_bytes() as u64)
-        .sum();
+        .flat_map(|m| std::iter::once(m.data).chain(m.scale.map(|s| s.data)))
+        .collect();
+    let token_bytes: u64 = mats.iter().map(|m| m.stored_bytes() as u64).sum();
     let mut read_rates = Vec::new();
     for run in 0..a.runs {
         let mut cache = model.new_cache(ctx);

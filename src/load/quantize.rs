@@ -45,9 +45,19 @@ impl Source {
     }
 }
 
-/// Rows per chunk of a matrix whose rows are `in_row` bytes.
-fn chunk_rows(in_row: usize) -> usize {
-    (CHUNK_BYTES / in_row.max(1)).max(1)
+/// The bytes of one source row of `e`'s matrix, and the row ranges `r0..r1` in which it is
+/// read (by [`with_source`]'s reader) and quantized (by [`quantize_entry`]), in order: about
+/// [`CHUNK_BYTES`] each, at least one row.
+fn row_chunks(index: &TensorIndex, e: &Entry) -> (usize, impl Iterator<Item = (usize, usize)>) {
+    let in_row = index.tensors[&e.name].len / e.rows.max(1);
+    let step = (CHUNK_BYTES / in_row.max(1)).max(1);
+    let rows = e.rows;
+    (
+        in_row,
+        (0..rows)
+            .step_by(step)
+            .map(move |r0| (r0, (r0 + step).min(rows))),
+    )
 }
 
 /// Runs `f` with a [`Source`] of `plan`'s matrices (in order, chunk by chunk as
@@ -59,12 +69,9 @@ fn with_source<R>(
 ) -> Result<R> {
     let mut reads = Vec::new();
     for e in &plan.entries {
-        // The same chunks, in the same order, as quantize_entry takes them.
         let t = &index.tensors[&e.name];
-        let in_row = t.len / e.rows.max(1);
-        let step = chunk_rows(in_row);
-        for r0 in (0..e.rows).step_by(step) {
-            let r1 = (r0 + step).min(e.rows);
+        let (in_row, chunks) = row_chunks(index, e);
+        for (r0, r1) in chunks {
             reads.push((t.file, t.offset + r0 * in_row, (r1 - r0) * in_row));
         }
     }
@@ -378,9 +385,8 @@ fn quantize_entry(
     mut place: impl FnMut(usize, usize, &mut dyn FnMut(&mut [u8]) -> Result<()>) -> Result<()>,
 ) -> Result<()> {
     let t = &index.tensors[&e.name];
-    let in_row = t.len / e.rows.max(1);
+    let (in_row, chunks) = row_chunks(index, e);
     let out_row = e.len / e.rows.max(1);
-    let chunk_rows = chunk_rows(in_row);
     let scale = match t.dtype {
         StoredDType::Known(DType::I8) => {
             let s = &index.tensors[&weights::scaler_name(&e.name)];
@@ -399,9 +405,7 @@ fn quantize_entry(
             e.name
         ),
     };
-    let mut r0 = 0;
-    while r0 < e.rows {
-        let r1 = (r0 + chunk_rows).min(e.rows);
+    for (r0, r1) in chunks {
         let chunk = src.next()?;
         let s = &chunk[..];
         debug_assert_eq!(s.len(), (r1 - r0) * in_row);
@@ -430,7 +434,6 @@ fn quantize_entry(
         })?;
         progress.add(s.len() as u64);
         src.done(chunk);
-        r0 = r1;
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Quantize-on-load: the loader's quantized matrices are exactly what the block quantizers make
-//! of the stored rows, for every matrix the model binds.
+//! of the stored rows, for every matrix the model binds, in the layout the kernels read.
 
 use frugal::kernels::DType;
 use frugal::load::quantize::QuantKind;
@@ -28,7 +28,11 @@ fn loader_output_equals_the_quantizer_on_every_matrix() {
         assert_eq!(q.bytes(), plan.bytes_by_dtype().values().sum::<u64>());
         for (n, m) in &mats {
             let t = &ck.index.tensors[n];
-            assert_eq!(m.dtype, kind.dtype_for(t.shape[1]), "{name}: {n}");
+            let want = match kind.dtype_for(t.shape[1]) {
+                DType::Q4_0 => frugal::quant::q4_0x4::layout_for(t.shape[0], t.shape[1]),
+                d => d,
+            };
+            assert_eq!(m.dtype, want, "{name}: {n}");
             let src_dtype = match t.dtype {
                 frugal::checkpoint::StoredDType::Known(d) => d,
                 _ => unreachable!(),
@@ -47,5 +51,72 @@ fn loader_output_equals_the_quantizer_on_every_matrix() {
         // The model binds the quantized copies.
         let model = ck.model().unwrap();
         assert!(model.w.embed.dtype != DType::BF16 && model.w.embed.dtype != DType::F32);
+    }
+}
+
+fn frugal(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args)
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "frugal {args:?} failed:\n{se}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn logits(args: &[&str]) -> Vec<f32> {
+    let v: serde_json::Value = serde_json::from_str(&frugal(args)).unwrap();
+    v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect()
+}
+
+/// Where the kernels read it, `--quant q4` lays Q4_0 out as Q4_0X4 (rows interleaved in quads,
+/// blocks transposed): the same blocks, so the logits are those of the plain Q4_0 blocks that
+/// `frugal convert --quant q4` writes with the same quantizer into a GGUF file, read in place,
+/// to the order of the f32 additions (decode) or exactly (prefill, the same tiles).
+#[test]
+fn q4_layout_gives_the_plain_q4_0_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("small");
+    let d = dir.to_str().unwrap();
+    let gguf = tmp.path().join("small-q4.gguf");
+    let g = gguf.to_str().unwrap();
+    // hidden 1024, feed-forward 4096, vocabulary 2048: every matrix fits the layout.
+    frugal(&["synth", "--shape", "small-gemma", "--out", d]);
+    frugal(&["convert", d, g, "--quant", "q4"]);
+
+    let mut ck = Checkpoint::open(&dir).unwrap();
+    ck.quantize(QuantKind::Q4).unwrap();
+    let want = if frugal::kernels::reads_q4_0x4() {
+        DType::Q4_0X4
+    } else {
+        DType::Q4_0
+    };
+    for (n, m) in ck.quant.as_ref().unwrap().matrices() {
+        assert_eq!(m.dtype, want, "{n}");
+    }
+    drop(ck);
+
+    for tokens in ["2", "2,17,99,5,1000"] {
+        let a = logits(&[
+            "logits", "-m", d, "--quant", "q4", "--tokens", tokens, "--json",
+        ]);
+        let b = logits(&["logits", "-m", g, "--tokens", tokens, "--json"]);
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(err <= 1e-5 * scale, "tokens {tokens}: {err} of {scale}");
     }
 }

@@ -71,6 +71,11 @@ pub enum DType {
     Q4_K,
     /// GGUF Q6_K: super-blocks of 256 6-bit values, 16 sub-blocks with int8 scales (210 bytes).
     Q6_K,
+    /// Q4_0's blocks in frugal's in-memory layout for the AVX-512 kernels: rows interleaved in
+    /// quads, blocks transposed in groups of 16 ([`crate::quant::q4_0x4`]). Made only by the
+    /// loader's `--quant q4`, never read from or written to a file; a row is not contiguous, so
+    /// [`MatRef::row_bytes`] does not apply (see [`MatRef::row_span`]).
+    Q4_0X4,
 }
 
 /// A row length or tensor shape that a dtype cannot store.
@@ -87,7 +92,7 @@ pub enum LayoutError {
 }
 
 impl DType {
-    /// Every dtype, element dtypes first.
+    /// Every dtype a file can hold, element dtypes first ([`DType::Q4_0X4`] is not one).
     pub const ALL: [DType; 8] = [
         DType::F32,
         DType::F16,
@@ -103,7 +108,7 @@ impl DType {
     pub fn block_len(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 | DType::I8 => 1,
-            DType::Q8_0 | DType::Q4_0 => 32,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_0X4 => 32,
             DType::Q4_K | DType::Q6_K => 256,
         }
     }
@@ -115,7 +120,7 @@ impl DType {
             DType::F16 | DType::BF16 => 2,
             DType::I8 => 1,
             DType::Q8_0 => 34,
-            DType::Q4_0 => 18,
+            DType::Q4_0 | DType::Q4_0X4 => 18,
             DType::Q4_K => 144,
             DType::Q6_K => 210,
         }
@@ -169,6 +174,7 @@ impl DType {
             DType::I8 => "int8",
             DType::Q8_0 => "q8_0",
             DType::Q4_0 => "q4_0",
+            DType::Q4_0X4 => "q4_0x4",
             DType::Q4_K => "q4_k",
             DType::Q6_K => "q6_k",
         }
@@ -239,6 +245,10 @@ impl<'a> MatRef<'a> {
             dtype.name(),
             data.len()
         );
+        anyhow::ensure!(
+            dtype != DType::Q4_0X4 || crate::quant::q4_0x4::fits(rows, cols),
+            "a q4_0x4 matrix has whole quads of rows and rows of a multiple of 512 values, not [{rows}, {cols}]"
+        );
         Ok(MatRef {
             data,
             dtype,
@@ -271,14 +281,28 @@ impl<'a> MatRef<'a> {
         self.stride
     }
 
-    /// The bytes of row `r`.
+    /// The bytes of row `r` (not for [`DType::Q4_0X4`], whose rows are interleaved).
     pub fn row_bytes(&self, r: usize) -> &'a [u8] {
+        debug_assert_ne!(self.dtype, DType::Q4_0X4, "q4_0x4 rows are not contiguous");
         let n = self.stride;
         &self.data[r * n..(r + 1) * n]
     }
 
+    /// The bytes that hold row `r`: the row, or for [`DType::Q4_0X4`] its quad of 4 rows.
+    pub fn row_span(&self, r: usize) -> &'a [u8] {
+        if self.dtype == DType::Q4_0X4 {
+            crate::quant::q4_0x4::row_span(self.data, self.stride, r)
+        } else {
+            self.row_bytes(r)
+        }
+    }
+
     /// A view of rows `start..end` (no copy).
     pub fn rows_range(&self, start: usize, end: usize) -> MatRef<'a> {
+        assert!(
+            self.dtype != DType::Q4_0X4 || (start.is_multiple_of(4) && end.is_multiple_of(4)),
+            "q4_0x4 rows go in quads"
+        );
         let n = self.stride;
         MatRef {
             data: &self.data[start * n..end * n],
@@ -296,7 +320,13 @@ impl<'a> MatRef<'a> {
     /// Converts row `r` to f32 into `out`, scale applied (used for embedding lookups); a
     /// quantized row is dequantized.
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
-        scalar::to_f32(self.row_bytes(r), self.dtype, out);
+        if self.dtype == DType::Q4_0X4 {
+            let mut plain = vec![0u8; self.stride];
+            crate::quant::q4_0x4::row_plain(self.data, self.stride, r, &mut plain);
+            scalar::to_f32(&plain, DType::Q4_0, out);
+        } else {
+            scalar::to_f32(self.row_bytes(r), self.dtype, out);
+        }
         if let Some(s) = &self.scale {
             let s = s.get(r);
             out.iter_mut().for_each(|v| *v *= s);
@@ -369,6 +399,12 @@ impl Isa {
 pub fn isa() -> Isa {
     static BEST: OnceLock<Isa> = OnceLock::new();
     *BEST.get_or_init(|| Isa::supported().into_iter().last().unwrap_or(Isa::Scalar))
+}
+
+/// Whether this CPU's quantized kernels read [`DType::Q4_0X4`] (AVX-512; elsewhere such a
+/// matrix would go through the scalar job, so the loader keeps plain Q4_0).
+pub fn reads_q4_0x4() -> bool {
+    matches!(isa(), Isa::Avx512 | Isa::Avx512Vnni)
 }
 
 /// Whether [`matmul_bf16_fast`] really takes the bf16 dot-product path on this CPU

@@ -65,6 +65,20 @@ pub(crate) struct A4Group {
     pub corr: [i32; 16],
 }
 
+/// Sixteen activation blocks laid out for the AVX-512 [`DType::Q4_0X4`] decode kernel, in the
+/// order of a piece ([`crate::quant::q4_0x4`]): 32-bit lane `j` of 64-byte vector `k` holds
+/// block `j`'s values `4k..4k + 4` (`lo`, against the low nibbles) and `16 + 4k..20 + 4k`
+/// (`hi`); per block its scale and `-8 * sum`, so lane `j`'s integer is exactly block `j`'s
+/// `sum((q - 8) * x)`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct A16 {
+    pub lo: [i8; 256],
+    pub hi: [i8; 256],
+    pub d: [f32; 16],
+    pub corr: [i32; 16],
+}
+
 /// One activation block of 256 for K-quant weights.
 ///
 /// For Q6_K weights `qs` is in natural order. For Q4_K weights its sub-blocks of 32 are
@@ -271,7 +285,7 @@ pub(crate) fn int8_blocks(w: &MatRef) -> bool {
 /// Values per activation block for weights of `dtype`: 32, or 256 for the K-quants.
 pub(crate) fn act_block_len(dtype: DType) -> usize {
     match dtype {
-        DType::I8 | DType::Q8_0 | DType::Q4_0 => 32,
+        DType::I8 | DType::Q8_0 | DType::Q4_0 | DType::Q4_0X4 => 32,
         d => d.block_len(),
     }
 }
@@ -383,11 +397,13 @@ pub(crate) struct QActs {
     /// Decode layouts (one token), built when the kernel asks for them.
     pub pairs: Vec<A8Pair>,
     pub groups: Vec<A4Group>,
+    pub pieces: Vec<A16>,
 }
 
 impl QActs {
     /// Quantizes `n` tokens of `cols` activations for weights of `dtype`; `lanes` also builds
-    /// the decode layout of the first token ([`A8Pair`] for Q8_0, [`A4Group`] for Q4_0).
+    /// the decode layout of the first token ([`A8Pair`] for Q8_0, [`A4Group`] for Q4_0, [`A16`]
+    /// for Q4_0X4).
     pub(crate) fn new(dtype: DType, x: &[f32], n: usize, cols: usize, lanes: bool) -> Self {
         let nb = cols / act_block_len(dtype);
         let mut a = QActs {
@@ -396,16 +412,17 @@ impl QActs {
             k: Vec::new(),
             pairs: Vec::new(),
             groups: Vec::new(),
+            pieces: Vec::new(),
         };
         match dtype {
-            DType::Q8_0 | DType::Q4_0 | DType::I8 => {
+            DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 => {
                 a.b32 = vec![B32::default(); n * nb];
                 quantize_b32(x, &mut a.b32);
                 if lanes {
-                    if dtype != DType::Q4_0 {
-                        a.pairs = pairs_of(&a.b32[..nb]);
-                    } else {
-                        a.groups = groups_of(&a.b32[..nb]);
+                    match dtype {
+                        DType::Q4_0 => a.groups = groups_of(&a.b32[..nb]),
+                        DType::Q4_0X4 => a.pieces = pieces_of(&a.b32[..nb]),
+                        _ => a.pairs = pairs_of(&a.b32[..nb]),
                     }
                 }
             }
@@ -427,6 +444,31 @@ impl QActs {
     pub(crate) fn k(&self, t: usize) -> &[AK] {
         &self.k[t * self.nb..(t + 1) * self.nb]
     }
+}
+
+/// The [`A16`] layout of natural blocks (a whole number of 16: Q4_0X4 rows are whole pieces).
+pub(crate) fn pieces_of(b: &[B32]) -> Vec<A16> {
+    assert!(b.len().is_multiple_of(16), "whole pieces");
+    b.chunks_exact(16)
+        .map(|g| {
+            let mut a = A16 {
+                lo: [0; 256],
+                hi: [0; 256],
+                d: [0.0; 16],
+                corr: [0; 16],
+            };
+            for (j, blk) in g.iter().enumerate() {
+                for k in 0..4 {
+                    let o = 64 * k + 4 * j;
+                    a.lo[o..o + 4].copy_from_slice(&blk.qs[4 * k..4 * k + 4]);
+                    a.hi[o..o + 4].copy_from_slice(&blk.qs[16 + 4 * k..20 + 4 * k]);
+                }
+                a.d[j] = blk.d;
+                a.corr[j] = -8 * blk.sum;
+            }
+            a
+        })
+        .collect()
 }
 
 /// One quantized product with its activations quantized: what the driver splits over tasks.
@@ -475,6 +517,13 @@ struct ScalarJob<'a> {
 
 impl ScalarJob<'_> {
     fn dot(&self, r: usize, t: usize) -> f32 {
+        if self.w.dtype == DType::Q4_0X4 {
+            // The row taken out of its quad (a copy per dot: this job only checks the SIMD
+            // one, which is the only one the loader makes Q4_0X4 for).
+            let mut row = vec![0u8; self.w.row_stride()];
+            crate::quant::q4_0x4::row_plain(self.w.data, self.w.row_stride(), r, &mut row);
+            return dot_q4_0(&row, self.a.b32(t));
+        }
         let row = self.w.row_bytes(r);
         match self.w.dtype {
             DType::Q8_0 => dot_q8_0(row, self.a.b32(t)),
@@ -509,8 +558,10 @@ pub(crate) fn matmul_quant(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut 
     if w.rows == 0 || n == 0 {
         return;
     }
+    // Q4_0X4 has AVX-512 kernels only: below that it takes the portable job.
+    let portable = level == Isa::Scalar || (level == Isa::Avx2 && w.dtype == DType::Q4_0X4);
     match level {
-        Isa::Scalar => {
+        _ if portable => {
             let job = ScalarJob {
                 w,
                 a: QActs::new(w.dtype, x, n, w.cols, false),

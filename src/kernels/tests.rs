@@ -33,6 +33,20 @@ fn random_matrix(
     cols: usize,
     misalign: bool,
 ) -> (Vec<u8>, usize) {
+    if dtype == DType::Q4_0X4 {
+        // Plain Q4_0 rows, interleaved quad by quad as the loader does.
+        let (plain, _) = random_matrix(rng, DType::Q4_0, rows, cols, false);
+        let off = usize::from(misalign);
+        let mut buf = vec![0u8; off + plain.len()];
+        let quad = 4 * DType::Q4_0.row_bytes(cols).expect("whole blocks");
+        for (p, q) in plain
+            .chunks_exact(quad)
+            .zip(buf[off..].chunks_exact_mut(quad))
+        {
+            crate::quant::q4_0x4::interleave_quad(p, q);
+        }
+        return (buf, off);
+    }
     if dtype.is_quantized() {
         // Any byte offset: quantized blocks are read with unaligned loads.
         let off = usize::from(misalign);
@@ -348,14 +362,13 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
     let mut wa = vec![0f32; w.cols];
     let mut out = vec![0f32; n * w.rows];
     for r in 0..w.rows {
-        let row = w.row_bytes(r);
         match w.dtype {
-            DType::Q8_0 | DType::Q4_0 | DType::I8 => {
+            DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 => {
                 w.row_to_f32(r, &mut wa);
                 wa.iter_mut().for_each(|v| *v = v.abs());
             }
             DType::Q4_K => {
-                for (b, blk) in row.chunks_exact(144).enumerate() {
+                for (b, blk) in w.row_bytes(r).chunks_exact(144).enumerate() {
                     let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32().abs();
                     let dmin = f16::from_le_bytes([blk[2], blk[3]]).to_f32().abs();
                     let (sc, m) = crate::quant::q4_k::scales_mins(&blk[4..16]);
@@ -367,7 +380,7 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
                 }
             }
             DType::Q6_K => {
-                for (b, blk) in row.chunks_exact(210).enumerate() {
+                for (b, blk) in w.row_bytes(r).chunks_exact(210).enumerate() {
                     let d = f16::from_le_bytes([blk[208], blk[209]]).to_f32().abs();
                     for e in 0..256 {
                         let sc = (blk[192 + e / 16] as i8 as f32).abs();
@@ -525,6 +538,61 @@ fn quant_simd_matches_scalar_large() {
             for nb in [65, 66, 67] {
                 check_quant(&mut rng, dtype, 21, 32 * nb, 1);
                 check_quant(&mut rng, dtype, 21, 32 * nb, 6);
+            }
+        }
+    }
+}
+
+#[test]
+fn quant_q4_0x4_matches_scalar() {
+    // Whole quads and pieces only; prefill tiles of 16 rows with 4, 8 and 12 left over, decode
+    // and prefill token counts, rows as long as gemma's feed-forward ones.
+    let mut rng = Rng(14);
+    for &(rows, cols, n) in &[
+        (4, 512, 1),
+        (4, 512, 5),
+        (8, 1024, 1),
+        (20, 512, 17),
+        (24, 1536, 3),
+        (28, 2048, 9),
+        (300, 2048, 1),
+        (36, 2048, 70),
+        (64, 16384, 1),
+        (32, 16384, 2),
+    ] {
+        check_quant(&mut rng, DType::Q4_0X4, rows, cols, n);
+    }
+}
+
+#[test]
+fn quant_q4_0x4_equals_q4_0() {
+    // The same blocks in another layout: the same products as plain Q4_0 at every level, to
+    // the order of the f32 additions.
+    let mut rng = Rng(15);
+    let (rows, cols) = (40, 2560);
+    let (plain, _) = random_matrix(&mut rng, DType::Q4_0, rows, cols, false);
+    let quad = 4 * DType::Q4_0.row_bytes(cols).expect("whole blocks");
+    let mut x4 = vec![0u8; plain.len()];
+    for (p, q) in plain.chunks_exact(quad).zip(x4.chunks_exact_mut(quad)) {
+        crate::quant::q4_0x4::interleave_quad(p, q);
+    }
+    let a = MatRef::new(&plain, DType::Q4_0, rows, cols);
+    let b = MatRef::new(&x4, DType::Q4_0X4, rows, cols);
+    for n in [1, 3, 16] {
+        let x = q_activations(&mut rng, n * cols);
+        let sc = q_abs_scale(&a, &x, n);
+        for level in Isa::supported() {
+            let (mut ya, mut yb) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+            matmul_with(level, &a, &x, n, &mut ya);
+            matmul_with(level, &b, &x, n, &mut yb);
+            for i in 0..ya.len() {
+                assert!(
+                    (ya[i] - yb[i]).abs() <= 1e-5 * sc[i],
+                    "{} n={n} index {i}: q4_0 {} q4_0x4 {}",
+                    level.name(),
+                    ya[i],
+                    yb[i]
+                );
             }
         }
     }

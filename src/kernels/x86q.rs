@@ -42,10 +42,11 @@
 
 use super::qmat::{
     act_block_len, drive, k_pos, quantize_b32_impl, quantize_k_impl, weight_block_bytes, A4Group,
-    A8Pair, QActs, QJob, AK, B32,
+    A8Pair, QActs, QJob, A16, AK, B32,
 };
 use super::x86::{Avx2, Avx512};
 use super::{DType, Isa, MatRef};
+use crate::quant::q4_0x4::PIECE_BYTES;
 use std::arch::x86_64::*;
 
 /// Proof that the CPU has AVX-512F/BW/VL and AVX512_VNNI.
@@ -160,7 +161,9 @@ fn check_job(w: &MatRef, a: &QActs, n: usize) {
     assert_eq!(a.nb * act_block_len(w.dtype), w.cols, "activation blocks");
     assert_eq!(a.nb * weight_block_bytes(w.dtype), rb, "weight blocks");
     match w.dtype {
-        DType::Q8_0 | DType::Q4_0 | DType::I8 => assert_eq!(a.b32.len(), n * a.nb),
+        DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 => {
+            assert_eq!(a.b32.len(), n * a.nb)
+        }
         _ => assert_eq!(a.k.len(), n * a.nb),
     }
 }
@@ -955,6 +958,92 @@ macro_rules! avx512_quant {
                 }
             }
 
+            /// One quad of [`DType::Q4_0X4`] rows (its pieces interleaved from `p`, one per
+            /// [`A16`] of `a` for each row) times one token: per piece, 4 loads of 64 bytes
+            /// hold word `k` of all 16 blocks, so each block sums in its own lane, and the 16
+            /// scales are one 32-byte load. The quad is one contiguous stream.
+            #[target_feature(enable = $feat)]
+            unsafe fn quad_q4_0x4(p: *const u8, a: &[A16]) -> [f32; 4] {
+                // SAFETY: the caller guarantees the quad's `4 * a.len()` pieces of 288 bytes
+                // at p; the activations are 64-byte aligned.
+                unsafe {
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    let mut acc = [_mm512_setzero_ps(); 4];
+                    for (g, x) in a.iter().enumerate() {
+                        let corr = _mm512_load_si512(x.corr.as_ptr() as *const _);
+                        let dx = _mm512_load_ps(x.d.as_ptr());
+                        let xl: [__m512i; 4] = std::array::from_fn(|k| {
+                            _mm512_load_si512(x.lo.as_ptr().add(64 * k) as *const _)
+                        });
+                        let xh: [__m512i; 4] = std::array::from_fn(|k| {
+                            _mm512_load_si512(x.hi.as_ptr().add(64 * k) as *const _)
+                        });
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let q = p.add((4 * g + r) * PIECE_BYTES);
+                            let (mut i0, mut i1) = (corr, _mm512_setzero_si512());
+                            for k in 0..4 {
+                                let w = _mm512_loadu_si512(q.add(32 + 64 * k) as *const _);
+                                let lo = _mm512_and_si512(w, m4);
+                                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), m4);
+                                i0 = $dp!(i0, lo, xl[k]);
+                                i1 = $dp!(i1, hi, xh[k]);
+                            }
+                            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(q as *const __m256i));
+                            *acc = _mm512_fmadd_ps(
+                                _mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)),
+                                _mm512_mul_ps(dw, dx),
+                                *acc,
+                            );
+                        }
+                    }
+                    acc.map(|a| _mm512_reduce_add_ps(a))
+                }
+            }
+
+            /// Unpacks block `k` of up to 16 [`DType::Q4_0X4`] rows into `tb`: the tile's
+            /// first row quad starts at `base`, row `r`'s pieces lie `offs[r]` bytes further
+            /// (see `rows16`), and only the rows in `live` are read (the others are zero).
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_q4_0x4(
+                base: *const u8,
+                offs: __m512i,
+                live: __mmask16,
+                k: usize,
+                tb: &mut TB,
+            ) {
+                // SAFETY: the caller guarantees that every live row has block k at its
+                // offset from base: piece k / 16 of the row, whose 288 bytes hold all the
+                // words gathered (the scale's word, bytes 2j..2j + 4, stays inside too).
+                unsafe {
+                    let (g, j) = (k / 16, k % 16);
+                    let piece = base.add(4 * g * PIECE_BYTES);
+                    let z = _mm512_setzero_si512();
+                    let m4 = _mm512_set1_epi8(0x0F);
+                    for v in 0..4 {
+                        let w = _mm512_mask_i32gather_epi32::<1>(
+                            z,
+                            live,
+                            offs,
+                            piece.add(32 + 64 * v + 4 * j) as *const _,
+                        );
+                        let lo = _mm512_and_si512(w, m4);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), m4);
+                        _mm512_store_si512(tb.w[v].as_mut_ptr() as *mut _, lo);
+                        _mm512_store_si512(tb.w[v + 4].as_mut_ptr() as *mut _, hi);
+                    }
+                    let dh = _mm512_mask_i32gather_epi32::<1>(
+                        z,
+                        live,
+                        offs,
+                        piece.add(2 * j) as *const _,
+                    );
+                    _mm512_store_ps(
+                        tb.d.as_mut_ptr(),
+                        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dh)),
+                    );
+                }
+            }
+
             /// The f16 at `p` as f32.
             #[inline]
             #[target_feature(enable = $feat)]
@@ -1470,6 +1559,7 @@ macro_rules! avx512_quant {
                                 assert_eq!(a.pairs.len(), 2 * a.nb.div_ceil(4))
                             }
                             DType::Q4_0 => assert_eq!(a.groups.len(), a.nb.div_ceil(4)),
+                            DType::Q4_0X4 => assert_eq!(a.pieces.len(), a.nb / 16),
                             _ => {}
                         }
                     }
@@ -1540,6 +1630,7 @@ macro_rules! avx512_quant {
                     let (nb, bb) = (self.a.nb, weight_block_bytes(self.w.dtype));
                     let i8 = self.w.dtype == DType::I8;
                     let q8 = self.w.dtype == DType::Q8_0 || i8;
+                    let x4 = self.w.dtype == DType::Q4_0X4;
                     let nrows = outs[0].len();
                     let mut scratch = vec![TB_ZERO; nb];
                     // SAFETY: IDX_TR is 64 bytes.
@@ -1547,31 +1638,49 @@ macro_rules! avx512_quant {
                     let mut rt = 0;
                     while rt < nrows {
                         let nr = 16.min(nrows - rt);
-                        let base: [*const u8; 16] = std::array::from_fn(|r| {
-                            if r < nr {
-                                self.w.row_bytes(r0 + rt + r).as_ptr()
-                            } else {
-                                ZERO_BLOCK.as_ptr()
+                        if x4 {
+                            // Whole quads (rows and r0 are multiples of 4): row r's pieces lie
+                            // (r / 4) quads and (r % 4) pieces from the tile's first quad.
+                            let stride = self.w.row_stride();
+                            let base = self.w.data[(r0 + rt) * stride..].as_ptr();
+                            let offs: [i32; 16] = std::array::from_fn(|r| {
+                                (r / 4 * 4 * stride + r % 4 * PIECE_BYTES) as i32
+                            });
+                            // SAFETY: 16 i32.
+                            let offs = unsafe { _mm512_loadu_si512(offs.as_ptr() as *const _) };
+                            let live = ((1u32 << nr) - 1) as __mmask16;
+                            for (k, tb) in scratch.iter_mut().enumerate() {
+                                // SAFETY: the token proves the features; the live rows are
+                                // whole rows of the matrix (MatRef checked the quads).
+                                unsafe { unpack_q4_0x4(base, offs, live, k, tb) };
                             }
-                        });
-                        for (k, tb) in scratch.iter_mut().enumerate() {
-                            // Rows past the tile's end stay on the zero block.
-                            let rows: [*const u8; 16] = std::array::from_fn(|r| {
+                        } else {
+                            let base: [*const u8; 16] = std::array::from_fn(|r| {
                                 if r < nr {
-                                    base[r].wrapping_add(k * bb)
+                                    self.w.row_bytes(r0 + rt + r).as_ptr()
                                 } else {
-                                    base[r]
+                                    ZERO_BLOCK.as_ptr()
                                 }
                             });
-                            // SAFETY: the token proves the features; each pointer is at a
-                            // whole block of its row (or at the 64-byte zero block).
-                            unsafe {
-                                if i8 {
-                                    unpack_i8(&rows, idx, tb);
-                                } else if q8 {
-                                    unpack_q8_0(&rows, idx, tb);
-                                } else {
-                                    unpack_q4_0(&rows, idx, tb);
+                            for (k, tb) in scratch.iter_mut().enumerate() {
+                                // Rows past the tile's end stay on the zero block.
+                                let rows: [*const u8; 16] = std::array::from_fn(|r| {
+                                    if r < nr {
+                                        base[r].wrapping_add(k * bb)
+                                    } else {
+                                        base[r]
+                                    }
+                                });
+                                // SAFETY: the token proves the features; each pointer is at a
+                                // whole block of its row (or at the 64-byte zero block).
+                                unsafe {
+                                    if i8 {
+                                        unpack_i8(&rows, idx, tb);
+                                    } else if q8 {
+                                        unpack_q8_0(&rows, idx, tb);
+                                    } else {
+                                        unpack_q4_0(&rows, idx, tb);
+                                    }
                                 }
                             }
                         }
@@ -1627,6 +1736,21 @@ macro_rules! avx512_quant {
                 fn matvec(&self, r0: usize, y: &mut [f32]) {
                     assert!(r0 + y.len() <= self.w.rows, "rows inside the matrix");
                     let nb = self.a.nb;
+                    if self.w.dtype == DType::Q4_0X4 {
+                        let stride = self.w.row_stride();
+                        assert!(
+                            r0.is_multiple_of(4) && y.len().is_multiple_of(4),
+                            "whole quads"
+                        );
+                        for (q, ys) in y.chunks_exact_mut(4).enumerate() {
+                            let p = self.w.data[(r0 + 4 * q) * stride..].as_ptr();
+                            // SAFETY: the token proves the features; the quad holds 4 rows
+                            // of `nb / 16` pieces (MatRef checked) and the activations one
+                            // A16 per piece (checked in `new`).
+                            ys.copy_from_slice(&unsafe { quad_q4_0x4(p, &self.a.pieces) });
+                        }
+                        return;
+                    }
                     // Rows whose activation layout outgrows L1 (2 bytes per value for Q4_0, 3
                     // for Q8_0; past 16 KB) go 4 at a time, sharing each activation load.
                     // K-quants: 1.25 bytes per value, past 16 KB too.
@@ -1681,7 +1805,9 @@ macro_rules! avx512_quant {
                     assert_eq!(outs.len(), self.n, "one output per token");
                     assert!(r0 + outs[0].len() <= self.w.rows, "rows inside the matrix");
                     match self.w.dtype {
-                        DType::Q8_0 | DType::Q4_0 | DType::I8 => self.rows16(r0, outs),
+                        DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 => {
+                            self.rows16(r0, outs)
+                        }
                         _ => self.rows16_k(r0, outs),
                     }
                 }

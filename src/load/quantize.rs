@@ -50,7 +50,10 @@ impl Source {
 /// [`CHUNK_BYTES`] each, at least one row.
 fn row_chunks(index: &TensorIndex, e: &Entry) -> (usize, impl Iterator<Item = (usize, usize)>) {
     let in_row = index.tensors[&e.name].len / e.rows.max(1);
-    let step = (CHUNK_BYTES / in_row.max(1)).max(1);
+    let mut step = (CHUNK_BYTES / in_row.max(1)).max(1);
+    if e.dtype == DType::Q4_0X4 {
+        step = step.next_multiple_of(crate::quant::q4_0x4::QUAD);
+    }
     let rows = e.rows;
     (
         in_row,
@@ -185,7 +188,11 @@ impl QuantPlan {
         for name in names {
             let t = &index.tensors[&name];
             let (rows, cols) = (t.shape[0], t.shape[1]);
-            let dtype = kind.dtype_for(cols);
+            // Q4_0 in the layout this CPU's kernels read best (same bytes, see q4_0x4).
+            let dtype = match kind.dtype_for(cols) {
+                DType::Q4_0 => crate::quant::q4_0x4::layout_for(rows, cols),
+                d => d,
+            };
             let row = dtype.row_bytes(cols).with_context(|| {
                 format!(
                     "{}: tensor `{name}` cannot be quantized to {}",
@@ -421,13 +428,28 @@ fn quantize_entry(
                     // int8 with per-row scales: dequantize a row, quantize it again.
                     let m = MatRef::new(s, DType::I8, r1 - r0, e.cols)
                         .with_scale(&sb[r0 * sd.block_bytes()..r1 * sd.block_bytes()], sd);
-                    d.par_chunks_mut(out_row).enumerate().for_each_init(
-                        || vec![0f32; e.cols],
-                        |row, (r, out)| {
-                            m.row_to_f32(r, row);
-                            crate::quant::quantize_row(row, e.dtype, out);
-                        },
-                    );
+                    if e.dtype == DType::Q4_0X4 {
+                        // Plain Q4_0 rows a quad at a time, then interleaved.
+                        let quad = crate::quant::q4_0x4::QUAD;
+                        d.par_chunks_mut(quad * out_row).enumerate().for_each_init(
+                            || (vec![0f32; e.cols], vec![0u8; quad * out_row]),
+                            |(row, plain), (q, out)| {
+                                for (i, p) in plain.chunks_exact_mut(out_row).enumerate() {
+                                    m.row_to_f32(quad * q + i, row);
+                                    crate::quant::quantize_row(row, DType::Q4_0, p);
+                                }
+                                crate::quant::q4_0x4::interleave_quad(plain, out);
+                            },
+                        );
+                    } else {
+                        d.par_chunks_mut(out_row).enumerate().for_each_init(
+                            || vec![0f32; e.cols],
+                            |row, (r, out)| {
+                                m.row_to_f32(r, row);
+                                crate::quant::quantize_row(row, e.dtype, out);
+                            },
+                        );
+                    }
                 }
             }
             Ok(())

@@ -236,7 +236,7 @@ impl<'a> Gemma<'a> {
             self.w.embed.row_to_f32(tok as usize, row);
             row.iter_mut().for_each(|v| *v *= scale);
             if let Some(s) = &self.streaming {
-                s.pager.evict(self.w.embed.row_bytes(tok as usize));
+                s.pager.evict(self.w.embed.row_span(tok as usize));
             }
         }
         let mut xn = vec![0f32; n * h];
@@ -303,7 +303,11 @@ impl<'a> Gemma<'a> {
         s: &Streaming,
     ) {
         let rows = w.rows;
-        let step = (s.output_step_bytes / w.row_stride().max(1)).clamp(1, rows.max(1));
+        let mut step = (s.output_step_bytes / w.row_stride().max(1)).clamp(1, rows.max(1));
+        if w.dtype == kernels::DType::Q4_0X4 {
+            // Whole quads of rows (`rows` is a multiple of 4).
+            step = step.next_multiple_of(4);
+        }
         let mut tmp = vec![0f32; n * step];
         s.pager.prefetch(w.rows_range(0, step.min(rows)).data);
         let mut r0 = 0;

@@ -24,6 +24,7 @@
 //! quantized per block to int8 once per call and multiplied with integer dot products.
 
 pub mod q4_0;
+pub mod q4_0x4;
 pub mod q4_k;
 pub mod q6_k;
 pub mod q8_0;
@@ -122,7 +123,8 @@ fn check_rows(
 /// Quantizes whole rows: `src` holds rows of `cols` little-endian `src_dtype` values (f32, f16
 /// or bf16, e.g. a row range of a tensor straight from the memory map), `dst` receives the same
 /// rows as `dst_dtype` blocks (`rows * dst_dtype.row_bytes(cols)` bytes). Works one block at a
-/// time through a stack buffer: no allocation, and the source is read once, in order.
+/// time through a stack buffer: no allocation (but for [`DType::Q4_0X4`]: one scratch quad of
+/// plain Q4_0 rows, interleaved into `dst` quad by quad), and the source is read once, in order.
 /// Returns the number of rows.
 pub fn quantize_rows(
     src: &[u8],
@@ -132,6 +134,26 @@ pub fn quantize_rows(
     dst: &mut [u8],
 ) -> Result<usize, QuantError> {
     let rows = check_rows(src, src_dtype, cols, dst_dtype, dst)?;
+    if dst_dtype == DType::Q4_0X4 {
+        // Plain Q4_0 a quad at a time through one scratch quad, then interleaved.
+        if !q4_0x4::fits(rows.max(q4_0x4::QUAD), cols) || !rows.is_multiple_of(q4_0x4::QUAD) {
+            return Err(QuantError::Length {
+                what: "q4_0x4 rows",
+                expected: "whole quads of 4 rows of a multiple of 512 columns".into(),
+                got: rows,
+            });
+        }
+        let (in_quad, out_quad) = (src.len() / rows.max(1) * 4, dst.len() / rows.max(1) * 4);
+        let mut plain = vec![0u8; out_quad];
+        for (s, d) in src
+            .chunks_exact(in_quad)
+            .zip(dst.chunks_exact_mut(out_quad))
+        {
+            quantize_rows(s, src_dtype, cols, DType::Q4_0, &mut plain)?;
+            q4_0x4::interleave_quad(&plain, d);
+        }
+        return Ok(rows);
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f")
@@ -203,8 +225,11 @@ pub fn quantize_rows_par(
         return Ok(0);
     }
     let (in_row, out_row) = (src_dtype.row_bytes(cols)?, dst_dtype.row_bytes(cols)?);
-    // About 256 KiB of source per task.
-    let chunk = (256 * 1024 / in_row).max(1);
+    // About 256 KiB of source per task, in whole quads of rows for Q4_0X4.
+    let mut chunk = (256 * 1024 / in_row).max(1);
+    if dst_dtype == DType::Q4_0X4 {
+        chunk = chunk.next_multiple_of(q4_0x4::QUAD);
+    }
     src.par_chunks(chunk * in_row)
         .zip(dst.par_chunks_mut(chunk * out_row))
         .try_for_each(|(s, d)| quantize_rows(s, src_dtype, cols, dst_dtype, d).map(|_| ()))?;

@@ -1000,47 +1000,90 @@ macro_rules! avx512_quant {
                 }
             }
 
-            /// Unpacks block `k` of up to 16 [`DType::Q4_0X4`] rows into `tb`: the tile's
-            /// first row quad starts at `base`, row `r`'s pieces lie `offs[r]` bytes further
-            /// (see `rows16`), and only the rows in `live` are read (the others are zero).
+            /// Transposes 16 vectors of 16 dwords: lane `r` of output `c` is lane `c` of
+            /// input `r`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn transpose16x16(v: [__m512i; 16]) -> [__m512i; 16] {
+                // Within each 128-bit lane: 4x4 blocks of (4 rows, 4 columns).
+                let mut c = [[_mm512_setzero_si512(); 4]; 4];
+                for (g, cg) in c.iter_mut().enumerate() {
+                    let r = 4 * g;
+                    let a01 = _mm512_unpacklo_epi32(v[r], v[r + 1]);
+                    let b01 = _mm512_unpackhi_epi32(v[r], v[r + 1]);
+                    let a23 = _mm512_unpacklo_epi32(v[r + 2], v[r + 3]);
+                    let b23 = _mm512_unpackhi_epi32(v[r + 2], v[r + 3]);
+                    // cg[m], 128-bit lane L: rows r..r + 4 at column 4L + m.
+                    *cg = [
+                        _mm512_unpacklo_epi64(a01, a23),
+                        _mm512_unpackhi_epi64(a01, a23),
+                        _mm512_unpacklo_epi64(b01, b23),
+                        _mm512_unpackhi_epi64(b01, b23),
+                    ];
+                }
+                // Then the 4x4 transpose of 128-bit lanes: output 4L + m, lane g is c[g][m]
+                // lane L.
+                let mut out = [_mm512_setzero_si512(); 16];
+                for m in 0..4 {
+                    let x0 = _mm512_shuffle_i32x4::<0x44>(c[0][m], c[1][m]);
+                    let x1 = _mm512_shuffle_i32x4::<0xEE>(c[0][m], c[1][m]);
+                    let x2 = _mm512_shuffle_i32x4::<0x44>(c[2][m], c[3][m]);
+                    let x3 = _mm512_shuffle_i32x4::<0xEE>(c[2][m], c[3][m]);
+                    out[m] = _mm512_shuffle_i32x4::<0x88>(x0, x2);
+                    out[4 + m] = _mm512_shuffle_i32x4::<0xDD>(x0, x2);
+                    out[8 + m] = _mm512_shuffle_i32x4::<0x88>(x1, x3);
+                    out[12 + m] = _mm512_shuffle_i32x4::<0xDD>(x1, x3);
+                }
+                out
+            }
+
+            /// Unpacks piece `g` (blocks `16g..16g + 16`) of the first `nr` (a multiple of 4,
+            /// up to 16) [`DType::Q4_0X4`] rows of a tile starting at row quad `base` (rows of
+            /// `stride` bytes) into `tb[j]` for block `16g + j`; rows past `nr` are zero. Each
+            /// 64-byte word vector of a piece holds one word of all 16 blocks, so a 16x16
+            /// transpose per word turns (row, block) into (block, row).
             #[target_feature(enable = $feat)]
             unsafe fn unpack_q4_0x4(
                 base: *const u8,
-                offs: __m512i,
-                live: __mmask16,
-                k: usize,
-                tb: &mut TB,
+                stride: usize,
+                nr: usize,
+                g: usize,
+                tb: &mut [TB],
             ) {
-                // SAFETY: the caller guarantees that every live row has block k at its
-                // offset from base: piece k / 16 of the row, whose 288 bytes hold all the
-                // words gathered (the scale's word, bytes 2j..2j + 4, stays inside too).
+                assert!(tb.len() == 16 && nr <= 16 && nr.is_multiple_of(4), "a tile");
+                // SAFETY: the caller guarantees nr whole rows at base (quads of 4 rows of
+                // `stride` bytes, holding piece g); tb's entries are 64-byte aligned.
                 unsafe {
-                    let (g, j) = (k / 16, k % 16);
-                    let piece = base.add(4 * g * PIECE_BYTES);
-                    let z = _mm512_setzero_si512();
+                    let piece =
+                        |r: usize| base.add(r / 4 * 4 * stride + (4 * g + r % 4) * PIECE_BYTES);
                     let m4 = _mm512_set1_epi8(0x0F);
-                    for v in 0..4 {
-                        let w = _mm512_mask_i32gather_epi32::<1>(
-                            z,
-                            live,
-                            offs,
-                            piece.add(32 + 64 * v + 4 * j) as *const _,
-                        );
-                        let lo = _mm512_and_si512(w, m4);
-                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), m4);
-                        _mm512_store_si512(tb.w[v].as_mut_ptr() as *mut _, lo);
-                        _mm512_store_si512(tb.w[v + 4].as_mut_ptr() as *mut _, hi);
+                    for k in 0..4 {
+                        let v: [__m512i; 16] = std::array::from_fn(|r| {
+                            if r < nr {
+                                _mm512_loadu_si512(piece(r).add(32 + 64 * k) as *const _)
+                            } else {
+                                _mm512_setzero_si512()
+                            }
+                        });
+                        for (j, w) in transpose16x16(v).iter().enumerate() {
+                            let lo = _mm512_and_si512(*w, m4);
+                            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*w), m4);
+                            _mm512_store_si512(tb[j].w[k].as_mut_ptr() as *mut _, lo);
+                            _mm512_store_si512(tb[j].w[k + 4].as_mut_ptr() as *mut _, hi);
+                        }
                     }
-                    let dh = _mm512_mask_i32gather_epi32::<1>(
-                        z,
-                        live,
-                        offs,
-                        piece.add(2 * j) as *const _,
-                    );
-                    _mm512_store_ps(
-                        tb.d.as_mut_ptr(),
-                        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dh)),
-                    );
+                    let d: [__m512i; 16] = std::array::from_fn(|r| {
+                        if r < nr {
+                            _mm512_castps_si512(_mm512_cvtph_ps(_mm256_loadu_si256(
+                                piece(r) as *const __m256i
+                            )))
+                        } else {
+                            _mm512_setzero_si512()
+                        }
+                    });
+                    for (j, dj) in transpose16x16(d).iter().enumerate() {
+                        _mm512_store_si512(tb[j].d.as_mut_ptr() as *mut _, *dj);
+                    }
                 }
             }
 
@@ -1606,9 +1649,10 @@ macro_rules! avx512_quant {
                                         }
                                     };
                                     for (t, a) in acc.iter().enumerate() {
-                                        let mut lanes = [0f32; 16];
-                                        // SAFETY: 16 floats.
-                                        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *a) };
+                                        // SAFETY: a __m512 is 16 f32 (a plain move, where
+                                        // the store intrinsic would be a call out of this
+                                        // non-AVX-512 function).
+                                        let lanes: [f32; 16] = unsafe { std::mem::transmute(*a) };
                                         outs[t0 + t][rt..rt + nr].copy_from_slice(&lanes[..nr]);
                                     }
                                 }};
@@ -1639,20 +1683,13 @@ macro_rules! avx512_quant {
                     while rt < nrows {
                         let nr = 16.min(nrows - rt);
                         if x4 {
-                            // Whole quads (rows and r0 are multiples of 4): row r's pieces lie
-                            // (r / 4) quads and (r % 4) pieces from the tile's first quad.
+                            // Whole quads: rows and r0 are multiples of 4.
                             let stride = self.w.row_stride();
                             let base = self.w.data[(r0 + rt) * stride..].as_ptr();
-                            let offs: [i32; 16] = std::array::from_fn(|r| {
-                                (r / 4 * 4 * stride + r % 4 * PIECE_BYTES) as i32
-                            });
-                            // SAFETY: 16 i32.
-                            let offs = unsafe { _mm512_loadu_si512(offs.as_ptr() as *const _) };
-                            let live = ((1u32 << nr) - 1) as __mmask16;
-                            for (k, tb) in scratch.iter_mut().enumerate() {
-                                // SAFETY: the token proves the features; the live rows are
-                                // whole rows of the matrix (MatRef checked the quads).
-                                unsafe { unpack_q4_0x4(base, offs, live, k, tb) };
+                            for (g, tb) in scratch.chunks_exact_mut(16).enumerate() {
+                                // SAFETY: the token proves the features; the tile's nr rows
+                                // are whole rows of the matrix (MatRef checked the quads).
+                                unsafe { unpack_q4_0x4(base, stride, nr, g, tb) };
                             }
                         } else {
                             let base: [*const u8; 16] = std::array::from_fn(|r| {
@@ -1704,9 +1741,10 @@ macro_rules! avx512_quant {
                                         }
                                     };
                                     for (t, a) in acc.iter().enumerate() {
-                                        let mut lanes = [0f32; 16];
-                                        // SAFETY: 16 floats.
-                                        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *a) };
+                                        // SAFETY: a __m512 is 16 f32 (a plain move, where
+                                        // the store intrinsic would be a call out of this
+                                        // non-AVX-512 function).
+                                        let lanes: [f32; 16] = unsafe { std::mem::transmute(*a) };
                                         outs[t0 + t][rt..rt + nr].copy_from_slice(&lanes[..nr]);
                                     }
                                 }};

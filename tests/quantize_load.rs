@@ -82,7 +82,8 @@ fn logits(args: &[&str]) -> Vec<f32> {
 /// Where the kernels read it, `--quant q4` lays Q4_0 out as Q4_0X4 (rows interleaved in quads,
 /// blocks transposed): the same blocks, so the logits are those of the plain Q4_0 blocks that
 /// `frugal convert --quant q4` writes with the same quantizer into a GGUF file, read in place,
-/// to the order of the f32 additions (decode) or exactly (prefill, the same tiles).
+/// to the order of the f32 additions (decode) or exactly (prefill, the same tiles); and that
+/// file's blocks with `--quant q4` are rearranged the same way (losslessly) with the same logits.
 #[test]
 fn q4_layout_gives_the_plain_q4_0_logits() {
     let tmp = tempfile::tempdir().unwrap();
@@ -106,17 +107,37 @@ fn q4_layout_gives_the_plain_q4_0_logits() {
     }
     drop(ck);
 
+    // The GGUF file's Q4_0 blocks with --quant q4: rearranged the same way, not requantized.
+    let mut ck = Checkpoint::open(&gguf).unwrap();
+    ck.quantize(QuantKind::Q4).unwrap();
+    let mats = ck.quant.as_ref().unwrap().matrices();
+    assert_eq!(
+        mats.is_empty(),
+        want == DType::Q4_0,
+        "relaid only into Q4_0X4"
+    );
+    for (n, m) in mats {
+        assert_eq!(m.dtype, DType::Q4_0X4, "{n}");
+    }
+    drop(ck);
+
     for tokens in ["2", "2,17,99,5,1000"] {
-        let a = logits(&[
-            "logits", "-m", d, "--quant", "q4", "--tokens", tokens, "--json",
-        ]);
         let b = logits(&["logits", "-m", g, "--tokens", tokens, "--json"]);
-        assert_eq!(a.len(), b.len());
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(err <= 1e-5 * scale, "tokens {tokens}: {err} of {scale}");
+        for a in [
+            logits(&[
+                "logits", "-m", d, "--quant", "q4", "--tokens", tokens, "--json",
+            ]),
+            logits(&[
+                "logits", "-m", g, "--quant", "q4", "--tokens", tokens, "--json",
+            ]),
+        ] {
+            assert_eq!(a.len(), b.len());
+            let err = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(err <= 1e-5 * scale, "tokens {tokens}: {err} of {scale}");
+        }
     }
 }

@@ -106,6 +106,11 @@ fn with_source<R>(
     })
 }
 
+/// Whether a Q4_0 matrix of `rows x cols` is held as [`DType::Q4_0X4`] on this CPU.
+fn relaid(rows: usize, cols: usize) -> bool {
+    crate::quant::q4_0x4::layout_for(rows, cols) == DType::Q4_0X4
+}
+
 /// What `--quant` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
 pub enum QuantKind {
@@ -172,12 +177,18 @@ impl QuantPlan {
         let mut names = weights::matrix_names(cfg, index, source)?;
         // Matrices already stored in a block format (a quantized GGUF file) stay as they are,
         // used in place: re-quantizing blocks would only lose precision. Only float (and int8)
-        // matrices are converted, so `--quant` on a Q4_K_M file quantizes nothing.
+        // matrices are converted, so `--quant` on a Q4_K_M file quantizes nothing. The one
+        // exception is lossless: with `--quant q4`, Q4_0 blocks are rearranged into the layout
+        // the kernels stream fastest where this CPU has one (Q4_0X4, same bytes).
         names.retain(|n| {
-            !matches!(
-                index.tensors[n].dtype,
-                StoredDType::Known(d) if d.block_len() > 1
-            )
+            let t = &index.tensors[n];
+            match t.dtype {
+                StoredDType::Known(DType::Q4_0) => {
+                    kind == QuantKind::Q4 && relaid(t.shape[0], t.shape[1])
+                }
+                StoredDType::Known(d) => d.block_len() == 1,
+                StoredDType::Other(_) => true,
+            }
         });
         names.sort_by_key(|n| {
             let t = &index.tensors[n];
@@ -418,6 +429,13 @@ fn quantize_entry(
         debug_assert_eq!(s.len(), (r1 - r0) * in_row);
         place(r0, r1, &mut |d: &mut [u8]| {
             match scale {
+                None if src_dtype == DType::Q4_0 => {
+                    // Q4_0 blocks rearranged, not quantized again (see QuantPlan::new).
+                    let quad = crate::quant::q4_0x4::QUAD * in_row;
+                    d.par_chunks_mut(quad)
+                        .zip(s.par_chunks(quad))
+                        .for_each(|(o, i)| crate::quant::q4_0x4::interleave_quad(i, o));
+                }
                 None => {
                     crate::quant::quantize_rows_par(s, src_dtype, e.cols, e.dtype, d)
                         .with_context(|| {
@@ -462,11 +480,14 @@ fn quantize_entry(
 
 /// Where the quantized copy of `index`'s checkpoint for `kind` is cached: a file under the
 /// user's cache folder named by a hash of the source files' paths, sizes and modification
-/// times, the kind, and this layout's version, so a changed source never meets a stale copy.
+/// times, the kind, and this layout's version (and whether Q4_0 is laid out as
+/// [`DType::Q4_0X4`]), so a changed source or another layout never meets a stale copy.
 pub fn cache_path(index: &TensorIndex, kind: QuantKind) -> Result<PathBuf> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    ("frugal-quant-v1", kind.name()).hash(&mut h);
+    // v2: Q4_0 may be laid out as Q4_0X4, which depends on this CPU's kernels.
+    let layout = crate::kernels::reads_q4_0x4();
+    ("frugal-quant-v2", kind.name(), layout).hash(&mut h);
     for f in &index.files {
         let p = std::fs::canonicalize(&f.path).unwrap_or_else(|_| f.path.clone());
         p.hash(&mut h);

@@ -29,7 +29,9 @@ fn loader_output_equals_the_quantizer_on_every_matrix() {
         for (n, m) in &mats {
             let t = &ck.index.tensors[n];
             let want = match kind.dtype_for(t.shape[1]) {
-                DType::Q4_0 => frugal::quant::q4_0x4::layout_for(t.shape[0], t.shape[1]),
+                d @ (DType::Q4_0 | DType::Q8_0) => {
+                    frugal::quant::x4::layout_for(d, t.shape[0], t.shape[1])
+                }
                 d => d,
             };
             assert_eq!(m.dtype, want, "{name}: {n}");
@@ -79,65 +81,72 @@ fn logits(args: &[&str]) -> Vec<f32> {
         .collect()
 }
 
-/// Where the kernels read it, `--quant q4` lays Q4_0 out as Q4_0X4 (rows interleaved in quads,
-/// blocks transposed): the same blocks, so the logits are those of the plain Q4_0 blocks that
-/// `frugal convert --quant q4` writes with the same quantizer into a GGUF file, read in place,
-/// to the order of the f32 additions (decode) or exactly (prefill, the same tiles); and that
-/// file's blocks with `--quant q4` are rearranged the same way (losslessly) with the same logits.
+/// Where the kernels read them, `--quant q4` and `--quant q8` lay Q4_0 and Q8_0 out as
+/// Q4_0X4 and Q8_0X4 (rows interleaved in quads, blocks transposed): the same blocks, so the
+/// logits are those of the plain blocks that `frugal convert --quant` writes with the same
+/// quantizer into a GGUF file, read in place, to the order of the f32 additions (decode) or
+/// exactly (prefill, the same tiles); and that file's blocks with the same `--quant` are
+/// rearranged the same way (losslessly) with the same logits.
 #[test]
-fn q4_layout_gives_the_plain_q4_0_logits() {
+fn x4_layouts_give_the_plain_blocks_logits() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("small");
     let d = dir.to_str().unwrap();
-    let gguf = tmp.path().join("small-q4.gguf");
-    let g = gguf.to_str().unwrap();
     // hidden 1024, feed-forward 4096, vocabulary 2048: every matrix fits the layout.
     frugal(&["synth", "--shape", "small-gemma", "--out", d]);
-    frugal(&["convert", d, g, "--quant", "q4"]);
+    for (q, kind, plain, x4) in [
+        ("q4", QuantKind::Q4, DType::Q4_0, DType::Q4_0X4),
+        ("q8", QuantKind::Q8, DType::Q8_0, DType::Q8_0X4),
+    ] {
+        let gguf = tmp.path().join(format!("small-{q}.gguf"));
+        let g = gguf.to_str().unwrap();
+        frugal(&["convert", d, g, "--quant", q]);
 
-    let mut ck = Checkpoint::open(&dir).unwrap();
-    ck.quantize(QuantKind::Q4).unwrap();
-    let want = if frugal::kernels::reads_q4_0x4() {
-        DType::Q4_0X4
-    } else {
-        DType::Q4_0
-    };
-    for (n, m) in ck.quant.as_ref().unwrap().matrices() {
-        assert_eq!(m.dtype, want, "{n}");
-    }
-    drop(ck);
+        let mut ck = Checkpoint::open(&dir).unwrap();
+        ck.quantize(kind).unwrap();
+        let want = if frugal::kernels::reads_x4() {
+            x4
+        } else {
+            plain
+        };
+        for (n, m) in ck.quant.as_ref().unwrap().matrices() {
+            assert_eq!(m.dtype, want, "{n}");
+        }
+        drop(ck);
 
-    // The GGUF file's Q4_0 blocks with --quant q4: rearranged the same way, not requantized.
-    let mut ck = Checkpoint::open(&gguf).unwrap();
-    ck.quantize(QuantKind::Q4).unwrap();
-    let mats = ck.quant.as_ref().unwrap().matrices();
-    assert_eq!(
-        mats.is_empty(),
-        want == DType::Q4_0,
-        "relaid only into Q4_0X4"
-    );
-    for (n, m) in mats {
-        assert_eq!(m.dtype, DType::Q4_0X4, "{n}");
-    }
-    drop(ck);
+        // The GGUF file's blocks with the same --quant: rearranged, not requantized.
+        let mut ck = Checkpoint::open(&gguf).unwrap();
+        ck.quantize(kind).unwrap();
+        let mats = ck.quant.as_ref().unwrap().matrices();
+        assert_eq!(
+            mats.is_empty(),
+            want == plain,
+            "relaid only into {}",
+            x4.name()
+        );
+        for (n, m) in mats {
+            assert_eq!(m.dtype, x4, "{n}");
+        }
+        drop(ck);
 
-    for tokens in ["2", "2,17,99,5,1000"] {
-        let b = logits(&["logits", "-m", g, "--tokens", tokens, "--json"]);
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        for a in [
-            logits(&[
-                "logits", "-m", d, "--quant", "q4", "--tokens", tokens, "--json",
-            ]),
-            logits(&[
-                "logits", "-m", g, "--quant", "q4", "--tokens", tokens, "--json",
-            ]),
-        ] {
-            assert_eq!(a.len(), b.len());
-            let err = a
-                .iter()
-                .zip(&b)
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(err <= 1e-5 * scale, "tokens {tokens}: {err} of {scale}");
+        for tokens in ["2", "2,17,99,5,1000"] {
+            let b = logits(&["logits", "-m", g, "--tokens", tokens, "--json"]);
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for a in [
+                logits(&[
+                    "logits", "-m", d, "--quant", q, "--tokens", tokens, "--json",
+                ]),
+                logits(&[
+                    "logits", "-m", g, "--quant", q, "--tokens", tokens, "--json",
+                ]),
+            ] {
+                assert_eq!(a.len(), b.len());
+                let err = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(err <= 1e-5 * scale, "{q} tokens {tokens}: {err} of {scale}");
+            }
         }
     }
 }

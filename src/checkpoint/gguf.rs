@@ -95,7 +95,12 @@ pub fn ggml_type(d: DType) -> Result<u32> {
         DType::Q6_K => 14,
         DType::BF16 => 30,
         DType::I8 => bail!("int8 with per-row scales has no GGUF type: quantize it (--quant q8)"),
-        DType::Q4_0X4 => bail!("q4_0x4 is frugal's in-memory layout of Q4_0, not a GGUF type"),
+        DType::Q4_0X4 | DType::Q8_0X4 => {
+            bail!(
+                "{} is an in-memory layout of frugal's, not a GGUF type",
+                d.name()
+            )
+        }
     })
 }
 
@@ -120,7 +125,7 @@ pub fn file_type(d: DType) -> u32 {
         DType::F32 => 0,
         DType::F16 => 1,
         DType::Q4_0 | DType::Q4_0X4 => 2,
-        DType::Q8_0 => 7,
+        DType::Q8_0 | DType::Q8_0X4 => 7,
         DType::Q4_K => 14,
         DType::Q6_K => 18,
         DType::BF16 => 32,

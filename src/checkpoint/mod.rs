@@ -136,6 +136,14 @@ impl MappedFile {
         }
     }
 
+    /// Undoes [`MappedFile::advise_random`] for `bytes` (a slice of this map): a matrix still
+    /// used in place beside quantized ones is read whole, so faults should read ahead.
+    pub fn advise_normal(&self, bytes: &[u8]) {
+        if let Some((start, len)) = self.range_of(bytes) {
+            let _ = self.map.advise_range(memmap2::Advice::Normal, start, len);
+        }
+    }
+
     /// Asks the kernel not to read around faults in this map (`MADV_RANDOM`): what is still
     /// read through it (norm vectors beside quantized matrices) brings in its own pages, not
     /// megabytes of the neighbours'. Advice only.

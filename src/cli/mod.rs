@@ -47,8 +47,8 @@ pub struct ModelArgs {
     /// Quantize the weight matrices while loading: q8 (GGUF Q8_0), q4 (Q4_0) or q4k (Q4_K,
     /// Q4_0 where rows are not a multiple of 256). The full-precision weights are never held:
     /// the peak is the quantized size. Matrices a GGUF file holds in blocks stay in place,
-    /// except that q4 rearranges Q4_0 blocks, losslessly, into the layout the AVX-512 kernels
-    /// decode fastest (about 1.2x), releasing the file's pages as it goes.
+    /// except that q4 rearranges Q4_0 blocks and q8 Q8_0 blocks, losslessly, into the layout
+    /// the AVX-512 kernels decode fastest, releasing the file's pages as it goes.
     #[arg(long, value_enum)]
     pub quant: Option<crate::load::quantize::QuantKind>,
     /// Keep resident memory within SIZE (e.g. 4GiB, 4096MiB, 4G; 4GB = 4e9). Decided from the

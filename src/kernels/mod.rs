@@ -72,10 +72,12 @@ pub enum DType {
     /// GGUF Q6_K: super-blocks of 256 6-bit values, 16 sub-blocks with int8 scales (210 bytes).
     Q6_K,
     /// Q4_0's blocks in frugal's in-memory layout for the AVX-512 kernels: rows interleaved in
-    /// quads, blocks transposed in groups of 16 ([`crate::quant::q4_0x4`]). Made only by the
+    /// quads, blocks transposed in groups of 16 ([`crate::quant::x4`]). Made only by the
     /// loader's `--quant q4`, never read from or written to a file; a row is not contiguous, so
     /// [`MatRef::row_bytes`] does not apply (see [`MatRef::row_span`]).
     Q4_0X4,
+    /// Q8_0's blocks in the same layout ([`crate::quant::x4`]), made by `--quant q8`.
+    Q8_0X4,
 }
 
 /// A row length or tensor shape that a dtype cannot store.
@@ -92,7 +94,8 @@ pub enum LayoutError {
 }
 
 impl DType {
-    /// Every dtype a file can hold, element dtypes first ([`DType::Q4_0X4`] is not one).
+    /// Every dtype a file can hold, element dtypes first (the in-memory layouts
+    /// [`DType::Q4_0X4`] and [`DType::Q8_0X4`] are not among them).
     pub const ALL: [DType; 8] = [
         DType::F32,
         DType::F16,
@@ -108,7 +111,7 @@ impl DType {
     pub fn block_len(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 | DType::I8 => 1,
-            DType::Q8_0 | DType::Q4_0 | DType::Q4_0X4 => 32,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_0X4 | DType::Q8_0X4 => 32,
             DType::Q4_K | DType::Q6_K => 256,
         }
     }
@@ -119,7 +122,7 @@ impl DType {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I8 => 1,
-            DType::Q8_0 => 34,
+            DType::Q8_0 | DType::Q8_0X4 => 34,
             DType::Q4_0 | DType::Q4_0X4 => 18,
             DType::Q4_K => 144,
             DType::Q6_K => 210,
@@ -129,6 +132,11 @@ impl DType {
     /// Whether this is a block-quantized dtype (`Q8_0`, `Q4_0`, `Q4_K`, `Q6_K`).
     pub fn is_quantized(self) -> bool {
         self.block_len() > 1
+    }
+
+    /// Whether this is one of frugal's in-memory x4 layouts ([`crate::quant::x4`]).
+    pub fn is_x4(self) -> bool {
+        matches!(self, DType::Q4_0X4 | DType::Q8_0X4)
     }
 
     /// Whether this is a float element dtype (f32, f16, bf16).
@@ -175,6 +183,7 @@ impl DType {
             DType::Q8_0 => "q8_0",
             DType::Q4_0 => "q4_0",
             DType::Q4_0X4 => "q4_0x4",
+            DType::Q8_0X4 => "q8_0x4",
             DType::Q4_K => "q4_k",
             DType::Q6_K => "q6_k",
         }
@@ -246,8 +255,9 @@ impl<'a> MatRef<'a> {
             data.len()
         );
         anyhow::ensure!(
-            dtype != DType::Q4_0X4 || crate::quant::q4_0x4::fits(rows, cols),
-            "a q4_0x4 matrix has whole quads of rows and rows of a multiple of 512 values, not [{rows}, {cols}]"
+            !dtype.is_x4() || crate::quant::x4::fits(rows, cols),
+            "a {} matrix has whole quads of rows and rows of a multiple of 512 values, not [{rows}, {cols}]",
+            dtype.name()
         );
         Ok(MatRef {
             data,
@@ -281,17 +291,17 @@ impl<'a> MatRef<'a> {
         self.stride
     }
 
-    /// The bytes of row `r` (not for [`DType::Q4_0X4`], whose rows are interleaved).
+    /// The bytes of row `r` (not for the x4 layouts, whose rows are interleaved).
     pub fn row_bytes(&self, r: usize) -> &'a [u8] {
-        debug_assert_ne!(self.dtype, DType::Q4_0X4, "q4_0x4 rows are not contiguous");
+        debug_assert!(!self.dtype.is_x4(), "x4 rows are not contiguous");
         let n = self.stride;
         &self.data[r * n..(r + 1) * n]
     }
 
-    /// The bytes that hold row `r`: the row, or for [`DType::Q4_0X4`] its quad of 4 rows.
+    /// The bytes that hold row `r`: the row, or for an x4 layout its quad of 4 rows.
     pub fn row_span(&self, r: usize) -> &'a [u8] {
-        if self.dtype == DType::Q4_0X4 {
-            crate::quant::q4_0x4::row_span(self.data, self.stride, r)
+        if self.dtype.is_x4() {
+            crate::quant::x4::row_span(self.data, self.stride, r)
         } else {
             self.row_bytes(r)
         }
@@ -300,8 +310,8 @@ impl<'a> MatRef<'a> {
     /// A view of rows `start..end` (no copy).
     pub fn rows_range(&self, start: usize, end: usize) -> MatRef<'a> {
         assert!(
-            self.dtype != DType::Q4_0X4 || (start.is_multiple_of(4) && end.is_multiple_of(4)),
-            "q4_0x4 rows go in quads"
+            !self.dtype.is_x4() || (start.is_multiple_of(4) && end.is_multiple_of(4)),
+            "x4 rows go in quads"
         );
         let n = self.stride;
         MatRef {
@@ -320,10 +330,10 @@ impl<'a> MatRef<'a> {
     /// Converts row `r` to f32 into `out`, scale applied (used for embedding lookups); a
     /// quantized row is dequantized.
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
-        if self.dtype == DType::Q4_0X4 {
+        if let Some(p) = crate::quant::x4::plain_of(self.dtype) {
             let mut plain = vec![0u8; self.stride];
-            crate::quant::q4_0x4::row_plain(self.data, self.stride, r, &mut plain);
-            scalar::to_f32(&plain, DType::Q4_0, out);
+            crate::quant::x4::row_plain(self.dtype, self.data, self.stride, r, &mut plain);
+            scalar::to_f32(&plain, p, out);
         } else {
             scalar::to_f32(self.row_bytes(r), self.dtype, out);
         }
@@ -401,9 +411,10 @@ pub fn isa() -> Isa {
     *BEST.get_or_init(|| Isa::supported().into_iter().last().unwrap_or(Isa::Scalar))
 }
 
-/// Whether this CPU's quantized kernels read [`DType::Q4_0X4`] (AVX-512; elsewhere such a
-/// matrix would go through the scalar job, so the loader keeps plain Q4_0).
-pub fn reads_q4_0x4() -> bool {
+/// Whether this CPU's quantized kernels read the x4 layouts [`DType::Q4_0X4`] and
+/// [`DType::Q8_0X4`] (AVX-512; elsewhere such a matrix would go through the scalar job, so the
+/// loader keeps the plain blocks).
+pub fn reads_x4() -> bool {
     matches!(isa(), Isa::Avx512 | Isa::Avx512Vnni)
 }
 

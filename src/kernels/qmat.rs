@@ -79,6 +79,18 @@ pub(crate) struct A16 {
     pub corr: [i32; 16],
 }
 
+/// Sixteen activation blocks laid out for the AVX-512 [`DType::Q8_0X4`] decode kernel, in the
+/// order of a piece ([`crate::quant::x4`]): 32-bit lane `j` of 64-byte vector `k` holds block
+/// `j`'s values `4k..4k + 4`; per block its scale and `-128 * sum` (the correction of the
+/// weights made unsigned, `w ^ 0x80 = w + 128`, for VNNI).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct A16x8 {
+    pub qs: [i8; 512],
+    pub d: [f32; 16],
+    pub corr: [i32; 16],
+}
+
 /// One activation block of 256 for K-quant weights.
 ///
 /// For Q6_K weights `qs` is in natural order. For Q4_K weights its sub-blocks of 32 are
@@ -285,7 +297,7 @@ pub(crate) fn int8_blocks(w: &MatRef) -> bool {
 /// Values per activation block for weights of `dtype`: 32, or 256 for the K-quants.
 pub(crate) fn act_block_len(dtype: DType) -> usize {
     match dtype {
-        DType::I8 | DType::Q8_0 | DType::Q4_0 | DType::Q4_0X4 => 32,
+        DType::I8 | DType::Q8_0 | DType::Q4_0 | DType::Q4_0X4 | DType::Q8_0X4 => 32,
         d => d.block_len(),
     }
 }
@@ -398,12 +410,13 @@ pub(crate) struct QActs {
     pub pairs: Vec<A8Pair>,
     pub groups: Vec<A4Group>,
     pub pieces: Vec<A16>,
+    pub pieces8: Vec<A16x8>,
 }
 
 impl QActs {
     /// Quantizes `n` tokens of `cols` activations for weights of `dtype`; `lanes` also builds
     /// the decode layout of the first token ([`A8Pair`] for Q8_0, [`A4Group`] for Q4_0, [`A16`]
-    /// for Q4_0X4).
+    /// for Q4_0X4, [`A16x8`] for Q8_0X4).
     pub(crate) fn new(dtype: DType, x: &[f32], n: usize, cols: usize, lanes: bool) -> Self {
         let nb = cols / act_block_len(dtype);
         let mut a = QActs {
@@ -413,15 +426,17 @@ impl QActs {
             pairs: Vec::new(),
             groups: Vec::new(),
             pieces: Vec::new(),
+            pieces8: Vec::new(),
         };
         match dtype {
-            DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 => {
+            DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
                 a.b32 = vec![B32::default(); n * nb];
                 quantize_b32(x, &mut a.b32);
                 if lanes {
                     match dtype {
                         DType::Q4_0 => a.groups = groups_of(&a.b32[..nb]),
                         DType::Q4_0X4 => a.pieces = pieces_of(&a.b32[..nb]),
+                        DType::Q8_0X4 => a.pieces8 = pieces8_of(&a.b32[..nb]),
                         _ => a.pairs = pairs_of(&a.b32[..nb]),
                     }
                 }
@@ -465,6 +480,29 @@ pub(crate) fn pieces_of(b: &[B32]) -> Vec<A16> {
                 }
                 a.d[j] = blk.d;
                 a.corr[j] = -8 * blk.sum;
+            }
+            a
+        })
+        .collect()
+}
+
+/// The [`A16x8`] layout of natural blocks (a whole number of 16).
+pub(crate) fn pieces8_of(b: &[B32]) -> Vec<A16x8> {
+    assert!(b.len().is_multiple_of(16), "whole pieces");
+    b.chunks_exact(16)
+        .map(|g| {
+            let mut a = A16x8 {
+                qs: [0; 512],
+                d: [0.0; 16],
+                corr: [0; 16],
+            };
+            for (j, blk) in g.iter().enumerate() {
+                for k in 0..8 {
+                    let o = 64 * k + 4 * j;
+                    a.qs[o..o + 4].copy_from_slice(&blk.qs[4 * k..4 * k + 4]);
+                }
+                a.d[j] = blk.d;
+                a.corr[j] = -128 * blk.sum;
             }
             a
         })
@@ -517,12 +555,16 @@ struct ScalarJob<'a> {
 
 impl ScalarJob<'_> {
     fn dot(&self, r: usize, t: usize) -> f32 {
-        if self.w.dtype == DType::Q4_0X4 {
+        if self.w.dtype.is_x4() {
             // The row taken out of its quad (a copy per dot: this job only checks the SIMD
-            // one, which is the only one the loader makes Q4_0X4 for).
-            let mut row = vec![0u8; self.w.row_stride()];
-            crate::quant::q4_0x4::row_plain(self.w.data, self.w.row_stride(), r, &mut row);
-            return dot_q4_0(&row, self.a.b32(t));
+            // one, which is the only one the loader makes the x4 layouts for).
+            let (d, stride) = (self.w.dtype, self.w.row_stride());
+            let mut row = vec![0u8; stride];
+            crate::quant::x4::row_plain(d, self.w.data, stride, r, &mut row);
+            return match d {
+                DType::Q4_0X4 => dot_q4_0(&row, self.a.b32(t)),
+                _ => dot_q8_0(&row, self.a.b32(t)),
+            };
         }
         let row = self.w.row_bytes(r);
         match self.w.dtype {
@@ -558,8 +600,8 @@ pub(crate) fn matmul_quant(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut 
     if w.rows == 0 || n == 0 {
         return;
     }
-    // Q4_0X4 has AVX-512 kernels only: below that it takes the portable job.
-    let portable = level == Isa::Scalar || (level == Isa::Avx2 && w.dtype == DType::Q4_0X4);
+    // The x4 layouts have AVX-512 kernels only: below that they take the portable job.
+    let portable = level == Isa::Scalar || (level == Isa::Avx2 && w.dtype.is_x4());
     match level {
         _ if portable => {
             let job = ScalarJob {

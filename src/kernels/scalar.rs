@@ -31,7 +31,9 @@ pub fn to_f32(bytes: &[u8], dtype: DType, out: &mut [f32]) {
         DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K => {
             crate::quant::dequantize_row(bytes, dtype, out)
         }
-        DType::Q4_0X4 => panic!("q4_0x4 rows are interleaved: take one with MatRef::row_to_f32"),
+        DType::Q4_0X4 | DType::Q8_0X4 => {
+            panic!("x4 rows are interleaved: take one with MatRef::row_to_f32")
+        }
     }
 }
 
@@ -72,7 +74,9 @@ pub fn dot(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
                 }
             }
         }
-        DType::Q4_0X4 => panic!("q4_0x4 rows are interleaved: take one with MatRef::row_to_f32"),
+        DType::Q4_0X4 | DType::Q8_0X4 => {
+            panic!("x4 rows are interleaved: take one with MatRef::row_to_f32")
+        }
     }
     acc
 }

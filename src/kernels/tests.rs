@@ -33,17 +33,17 @@ fn random_matrix(
     cols: usize,
     misalign: bool,
 ) -> (Vec<u8>, usize) {
-    if dtype == DType::Q4_0X4 {
-        // Plain Q4_0 rows, interleaved quad by quad as the loader does.
-        let (plain, _) = random_matrix(rng, DType::Q4_0, rows, cols, false);
+    if let Some(plain_dtype) = crate::quant::x4::plain_of(dtype) {
+        // Plain rows, interleaved quad by quad as the loader does.
+        let (plain, _) = random_matrix(rng, plain_dtype, rows, cols, false);
         let off = usize::from(misalign);
         let mut buf = vec![0u8; off + plain.len()];
-        let quad = 4 * DType::Q4_0.row_bytes(cols).expect("whole blocks");
+        let quad = 4 * plain_dtype.row_bytes(cols).expect("whole blocks");
         for (p, q) in plain
             .chunks_exact(quad)
             .zip(buf[off..].chunks_exact_mut(quad))
         {
-            crate::quant::q4_0x4::interleave_quad(p, q);
+            crate::quant::x4::interleave_quad(plain_dtype, p, q);
         }
         return (buf, off);
     }
@@ -363,7 +363,7 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
     let mut out = vec![0f32; n * w.rows];
     for r in 0..w.rows {
         match w.dtype {
-            DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 => {
+            DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
                 w.row_to_f32(r, &mut wa);
                 wa.iter_mut().for_each(|v| *v = v.abs());
             }
@@ -544,55 +544,60 @@ fn quant_simd_matches_scalar_large() {
 }
 
 #[test]
-fn quant_q4_0x4_matches_scalar() {
+fn quant_x4_matches_scalar() {
     // Whole quads and pieces only; prefill tiles of 16 rows with 4, 8 and 12 left over, decode
     // and prefill token counts, rows as long as gemma's feed-forward ones.
     let mut rng = Rng(14);
-    for &(rows, cols, n) in &[
-        (4, 512, 1),
-        (4, 512, 5),
-        (8, 1024, 1),
-        (20, 512, 17),
-        (24, 1536, 3),
-        (28, 2048, 9),
-        (300, 2048, 1),
-        (36, 2048, 70),
-        (64, 16384, 1),
-        (32, 16384, 2),
-    ] {
-        check_quant(&mut rng, DType::Q4_0X4, rows, cols, n);
+    for dtype in [DType::Q4_0X4, DType::Q8_0X4] {
+        for &(rows, cols, n) in &[
+            (4, 512, 1),
+            (4, 512, 5),
+            (8, 1024, 1),
+            (20, 512, 17),
+            (24, 1536, 3),
+            (28, 2048, 9),
+            (300, 2048, 1),
+            (36, 2048, 70),
+            (64, 16384, 1),
+            (32, 16384, 2),
+        ] {
+            check_quant(&mut rng, dtype, rows, cols, n);
+        }
     }
 }
 
 #[test]
-fn quant_q4_0x4_equals_q4_0() {
-    // The same blocks in another layout: the same products as plain Q4_0 at every level, to
-    // the order of the f32 additions.
+fn quant_x4_equals_plain() {
+    // The same blocks in another layout: the same products as the plain blocks at every
+    // level, to the order of the f32 additions.
     let mut rng = Rng(15);
     let (rows, cols) = (40, 2560);
-    let (plain, _) = random_matrix(&mut rng, DType::Q4_0, rows, cols, false);
-    let quad = 4 * DType::Q4_0.row_bytes(cols).expect("whole blocks");
-    let mut x4 = vec![0u8; plain.len()];
-    for (p, q) in plain.chunks_exact(quad).zip(x4.chunks_exact_mut(quad)) {
-        crate::quant::q4_0x4::interleave_quad(p, q);
-    }
-    let a = MatRef::new(&plain, DType::Q4_0, rows, cols);
-    let b = MatRef::new(&x4, DType::Q4_0X4, rows, cols);
-    for n in [1, 3, 16] {
-        let x = q_activations(&mut rng, n * cols);
-        let sc = q_abs_scale(&a, &x, n);
-        for level in Isa::supported() {
-            let (mut ya, mut yb) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-            matmul_with(level, &a, &x, n, &mut ya);
-            matmul_with(level, &b, &x, n, &mut yb);
-            for i in 0..ya.len() {
-                assert!(
-                    (ya[i] - yb[i]).abs() <= 1e-5 * sc[i],
-                    "{} n={n} index {i}: q4_0 {} q4_0x4 {}",
-                    level.name(),
-                    ya[i],
-                    yb[i]
-                );
+    for (plain_dtype, x4_dtype) in [(DType::Q4_0, DType::Q4_0X4), (DType::Q8_0, DType::Q8_0X4)] {
+        let (plain, _) = random_matrix(&mut rng, plain_dtype, rows, cols, false);
+        let quad = 4 * plain_dtype.row_bytes(cols).expect("whole blocks");
+        let mut x4 = vec![0u8; plain.len()];
+        for (p, q) in plain.chunks_exact(quad).zip(x4.chunks_exact_mut(quad)) {
+            crate::quant::x4::interleave_quad(plain_dtype, p, q);
+        }
+        let a = MatRef::new(&plain, plain_dtype, rows, cols);
+        let b = MatRef::new(&x4, x4_dtype, rows, cols);
+        for n in [1, 3, 16] {
+            let x = q_activations(&mut rng, n * cols);
+            let sc = q_abs_scale(&a, &x, n);
+            for level in Isa::supported() {
+                let (mut ya, mut yb) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                matmul_with(level, &a, &x, n, &mut ya);
+                matmul_with(level, &b, &x, n, &mut yb);
+                for i in 0..ya.len() {
+                    assert!(
+                        (ya[i] - yb[i]).abs() <= 1e-5 * sc[i],
+                        "{} {} n={n} index {i}: plain {} x4 {}",
+                        level.name(),
+                        x4_dtype.name(),
+                        ya[i],
+                        yb[i]
+                    );
+                }
             }
         }
     }

@@ -41,12 +41,11 @@
 //!   tiles of 1 row x 4 tokens).
 
 use super::qmat::{
-    act_block_len, drive, k_pos, quantize_b32_impl, quantize_k_impl, weight_block_bytes, A4Group,
-    A8Pair, QActs, QJob, A16, AK, B32,
+    act_block_len, drive, k_pos, quantize_b32_impl, quantize_k_impl, weight_block_bytes, A16x8,
+    A4Group, A8Pair, QActs, QJob, A16, AK, B32,
 };
 use super::x86::{Avx2, Avx512};
 use super::{DType, Isa, MatRef};
-use crate::quant::q4_0x4::PIECE_BYTES;
 use std::arch::x86_64::*;
 
 /// Proof that the CPU has AVX-512F/BW/VL and AVX512_VNNI.
@@ -161,7 +160,7 @@ fn check_job(w: &MatRef, a: &QActs, n: usize) {
     assert_eq!(a.nb * act_block_len(w.dtype), w.cols, "activation blocks");
     assert_eq!(a.nb * weight_block_bytes(w.dtype), rb, "weight blocks");
     match w.dtype {
-        DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 => {
+        DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
             assert_eq!(a.b32.len(), n * a.nb)
         }
         _ => assert_eq!(a.k.len(), n * a.nb),
@@ -487,6 +486,10 @@ fn prefetch_lines(p: *const u8, d: usize, n: usize) {
         }
     }
 }
+
+/// Bytes of a piece of 16 Q4_0 blocks and of 16 Q8_0 blocks ([`crate::quant::x4`]).
+const Q4_PIECE: usize = 16 * 18;
+const Q8_PIECE: usize = 16 * 34;
 
 /// `vpermt2w` indices gathering the nibble bytes of 4 Q4_0 blocks (72 bytes, as 36 words
 /// across two registers): output words `8k..8k + 8` are block `k`'s words `9k + 1..9k + 9`.
@@ -979,7 +982,7 @@ macro_rules! avx512_quant {
                             _mm512_load_si512(x.hi.as_ptr().add(64 * k) as *const _)
                         });
                         for (r, acc) in acc.iter_mut().enumerate() {
-                            let q = p.add((4 * g + r) * PIECE_BYTES);
+                            let q = p.add((4 * g + r) * Q4_PIECE);
                             let (mut i0, mut i1) = (corr, _mm512_setzero_si512());
                             for k in 0..4 {
                                 let w = _mm512_loadu_si512(q.add(32 + 64 * k) as *const _);
@@ -1038,12 +1041,13 @@ macro_rules! avx512_quant {
             }
 
             /// Unpacks piece `g` (blocks `16g..16g + 16`) of the first `nr` (a multiple of 4,
-            /// up to 16) [`DType::Q4_0X4`] rows of a tile starting at row quad `base` (rows of
-            /// `stride` bytes) into `tb[j]` for block `16g + j`; rows past `nr` are zero. Each
-            /// 64-byte word vector of a piece holds one word of all 16 blocks, so a 16x16
-            /// transpose per word turns (row, block) into (block, row).
+            /// up to 16) rows of a tile of [`DType::Q4_0X4`] (`Q8`: [`DType::Q8_0X4`]) starting
+            /// at row quad `base` (rows of `stride` bytes) into `tb[j]` for block `16g + j`,
+            /// in the encoding of [`unpack_q4_0`] (`Q8`: [`unpack_q8_0`]); rows past `nr` are
+            /// zero. Each 64-byte word vector of a piece holds one word of all 16 blocks, so a
+            /// 16x16 transpose per word turns (row, block) into (block, row).
             #[target_feature(enable = $feat)]
-            unsafe fn unpack_q4_0x4(
+            unsafe fn unpack_x4<const Q8: bool>(
                 base: *const u8,
                 stride: usize,
                 nr: usize,
@@ -1054,10 +1058,10 @@ macro_rules! avx512_quant {
                 // SAFETY: the caller guarantees nr whole rows at base (quads of 4 rows of
                 // `stride` bytes, holding piece g); tb's entries are 64-byte aligned.
                 unsafe {
-                    let piece =
-                        |r: usize| base.add(r / 4 * 4 * stride + (4 * g + r % 4) * PIECE_BYTES);
+                    let pb = if Q8 { Q8_PIECE } else { Q4_PIECE };
+                    let piece = |r: usize| base.add(r / 4 * 4 * stride + (4 * g + r % 4) * pb);
                     let m4 = _mm512_set1_epi8(0x0F);
-                    for k in 0..4 {
+                    for k in 0..if Q8 { 8 } else { 4 } {
                         let v: [__m512i; 16] = std::array::from_fn(|r| {
                             if r < nr {
                                 _mm512_loadu_si512(piece(r).add(32 + 64 * k) as *const _)
@@ -1066,10 +1070,20 @@ macro_rules! avx512_quant {
                             }
                         });
                         for (j, w) in transpose16x16(v).iter().enumerate() {
-                            let lo = _mm512_and_si512(*w, m4);
-                            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*w), m4);
-                            _mm512_store_si512(tb[j].w[k].as_mut_ptr() as *mut _, lo);
-                            _mm512_store_si512(tb[j].w[k + 4].as_mut_ptr() as *mut _, hi);
+                            if Q8 {
+                                let u = if $vnni {
+                                    _mm512_xor_si512(*w, _mm512_set1_epi8(-128))
+                                } else {
+                                    tb[j].neg[k] = _mm512_movepi8_mask(*w);
+                                    _mm512_abs_epi8(*w)
+                                };
+                                _mm512_store_si512(tb[j].w[k].as_mut_ptr() as *mut _, u);
+                            } else {
+                                let lo = _mm512_and_si512(*w, m4);
+                                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*w), m4);
+                                _mm512_store_si512(tb[j].w[k].as_mut_ptr() as *mut _, lo);
+                                _mm512_store_si512(tb[j].w[k + 4].as_mut_ptr() as *mut _, hi);
+                            }
                         }
                     }
                     let d: [__m512i; 16] = std::array::from_fn(|r| {
@@ -1084,6 +1098,51 @@ macro_rules! avx512_quant {
                     for (j, dj) in transpose16x16(d).iter().enumerate() {
                         _mm512_store_si512(tb[j].d.as_mut_ptr() as *mut _, *dj);
                     }
+                }
+            }
+
+            /// One quad of [`DType::Q8_0X4`] rows (its pieces interleaved from `p`, one per
+            /// [`A16x8`] of `a` for each row) times one token, as [`quad_q4_0x4`] with 8 word
+            /// vectors of int8 per piece (with VNNI made unsigned, `w ^ 0x80`, against the
+            /// pieces' `-128 * sum`; without, `|w|` times `x` with the sign of `w`).
+            #[target_feature(enable = $feat)]
+            unsafe fn quad_q8_0x4(p: *const u8, a: &[A16x8]) -> [f32; 4] {
+                // SAFETY: the caller guarantees the quad's `4 * a.len()` pieces of 544 bytes
+                // at p; the activations are 64-byte aligned.
+                unsafe {
+                    let mut acc = [_mm512_setzero_ps(); 4];
+                    for (g, x) in a.iter().enumerate() {
+                        let corr = _mm512_load_si512(x.corr.as_ptr() as *const _);
+                        let dx = _mm512_load_ps(x.d.as_ptr());
+                        let xs: [__m512i; 8] = std::array::from_fn(|k| {
+                            _mm512_load_si512(x.qs.as_ptr().add(64 * k) as *const _)
+                        });
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let q = p.add((4 * g + r) * Q8_PIECE);
+                            let mut i = [
+                                if $vnni { corr } else { _mm512_setzero_si512() },
+                                _mm512_setzero_si512(),
+                            ];
+                            for (k, xk) in xs.iter().enumerate() {
+                                let w = _mm512_loadu_si512(q.add(32 + 64 * k) as *const _);
+                                i[k % 2] = if $vnni {
+                                    $dp!(i[k % 2], _mm512_xor_si512(w, _mm512_set1_epi8(-128)), *xk)
+                                } else {
+                                    let neg = _mm512_movepi8_mask(w);
+                                    let s =
+                                        _mm512_mask_sub_epi8(*xk, neg, _mm512_setzero_si512(), *xk);
+                                    $dp!(i[k % 2], _mm512_abs_epi8(w), s)
+                                };
+                            }
+                            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(q as *const __m256i));
+                            *acc = _mm512_fmadd_ps(
+                                _mm512_cvtepi32_ps(_mm512_add_epi32(i[0], i[1])),
+                                _mm512_mul_ps(dw, dx),
+                                *acc,
+                            );
+                        }
+                    }
+                    acc.map(|a| _mm512_reduce_add_ps(a))
                 }
             }
 
@@ -1603,6 +1662,7 @@ macro_rules! avx512_quant {
                             }
                             DType::Q4_0 => assert_eq!(a.groups.len(), a.nb.div_ceil(4)),
                             DType::Q4_0X4 => assert_eq!(a.pieces.len(), a.nb / 16),
+                            DType::Q8_0X4 => assert_eq!(a.pieces8.len(), a.nb / 16),
                             _ => {}
                         }
                     }
@@ -1674,7 +1734,8 @@ macro_rules! avx512_quant {
                     let (nb, bb) = (self.a.nb, weight_block_bytes(self.w.dtype));
                     let i8 = self.w.dtype == DType::I8;
                     let q8 = self.w.dtype == DType::Q8_0 || i8;
-                    let x4 = self.w.dtype == DType::Q4_0X4;
+                    let x4 = self.w.dtype.is_x4();
+                    let q8 = q8 || self.w.dtype == DType::Q8_0X4;
                     let nrows = outs[0].len();
                     let mut scratch = vec![TB_ZERO; nb];
                     // SAFETY: IDX_TR is 64 bytes.
@@ -1689,7 +1750,13 @@ macro_rules! avx512_quant {
                             for (g, tb) in scratch.chunks_exact_mut(16).enumerate() {
                                 // SAFETY: the token proves the features; the tile's nr rows
                                 // are whole rows of the matrix (MatRef checked the quads).
-                                unsafe { unpack_q4_0x4(base, stride, nr, g, tb) };
+                                unsafe {
+                                    if q8 {
+                                        unpack_x4::<true>(base, stride, nr, g, tb)
+                                    } else {
+                                        unpack_x4::<false>(base, stride, nr, g, tb)
+                                    }
+                                };
                             }
                         } else {
                             let base: [*const u8; 16] = std::array::from_fn(|r| {
@@ -1774,7 +1841,7 @@ macro_rules! avx512_quant {
                 fn matvec(&self, r0: usize, y: &mut [f32]) {
                     assert!(r0 + y.len() <= self.w.rows, "rows inside the matrix");
                     let nb = self.a.nb;
-                    if self.w.dtype == DType::Q4_0X4 {
+                    if self.w.dtype.is_x4() {
                         let stride = self.w.row_stride();
                         assert!(
                             r0.is_multiple_of(4) && y.len().is_multiple_of(4),
@@ -1785,7 +1852,13 @@ macro_rules! avx512_quant {
                             // SAFETY: the token proves the features; the quad holds 4 rows
                             // of `nb / 16` pieces (MatRef checked) and the activations one
                             // A16 per piece (checked in `new`).
-                            ys.copy_from_slice(&unsafe { quad_q4_0x4(p, &self.a.pieces) });
+                            ys.copy_from_slice(&unsafe {
+                                if self.w.dtype == DType::Q4_0X4 {
+                                    quad_q4_0x4(p, &self.a.pieces)
+                                } else {
+                                    quad_q8_0x4(p, &self.a.pieces8)
+                                }
+                            });
                         }
                         return;
                     }
@@ -1843,7 +1916,7 @@ macro_rules! avx512_quant {
                     assert_eq!(outs.len(), self.n, "one output per token");
                     assert!(r0 + outs[0].len() <= self.w.rows, "rows inside the matrix");
                     match self.w.dtype {
-                        DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 => {
+                        DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
                             self.rows16(r0, outs)
                         }
                         _ => self.rows16_k(r0, outs),

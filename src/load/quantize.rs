@@ -51,8 +51,8 @@ impl Source {
 fn row_chunks(index: &TensorIndex, e: &Entry) -> (usize, impl Iterator<Item = (usize, usize)>) {
     let in_row = index.tensors[&e.name].len / e.rows.max(1);
     let mut step = (CHUNK_BYTES / in_row.max(1)).max(1);
-    if e.dtype == DType::Q4_0X4 {
-        step = step.next_multiple_of(crate::quant::q4_0x4::QUAD);
+    if e.dtype.is_x4() {
+        step = step.next_multiple_of(crate::quant::x4::QUAD);
     }
     let rows = e.rows;
     (
@@ -106,9 +106,9 @@ fn with_source<R>(
     })
 }
 
-/// Whether a Q4_0 matrix of `rows x cols` is held as [`DType::Q4_0X4`] on this CPU.
-fn relaid(rows: usize, cols: usize) -> bool {
-    crate::quant::q4_0x4::layout_for(rows, cols) == DType::Q4_0X4
+/// Whether a `rows x cols` matrix of `plain` blocks is held in its x4 layout on this CPU.
+fn relaid(plain: DType, rows: usize, cols: usize) -> bool {
+    crate::quant::x4::layout_for(plain, rows, cols).is_x4()
 }
 
 /// What `--quant` asks for.
@@ -178,13 +178,14 @@ impl QuantPlan {
         // Matrices already stored in a block format (a quantized GGUF file) stay as they are,
         // used in place: re-quantizing blocks would only lose precision. Only float (and int8)
         // matrices are converted, so `--quant` on a Q4_K_M file quantizes nothing. The one
-        // exception is lossless: with `--quant q4`, Q4_0 blocks are rearranged into the layout
-        // the kernels stream fastest where this CPU has one (Q4_0X4, same bytes).
+        // exception is lossless: Q4_0 blocks with `--quant q4` and Q8_0 blocks with `--quant
+        // q8` are rearranged into the layout the kernels stream fastest where this CPU has one
+        // (Q4_0X4, Q8_0X4: the same bytes).
         names.retain(|n| {
             let t = &index.tensors[n];
             match t.dtype {
-                StoredDType::Known(DType::Q4_0) => {
-                    kind == QuantKind::Q4 && relaid(t.shape[0], t.shape[1])
+                StoredDType::Known(d @ (DType::Q4_0 | DType::Q8_0)) => {
+                    kind.dtype_for(t.shape[1]) == d && relaid(d, t.shape[0], t.shape[1])
                 }
                 StoredDType::Known(d) => d.block_len() == 1,
                 StoredDType::Other(_) => true,
@@ -199,9 +200,9 @@ impl QuantPlan {
         for name in names {
             let t = &index.tensors[&name];
             let (rows, cols) = (t.shape[0], t.shape[1]);
-            // Q4_0 in the layout this CPU's kernels read best (same bytes, see q4_0x4).
+            // Q4_0 and Q8_0 in the layout this CPU's kernels read best (same bytes, see x4).
             let dtype = match kind.dtype_for(cols) {
-                DType::Q4_0 => crate::quant::q4_0x4::layout_for(rows, cols),
+                d @ (DType::Q4_0 | DType::Q8_0) => crate::quant::x4::layout_for(d, rows, cols),
                 d => d,
             };
             let row = dtype.row_bytes(cols).with_context(|| {
@@ -429,12 +430,13 @@ fn quantize_entry(
         debug_assert_eq!(s.len(), (r1 - r0) * in_row);
         place(r0, r1, &mut |d: &mut [u8]| {
             match scale {
-                None if src_dtype == DType::Q4_0 => {
-                    // Q4_0 blocks rearranged, not quantized again (see QuantPlan::new).
-                    let quad = crate::quant::q4_0x4::QUAD * in_row;
+                None if src_dtype.is_quantized() => {
+                    // Blocks rearranged into their x4 layout, not quantized again (see
+                    // QuantPlan::new).
+                    let quad = crate::quant::x4::QUAD * in_row;
                     d.par_chunks_mut(quad)
                         .zip(s.par_chunks(quad))
-                        .for_each(|(o, i)| crate::quant::q4_0x4::interleave_quad(i, o));
+                        .for_each(|(o, i)| crate::quant::x4::interleave_quad(src_dtype, i, o));
                 }
                 None => {
                     crate::quant::quantize_rows_par(s, src_dtype, e.cols, e.dtype, d)
@@ -446,17 +448,17 @@ fn quantize_entry(
                     // int8 with per-row scales: dequantize a row, quantize it again.
                     let m = MatRef::new(s, DType::I8, r1 - r0, e.cols)
                         .with_scale(&sb[r0 * sd.block_bytes()..r1 * sd.block_bytes()], sd);
-                    if e.dtype == DType::Q4_0X4 {
-                        // Plain Q4_0 rows a quad at a time, then interleaved.
-                        let quad = crate::quant::q4_0x4::QUAD;
+                    if let Some(plain_dtype) = crate::quant::x4::plain_of(e.dtype) {
+                        // Plain blocks a quad of rows at a time, then interleaved.
+                        let quad = crate::quant::x4::QUAD;
                         d.par_chunks_mut(quad * out_row).enumerate().for_each_init(
                             || (vec![0f32; e.cols], vec![0u8; quad * out_row]),
                             |(row, plain), (q, out)| {
                                 for (i, p) in plain.chunks_exact_mut(out_row).enumerate() {
                                     m.row_to_f32(quad * q + i, row);
-                                    crate::quant::quantize_row(row, DType::Q4_0, p);
+                                    crate::quant::quantize_row(row, plain_dtype, p);
                                 }
-                                crate::quant::q4_0x4::interleave_quad(plain, out);
+                                crate::quant::x4::interleave_quad(plain_dtype, plain, out);
                             },
                         );
                     } else {
@@ -481,12 +483,13 @@ fn quantize_entry(
 /// Where the quantized copy of `index`'s checkpoint for `kind` is cached: a file under the
 /// user's cache folder named by a hash of the source files' paths, sizes and modification
 /// times, the kind, and this layout's version (and whether Q4_0 is laid out as
-/// [`DType::Q4_0X4`]), so a changed source or another layout never meets a stale copy.
+/// [`DType::Q4_0X4`] and [`DType::Q8_0X4`]), so a changed source or another layout never
+/// meets a stale copy.
 pub fn cache_path(index: &TensorIndex, kind: QuantKind) -> Result<PathBuf> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    // v2: Q4_0 may be laid out as Q4_0X4, which depends on this CPU's kernels.
-    let layout = crate::kernels::reads_q4_0x4();
+    // v2: Q4_0 and Q8_0 may be in their x4 layouts, which depends on this CPU's kernels.
+    let layout = crate::kernels::reads_x4();
     ("frugal-quant-v2", kind.name(), layout).hash(&mut h);
     for f in &index.files {
         let p = std::fs::canonicalize(&f.path).unwrap_or_else(|_| f.path.clone());

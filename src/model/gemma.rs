@@ -304,7 +304,7 @@ impl<'a> Gemma<'a> {
     ) {
         let rows = w.rows;
         let mut step = (s.output_step_bytes / w.row_stride().max(1)).clamp(1, rows.max(1));
-        if w.dtype == kernels::DType::Q4_0X4 {
+        if w.dtype.is_x4() {
             // Whole quads of rows (`rows` is a multiple of 4).
             step = step.next_multiple_of(4);
         }

@@ -24,10 +24,10 @@
 //! quantized per block to int8 once per call and multiplied with integer dot products.
 
 pub mod q4_0;
-pub mod q4_0x4;
 pub mod q4_k;
 pub mod q6_k;
 pub mod q8_0;
+pub mod x4;
 
 pub use crate::kernels::{DType, LayoutError};
 use half::{bf16, f16};
@@ -123,7 +123,7 @@ fn check_rows(
 /// Quantizes whole rows: `src` holds rows of `cols` little-endian `src_dtype` values (f32, f16
 /// or bf16, e.g. a row range of a tensor straight from the memory map), `dst` receives the same
 /// rows as `dst_dtype` blocks (`rows * dst_dtype.row_bytes(cols)` bytes). Works one block at a
-/// time through a stack buffer: no allocation (but for [`DType::Q4_0X4`]: one scratch quad of
+/// time through a stack buffer: no allocation (but for the x4 layouts: one scratch quad of
 /// plain Q4_0 rows, interleaved into `dst` quad by quad), and the source is read once, in order.
 /// Returns the number of rows.
 pub fn quantize_rows(
@@ -134,11 +134,11 @@ pub fn quantize_rows(
     dst: &mut [u8],
 ) -> Result<usize, QuantError> {
     let rows = check_rows(src, src_dtype, cols, dst_dtype, dst)?;
-    if dst_dtype == DType::Q4_0X4 {
-        // Plain Q4_0 a quad at a time through one scratch quad, then interleaved.
-        if !q4_0x4::fits(rows.max(q4_0x4::QUAD), cols) || !rows.is_multiple_of(q4_0x4::QUAD) {
+    if let Some(plain_dtype) = x4::plain_of(dst_dtype) {
+        // Plain blocks a quad at a time through one scratch quad, then interleaved.
+        if !x4::fits(rows.max(x4::QUAD), cols) || !rows.is_multiple_of(x4::QUAD) {
             return Err(QuantError::Length {
-                what: "q4_0x4 rows",
+                what: "x4 rows",
                 expected: "whole quads of 4 rows of a multiple of 512 columns".into(),
                 got: rows,
             });
@@ -149,8 +149,8 @@ pub fn quantize_rows(
             .chunks_exact(in_quad)
             .zip(dst.chunks_exact_mut(out_quad))
         {
-            quantize_rows(s, src_dtype, cols, DType::Q4_0, &mut plain)?;
-            q4_0x4::interleave_quad(&plain, d);
+            quantize_rows(s, src_dtype, cols, plain_dtype, &mut plain)?;
+            x4::interleave_quad(plain_dtype, &plain, d);
         }
         return Ok(rows);
     }
@@ -225,10 +225,10 @@ pub fn quantize_rows_par(
         return Ok(0);
     }
     let (in_row, out_row) = (src_dtype.row_bytes(cols)?, dst_dtype.row_bytes(cols)?);
-    // About 256 KiB of source per task, in whole quads of rows for Q4_0X4.
+    // About 256 KiB of source per task, in whole quads of rows for the x4 layouts.
     let mut chunk = (256 * 1024 / in_row).max(1);
-    if dst_dtype == DType::Q4_0X4 {
-        chunk = chunk.next_multiple_of(q4_0x4::QUAD);
+    if dst_dtype.is_x4() {
+        chunk = chunk.next_multiple_of(x4::QUAD);
     }
     src.par_chunks(chunk * in_row)
         .zip(dst.par_chunks_mut(chunk * out_row))

@@ -6,7 +6,8 @@
 # MODEL_DIR (default /work/models/gemma-2b) is a Hugging Face Gemma folder, e.g. from
 # `frugal synth --shape gemma-2b`. Its bf16 GGUF is made by llama.cpp's own converter and the
 # quantized files by llama.cpp's llama-quantize (cached beside it, see peer_llamacpp.sh):
-# $TYPES (default "Q8_0 Q4_0 Q4_K_M", llama-quantize's default mixes). For each file, ROUNDS
+# $TYPES (default "Q8_0 Q8_0+q8 Q4_0 Q4_0+q4 Q4_K_M", llama-quantize's default mixes; TYPE+qN is that
+# file again with frugal's --quant qN, which rearranges its Q8_0 or Q4_0 blocks). For each file, ROUNDS
 # (default 3) alternating rounds, $THREADS (2) threads, each program on the same bytes:
 #   - speed: `frugal bench` (64-token prefill, 32 generated) and `llama-bench -p 64 -n 32`;
 #   - load: wall time to the first token of a 1-token generation (page cache warm);
@@ -17,7 +18,7 @@ set -euo pipefail
 MODEL_DIR="${1:-/work/models/gemma-2b}"
 ROUNDS="${2:-3}"
 THREADS="${THREADS:-2}"
-TYPES="${TYPES:-Q8_0 Q4_0 Q4_K_M}"
+TYPES="${TYPES:-Q8_0 Q8_0+q8 Q4_0 Q4_0+q4 Q4_K_M}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
 OUT="${OUT:-$ROOT/docs/BENCHMARKS.md}"
@@ -61,21 +62,25 @@ PY
 }
 
 for T in $TYPES; do
-    GGUF_TYPE="$T" THREADS="$THREADS" PP=8 TG=2 REPS=1 "$HERE/peer_llamacpp.sh" "$MODEL_DIR" > /dev/null 2>&1 || true
-    F="$MODEL_DIR/model-$T.gguf"
+    # TYPE+qN: the same file, frugal with --quant qN (its Q8_0 or Q4_0 blocks rearranged).
+    BASE="${T%%+*}"
+    Q=()
+    [[ "$T" == *+* ]] && Q=(--quant "${T#*+}")
+    GGUF_TYPE="$BASE" THREADS="$THREADS" PP=8 TG=2 REPS=1 "$HERE/peer_llamacpp.sh" "$MODEL_DIR" > /dev/null 2>&1 || true
+    F="$MODEL_DIR/model-$BASE.gguf"
     [ -s "$F" ] || { echo "missing $F (llama-quantize failed?)" >&2; exit 1; }
     for i in $(seq 1 "$ROUNDS"); do
         echo "$T round $i/$ROUNDS" >&2
-        "$FRUGAL" bench -m "$F" --threads "$THREADS" --ctx 256 --prompt-tokens 64 --gen-tokens 32 \
+        "$FRUGAL" bench -m "$F" "${Q[@]}" --threads "$THREADS" --ctx 256 --prompt-tokens 64 --gen-tokens 32 \
             --runs 1 --json 2>/dev/null > "$TMP/f-$T-$i.json"
         "$BIN/llama-bench" -m "$F" -t "$THREADS" -p 64 -n 32 -r 1 -o json 2>/dev/null > "$TMP/l-$T-$i.json"
         # The read ceiling again, right after llama.cpp's run (frugal's bench measured it after its own).
-        "$FRUGAL" bench -m "$F" --threads "$THREADS" --ctx 8 --prompt-tokens 1 --gen-tokens 1 \
+        "$FRUGAL" bench -m "$F" "${Q[@]}" --threads "$THREADS" --ctx 8 --prompt-tokens 1 --gen-tokens 1 \
             --runs 1 --json 2>/dev/null > "$TMP/c-$T-$i.json"
-        measure "$FRUGAL" run -m "$F" --threads "$THREADS" --ctx 256 -n 16 -p "$PROMPT" > "$TMP/fm-$T-$i"
+        measure "$FRUGAL" run -m "$F" "${Q[@]}" --threads "$THREADS" --ctx 256 -n 16 -p "$PROMPT" > "$TMP/fm-$T-$i"
         measure "$BIN/llama-completion" -m "$F" -t "$THREADS" -c 256 -p "$PROMPT" -n 16 --temp 0 \
             --ignore-eos -no-cnv --no-display-prompt --simple-io > "$TMP/lm-$T-$i"
-        measure "$FRUGAL" run -m "$F" --threads "$THREADS" --ctx 256 -n 1 -p "$PROMPT" > "$TMP/fl-$T-$i"
+        measure "$FRUGAL" run -m "$F" "${Q[@]}" --threads "$THREADS" --ctx 256 -n 1 -p "$PROMPT" > "$TMP/fl-$T-$i"
         measure "$BIN/llama-completion" -m "$F" -t "$THREADS" -c 256 -p "$PROMPT" -n 1 --temp 0 \
             -no-cnv --no-display-prompt --simple-io > "$TMP/ll-$T-$i"
     done
@@ -96,7 +101,7 @@ def mem(path):
     return int(h), int(a), float(w)
 rows = []
 for t in types:
-    f = os.path.join(model, f"model-{t}.gguf")
+    f = os.path.join(model, f"model-{t.split('+')[0]}.gguf")
     size = os.path.getsize(f)
     R = range(1, rounds + 1)
     fb = [json.load(open(f"{tmp}/f-{t}-{i}.json")) for i in R]
@@ -123,12 +128,17 @@ lines = [
     f"Made by `scripts/bench_gguf.sh {model} {rounds}` on {datetime.date.today()}: {cpu}, {threads} threads, "
     f"{rounds} alternating rounds, medians. The model is `frugal synth --shape gemma-2b` (random weights, real shapes); "
     "its bf16 GGUF comes from llama.cpp's own converter and the quantized files from its `llama-quantize` "
-    "(default mixes: Q4_0 and Q4_K_M keep some tensors in Q6_K). Both programs run each file in place.",
+    "(default mixes: Q4_0 and Q4_K_M keep some tensors in Q6_K). Both programs run each file in place, except on the "
+    "`--quant` rows: there frugal rearranges the file's Q8_0 or Q4_0 blocks while loading (losslessly, into the x4 layouts its "
+    "AVX-512 kernels stream, releasing the file's pages as it goes: anonymous memory instead of file-backed, the same peak), "
+    "where llama.cpp repacks Q4_0 into a second copy by default (its peak RSS and anonymous memory show it).",
     "",
     "| file | size | decode tok/s frugal / llama.cpp | decode, % of the read ceiling (GB/s) | prefill tok/s (64) frugal / llama.cpp | peak RSS frugal / llama.cpp | peak anonymous frugal / llama.cpp | 1-token run, wall s frugal / llama.cpp |",
     "|---|---|---|---|---|---|---|---|",
 ]
 for (t, size, fd, ld, fp, lp, fr, lr, fa, la, fw, lw, fc, lc, bw) in rows:
+    if "+" in t:
+        t = f"{t.split('+')[0]}, frugal `--quant {t.split('+')[1]}`"
     lines.append(f"| {t} | {size/GiB:.2f} GiB | {fd:.2f} / {ld:.2f} ({fd/ld:.2f}x) | {100*fc:.0f} % / {100*lc:.0f} % ({bw/1e9:.1f}) | {fp:.1f} / {lp:.1f} ({fp/lp:.2f}x) | "
                  f"{fr/GiB:.2f} GiB ({fr/size:.3f}x file) / {lr/GiB:.2f} GiB ({lr/size:.3f}x) | {fa/MiB:.0f} / {la/MiB:.0f} MiB | {fw:.2f} / {lw:.2f} |")
 lines += ["", "Memory bandwidth on this machine varies with its neighbours (30-50 GB/s for 2 threads, minute to minute); runs alternate so both programs see the same conditions. "

@@ -141,18 +141,7 @@ fn logits_json_equals_reference() {
         &toks.join(","),
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_str(&so).unwrap();
-    let ours: Vec<f32> = v["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-        })
-        .collect();
+    let ours = common::json_logits(&so);
     assert_eq!(ours.len(), r.logits.len());
     let e = common::rel_err(&ours, &r.logits);
     assert!(e <= 1e-4, "{e}");

@@ -1,16 +1,11 @@
 //! Quantize-on-load: the loader's quantized matrices are exactly what the block quantizers make
 //! of the stored rows, for every matrix the model binds, in the layout the kernels read.
 
+mod common;
+
 use frugal::kernels::DType;
 use frugal::load::quantize::QuantKind;
 use frugal::load::Checkpoint;
-use std::path::Path;
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name)
-}
 
 #[test]
 fn loader_output_equals_the_quantizer_on_every_matrix() {
@@ -19,7 +14,7 @@ fn loader_output_equals_the_quantizer_on_every_matrix() {
         ("gemma2-gqa-bf16", QuantKind::Q4),
         ("gemma3-f32-newkeys", QuantKind::Q4k),
     ] {
-        let mut ck = Checkpoint::open(&fixture(name)).unwrap();
+        let mut ck = Checkpoint::open(&common::fixture(name)).unwrap();
         let plan = ck.quant_plan(kind).unwrap();
         ck.quantize(kind).unwrap();
         let q = ck.quant.as_ref().unwrap();
@@ -67,18 +62,7 @@ fn frugal(args: &[&str]) -> String {
 }
 
 fn logits(args: &[&str]) -> Vec<f32> {
-    let v: serde_json::Value = serde_json::from_str(&frugal(args)).unwrap();
-    v["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-        })
-        .collect()
+    common::json_logits(&frugal(args))
 }
 
 /// Where the kernels read them, `--quant q4` and `--quant q8` lay Q4_0 and Q8_0 out as

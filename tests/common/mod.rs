@@ -98,3 +98,19 @@ pub fn tokenizer_cases() -> Vec<TokenizerCase> {
         })
         .collect()
 }
+
+/// The logits of `frugal logits --json` output (`{"logits": [[...], ...]}`), positions in order.
+pub fn json_logits(out: &str) -> Vec<f32> {
+    let v: serde_json::Value = serde_json::from_str(out).unwrap();
+    v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect()
+}

@@ -256,7 +256,7 @@ impl<'a> MatRef<'a> {
         );
         anyhow::ensure!(
             !dtype.is_x4() || crate::quant::x4::fits(rows, cols),
-            "a {} matrix has whole quads of rows and rows of a multiple of 512 values, not [{rows}, {cols}]",
+            "a {} matrix has whole quads of rows of whole blocks, not [{rows}, {cols}]",
             dtype.name()
         );
         Ok(MatRef {

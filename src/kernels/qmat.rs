@@ -461,10 +461,9 @@ impl QActs {
     }
 }
 
-/// The [`A16`] layout of natural blocks (a whole number of 16: Q4_0X4 rows are whole pieces).
+/// The [`A16`] layout of natural blocks, a short last piece padded with zero blocks.
 pub(crate) fn pieces_of(b: &[B32]) -> Vec<A16> {
-    assert!(b.len().is_multiple_of(16), "whole pieces");
-    b.chunks_exact(16)
+    b.chunks(16)
         .map(|g| {
             let mut a = A16 {
                 lo: [0; 256],
@@ -486,10 +485,9 @@ pub(crate) fn pieces_of(b: &[B32]) -> Vec<A16> {
         .collect()
 }
 
-/// The [`A16x8`] layout of natural blocks (a whole number of 16).
+/// The [`A16x8`] layout of natural blocks, a short last piece padded with zero blocks.
 pub(crate) fn pieces8_of(b: &[B32]) -> Vec<A16x8> {
-    assert!(b.len().is_multiple_of(16), "whole pieces");
-    b.chunks_exact(16)
+    b.chunks(16)
         .map(|g| {
             let mut a = A16x8 {
                 qs: [0; 512],

@@ -545,7 +545,7 @@ fn quant_simd_matches_scalar_large() {
 
 #[test]
 fn quant_x4_matches_scalar() {
-    // Whole quads and pieces only; prefill tiles of 16 rows with 4, 8 and 12 left over, decode
+    // Whole quads; prefill tiles of 16 rows with 4, 8 and 12 left over, decode
     // and prefill token counts, rows as long as gemma's feed-forward ones.
     let mut rng = Rng(14);
     for dtype in [DType::Q4_0X4, DType::Q8_0X4] {
@@ -560,6 +560,16 @@ fn quant_x4_matches_scalar() {
             (36, 2048, 70),
             (64, 16384, 1),
             (32, 16384, 2),
+            // Rows whose blocks end in a short piece (gemma2-2b's 2304 columns, gemma3-1b's
+            // 1152 and 6912), and rows of a short piece only.
+            (8, 2304, 1),
+            (20, 2304, 6),
+            (12, 1152, 1),
+            (16, 1152, 17),
+            (8, 6912, 1),
+            (4, 32, 1),
+            (8, 96, 3),
+            (4, 480, 1),
         ] {
             check_quant(&mut rng, dtype, rows, cols, n);
         }

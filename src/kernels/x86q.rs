@@ -46,6 +46,7 @@ use super::qmat::{
 };
 use super::x86::{Avx2, Avx512};
 use super::{DType, Isa, MatRef};
+use crate::quant::x4::piece_at;
 use std::arch::x86_64::*;
 
 /// Proof that the CPU has AVX-512F/BW/VL and AVX512_VNNI.
@@ -486,10 +487,6 @@ fn prefetch_lines(p: *const u8, d: usize, n: usize) {
         }
     }
 }
-
-/// Bytes of a piece of 16 Q4_0 blocks and of 16 Q8_0 blocks ([`crate::quant::x4`]).
-const Q4_PIECE: usize = 16 * 18;
-const Q8_PIECE: usize = 16 * 34;
 
 /// `vpermt2w` indices gathering the nibble bytes of 4 Q4_0 blocks (72 bytes, as 36 words
 /// across two registers): output words `8k..8k + 8` are block `k`'s words `9k + 1..9k + 9`.
@@ -961,14 +958,48 @@ macro_rules! avx512_quant {
                 }
             }
 
+            /// Word vector `k` of the piece of `n` blocks at `q` ([`crate::quant::x4`]): lane `j`
+            /// is block `j`'s word `k`, lanes from `n` on zero.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn load_word(q: *const u8, n: usize, k: usize) -> __m512i {
+                // SAFETY: the caller guarantees the piece; a short one is read with a masked
+                // load, which touches only the lanes it keeps.
+                unsafe {
+                    if n == 16 {
+                        _mm512_loadu_si512(q.add(32 + 64 * k) as *const _)
+                    } else {
+                        let m = ((1u32 << n) - 1) as __mmask16;
+                        _mm512_maskz_loadu_epi32(m, q.add(2 * n + 4 * n * k) as *const i32)
+                    }
+                }
+            }
+
+            /// The `n` f16 scales of the piece at `q` as f32 (lanes from `n` on zero).
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn load_scales(q: *const u8, n: usize) -> __m512 {
+                // SAFETY: as in load_word.
+                unsafe {
+                    if n == 16 {
+                        _mm512_cvtph_ps(_mm256_loadu_si256(q as *const __m256i))
+                    } else {
+                        let m = ((1u32 << n) - 1) as __mmask16;
+                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, q as *const i16))
+                    }
+                }
+            }
+
             /// One quad of [`DType::Q4_0X4`] rows (its pieces interleaved from `p`, one per
             /// [`A16`] of `a` for each row) times one token: per piece, 4 loads of 64 bytes
             /// hold word `k` of all 16 blocks, so each block sums in its own lane, and the 16
             /// scales are one 32-byte load. The quad is one contiguous stream.
             #[target_feature(enable = $feat)]
-            unsafe fn quad_q4_0x4(p: *const u8, a: &[A16]) -> [f32; 4] {
-                // SAFETY: the caller guarantees the quad's `4 * a.len()` pieces of 288 bytes
-                // at p; the activations are 64-byte aligned.
+            unsafe fn quad_q4_0x4(p: *const u8, nb: usize, a: &[A16]) -> [f32; 4] {
+                // SAFETY: the caller guarantees the quad of 4 rows of `nb` blocks at p and one
+                // A16 per piece (`a.len() == ceil(nb / 16)`); the activations are 64-byte
+                // aligned; a short piece is read with masked loads, which do not touch the
+                // lanes masked off.
                 unsafe {
                     let m4 = _mm512_set1_epi8(0x0F);
                     let mut acc = [_mm512_setzero_ps(); 4];
@@ -982,16 +1013,17 @@ macro_rules! avx512_quant {
                             _mm512_load_si512(x.hi.as_ptr().add(64 * k) as *const _)
                         });
                         for (r, acc) in acc.iter_mut().enumerate() {
-                            let q = p.add((4 * g + r) * Q4_PIECE);
+                            let (at, n) = piece_at(18, nb, g, r);
+                            let q = p.add(at);
                             let (mut i0, mut i1) = (corr, _mm512_setzero_si512());
                             for k in 0..4 {
-                                let w = _mm512_loadu_si512(q.add(32 + 64 * k) as *const _);
+                                let w = load_word(q, n, k);
                                 let lo = _mm512_and_si512(w, m4);
                                 let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), m4);
                                 i0 = $dp!(i0, lo, xl[k]);
                                 i1 = $dp!(i1, hi, xh[k]);
                             }
-                            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(q as *const __m256i));
+                            let dw = load_scales(q, n);
                             *acc = _mm512_fmadd_ps(
                                 _mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)),
                                 _mm512_mul_ps(dw, dx),
@@ -1054,22 +1086,25 @@ macro_rules! avx512_quant {
                 g: usize,
                 tb: &mut [TB],
             ) {
-                assert!(tb.len() == 16 && nr <= 16 && nr.is_multiple_of(4), "a tile");
+                let bb = if Q8 { 34 } else { 18 };
+                let nb = stride / bb;
+                let n = piece_at(bb, nb, g, 0).1;
+                assert!(tb.len() == n && nr <= 16 && nr.is_multiple_of(4), "a tile");
                 // SAFETY: the caller guarantees nr whole rows at base (quads of 4 rows of
                 // `stride` bytes, holding piece g); tb's entries are 64-byte aligned.
                 unsafe {
-                    let pb = if Q8 { Q8_PIECE } else { Q4_PIECE };
-                    let piece = |r: usize| base.add(r / 4 * 4 * stride + (4 * g + r % 4) * pb);
+                    let piece =
+                        |r: usize| base.add(r / 4 * 4 * stride + piece_at(bb, nb, g, r % 4).0);
                     let m4 = _mm512_set1_epi8(0x0F);
                     for k in 0..if Q8 { 8 } else { 4 } {
                         let v: [__m512i; 16] = std::array::from_fn(|r| {
                             if r < nr {
-                                _mm512_loadu_si512(piece(r).add(32 + 64 * k) as *const _)
+                                load_word(piece(r), n, k)
                             } else {
                                 _mm512_setzero_si512()
                             }
                         });
-                        for (j, w) in transpose16x16(v).iter().enumerate() {
+                        for (j, w) in transpose16x16(v).iter().take(n).enumerate() {
                             if Q8 {
                                 let u = if $vnni {
                                     _mm512_xor_si512(*w, _mm512_set1_epi8(-128))
@@ -1088,14 +1123,12 @@ macro_rules! avx512_quant {
                     }
                     let d: [__m512i; 16] = std::array::from_fn(|r| {
                         if r < nr {
-                            _mm512_castps_si512(_mm512_cvtph_ps(_mm256_loadu_si256(
-                                piece(r) as *const __m256i
-                            )))
+                            _mm512_castps_si512(load_scales(piece(r), n))
                         } else {
                             _mm512_setzero_si512()
                         }
                     });
-                    for (j, dj) in transpose16x16(d).iter().enumerate() {
+                    for (j, dj) in transpose16x16(d).iter().take(n).enumerate() {
                         _mm512_store_si512(tb[j].d.as_mut_ptr() as *mut _, *dj);
                     }
                 }
@@ -1106,9 +1139,8 @@ macro_rules! avx512_quant {
             /// vectors of int8 per piece (with VNNI made unsigned, `w ^ 0x80`, against the
             /// pieces' `-128 * sum`; without, `|w|` times `x` with the sign of `w`).
             #[target_feature(enable = $feat)]
-            unsafe fn quad_q8_0x4(p: *const u8, a: &[A16x8]) -> [f32; 4] {
-                // SAFETY: the caller guarantees the quad's `4 * a.len()` pieces of 544 bytes
-                // at p; the activations are 64-byte aligned.
+            unsafe fn quad_q8_0x4(p: *const u8, nb: usize, a: &[A16x8]) -> [f32; 4] {
+                // SAFETY: as in quad_q4_0x4, with pieces of Q8_0 blocks.
                 unsafe {
                     let mut acc = [_mm512_setzero_ps(); 4];
                     for (g, x) in a.iter().enumerate() {
@@ -1118,13 +1150,14 @@ macro_rules! avx512_quant {
                             _mm512_load_si512(x.qs.as_ptr().add(64 * k) as *const _)
                         });
                         for (r, acc) in acc.iter_mut().enumerate() {
-                            let q = p.add((4 * g + r) * Q8_PIECE);
+                            let (at, n) = piece_at(34, nb, g, r);
+                            let q = p.add(at);
                             let mut i = [
                                 if $vnni { corr } else { _mm512_setzero_si512() },
                                 _mm512_setzero_si512(),
                             ];
                             for (k, xk) in xs.iter().enumerate() {
-                                let w = _mm512_loadu_si512(q.add(32 + 64 * k) as *const _);
+                                let w = load_word(q, n, k);
                                 i[k % 2] = if $vnni {
                                     $dp!(i[k % 2], _mm512_xor_si512(w, _mm512_set1_epi8(-128)), *xk)
                                 } else {
@@ -1134,7 +1167,7 @@ macro_rules! avx512_quant {
                                     $dp!(i[k % 2], _mm512_abs_epi8(w), s)
                                 };
                             }
-                            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(q as *const __m256i));
+                            let dw = load_scales(q, n);
                             *acc = _mm512_fmadd_ps(
                                 _mm512_cvtepi32_ps(_mm512_add_epi32(i[0], i[1])),
                                 _mm512_mul_ps(dw, dx),
@@ -1661,8 +1694,8 @@ macro_rules! avx512_quant {
                                 assert_eq!(a.pairs.len(), 2 * a.nb.div_ceil(4))
                             }
                             DType::Q4_0 => assert_eq!(a.groups.len(), a.nb.div_ceil(4)),
-                            DType::Q4_0X4 => assert_eq!(a.pieces.len(), a.nb / 16),
-                            DType::Q8_0X4 => assert_eq!(a.pieces8.len(), a.nb / 16),
+                            DType::Q4_0X4 => assert_eq!(a.pieces.len(), a.nb.div_ceil(16)),
+                            DType::Q8_0X4 => assert_eq!(a.pieces8.len(), a.nb.div_ceil(16)),
                             _ => {}
                         }
                     }
@@ -1747,7 +1780,7 @@ macro_rules! avx512_quant {
                             // Whole quads: rows and r0 are multiples of 4.
                             let stride = self.w.row_stride();
                             let base = self.w.data[(r0 + rt) * stride..].as_ptr();
-                            for (g, tb) in scratch.chunks_exact_mut(16).enumerate() {
+                            for (g, tb) in scratch.chunks_mut(16).enumerate() {
                                 // SAFETY: the token proves the features; the tile's nr rows
                                 // are whole rows of the matrix (MatRef checked the quads).
                                 unsafe {
@@ -1854,9 +1887,9 @@ macro_rules! avx512_quant {
                             // A16 per piece (checked in `new`).
                             ys.copy_from_slice(&unsafe {
                                 if self.w.dtype == DType::Q4_0X4 {
-                                    quad_q4_0x4(p, &self.a.pieces)
+                                    quad_q4_0x4(p, nb, &self.a.pieces)
                                 } else {
-                                    quad_q8_0x4(p, &self.a.pieces8)
+                                    quad_q8_0x4(p, nb, &self.a.pieces8)
                                 }
                             });
                         }

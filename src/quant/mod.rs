@@ -139,7 +139,7 @@ pub fn quantize_rows(
         if !x4::fits(rows.max(x4::QUAD), cols) || !rows.is_multiple_of(x4::QUAD) {
             return Err(QuantError::Length {
                 what: "x4 rows",
-                expected: "whole quads of 4 rows of a multiple of 512 columns".into(),
+                expected: "whole quads of 4 rows of whole blocks".into(),
                 got: rows,
             });
         }

@@ -73,7 +73,7 @@ pub enum DType {
     Q6_K,
     /// Q4_0's blocks in frugal's in-memory layout for the AVX-512 kernels: rows interleaved in
     /// quads, blocks transposed in groups of 16 ([`crate::quant::x4`]). Made only by the
-    /// loader's `--quant q4`, never read from or written to a file; a row is not contiguous, so
+    /// loader (`--quant q4`, from float or Q4_0 sources), never read from or written to a file; a row is not contiguous, so
     /// [`MatRef::row_bytes`] does not apply (see [`MatRef::row_span`]).
     Q4_0X4,
     /// Q8_0's blocks in the same layout ([`crate::quant::x4`]), made by `--quant q8`.

@@ -65,27 +65,15 @@ pub(crate) struct A4Group {
     pub corr: [i32; 16],
 }
 
-/// Sixteen activation blocks laid out for the AVX-512 [`DType::Q4_0X4`] decode kernel, in the
-/// order of a piece ([`crate::quant::q4_0x4`]): 32-bit lane `j` of 64-byte vector `k` holds
-/// block `j`'s values `4k..4k + 4` (`lo`, against the low nibbles) and `16 + 4k..20 + 4k`
-/// (`hi`); per block its scale and `-8 * sum`, so lane `j`'s integer is exactly block `j`'s
-/// `sum((q - 8) * x)`.
+/// Sixteen activation blocks laid out for the AVX-512 decode kernels of the x4 layouts, in the
+/// order of a piece ([`crate::quant::x4`]): 32-bit lane `j` of 64-byte vector `k` holds block
+/// `j`'s values `4k..4k + 4` (Q4_0X4: vectors 0..4 meet the low nibbles, 4..8 the high ones);
+/// per block its scale and the correction of the weights' offset, `-8 * sum` for Q4_0's
+/// unsigned nibbles, `-128 * sum` for Q8_0's weights made unsigned (`w ^ 0x80 = w + 128`, for
+/// VNNI), so lane `j`'s integer is exactly block `j`'s sum of products.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct A16 {
-    pub lo: [i8; 256],
-    pub hi: [i8; 256],
-    pub d: [f32; 16],
-    pub corr: [i32; 16],
-}
-
-/// Sixteen activation blocks laid out for the AVX-512 [`DType::Q8_0X4`] decode kernel, in the
-/// order of a piece ([`crate::quant::x4`]): 32-bit lane `j` of 64-byte vector `k` holds block
-/// `j`'s values `4k..4k + 4`; per block its scale and `-128 * sum` (the correction of the
-/// weights made unsigned, `w ^ 0x80 = w + 128`, for VNNI).
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct A16x8 {
     pub qs: [i8; 512],
     pub d: [f32; 16],
     pub corr: [i32; 16],
@@ -410,13 +398,12 @@ pub(crate) struct QActs {
     pub pairs: Vec<A8Pair>,
     pub groups: Vec<A4Group>,
     pub pieces: Vec<A16>,
-    pub pieces8: Vec<A16x8>,
 }
 
 impl QActs {
     /// Quantizes `n` tokens of `cols` activations for weights of `dtype`; `lanes` also builds
     /// the decode layout of the first token ([`A8Pair`] for Q8_0, [`A4Group`] for Q4_0, [`A16`]
-    /// for Q4_0X4, [`A16x8`] for Q8_0X4).
+    /// for the x4 layouts).
     pub(crate) fn new(dtype: DType, x: &[f32], n: usize, cols: usize, lanes: bool) -> Self {
         let nb = cols / act_block_len(dtype);
         let mut a = QActs {
@@ -426,7 +413,6 @@ impl QActs {
             pairs: Vec::new(),
             groups: Vec::new(),
             pieces: Vec::new(),
-            pieces8: Vec::new(),
         };
         match dtype {
             DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
@@ -435,8 +421,8 @@ impl QActs {
                 if lanes {
                     match dtype {
                         DType::Q4_0 => a.groups = groups_of(&a.b32[..nb]),
-                        DType::Q4_0X4 => a.pieces = pieces_of(&a.b32[..nb]),
-                        DType::Q8_0X4 => a.pieces8 = pieces8_of(&a.b32[..nb]),
+                        DType::Q4_0X4 => a.pieces = pieces_of(&a.b32[..nb], -8),
+                        DType::Q8_0X4 => a.pieces = pieces_of(&a.b32[..nb], -128),
                         _ => a.pairs = pairs_of(&a.b32[..nb]),
                     }
                 }
@@ -461,35 +447,12 @@ impl QActs {
     }
 }
 
-/// The [`A16`] layout of natural blocks, a short last piece padded with zero blocks.
-pub(crate) fn pieces_of(b: &[B32]) -> Vec<A16> {
+/// The [`A16`] layout of natural blocks with the correction `offset * sum` (`-8` for Q4_0X4,
+/// `-128` for Q8_0X4), a short last piece padded with zero blocks.
+pub(crate) fn pieces_of(b: &[B32], offset: i32) -> Vec<A16> {
     b.chunks(16)
         .map(|g| {
             let mut a = A16 {
-                lo: [0; 256],
-                hi: [0; 256],
-                d: [0.0; 16],
-                corr: [0; 16],
-            };
-            for (j, blk) in g.iter().enumerate() {
-                for k in 0..4 {
-                    let o = 64 * k + 4 * j;
-                    a.lo[o..o + 4].copy_from_slice(&blk.qs[4 * k..4 * k + 4]);
-                    a.hi[o..o + 4].copy_from_slice(&blk.qs[16 + 4 * k..20 + 4 * k]);
-                }
-                a.d[j] = blk.d;
-                a.corr[j] = -8 * blk.sum;
-            }
-            a
-        })
-        .collect()
-}
-
-/// The [`A16x8`] layout of natural blocks, a short last piece padded with zero blocks.
-pub(crate) fn pieces8_of(b: &[B32]) -> Vec<A16x8> {
-    b.chunks(16)
-        .map(|g| {
-            let mut a = A16x8 {
                 qs: [0; 512],
                 d: [0.0; 16],
                 corr: [0; 16],
@@ -500,7 +463,7 @@ pub(crate) fn pieces8_of(b: &[B32]) -> Vec<A16x8> {
                     a.qs[o..o + 4].copy_from_slice(&blk.qs[4 * k..4 * k + 4]);
                 }
                 a.d[j] = blk.d;
-                a.corr[j] = -128 * blk.sum;
+                a.corr[j] = offset * blk.sum;
             }
             a
         })

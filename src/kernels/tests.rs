@@ -37,14 +37,8 @@ fn random_matrix(
         // Plain rows, interleaved quad by quad as the loader does.
         let (plain, _) = random_matrix(rng, plain_dtype, rows, cols, false);
         let off = usize::from(misalign);
-        let mut buf = vec![0u8; off + plain.len()];
-        let quad = 4 * plain_dtype.row_bytes(cols).expect("whole blocks");
-        for (p, q) in plain
-            .chunks_exact(quad)
-            .zip(buf[off..].chunks_exact_mut(quad))
-        {
-            crate::quant::x4::interleave_quad(plain_dtype, p, q);
-        }
+        let mut buf = vec![0u8; off];
+        buf.extend(interleaved(plain_dtype, &plain, cols));
         return (buf, off);
     }
     if dtype.is_quantized() {
@@ -72,6 +66,16 @@ fn random_matrix(
         }
     }
     (buf, off)
+}
+
+/// Whole quads of plain rows of `cols` values (`plain`) in their x4 layout.
+fn interleaved(plain_dtype: DType, plain: &[u8], cols: usize) -> Vec<u8> {
+    let quad = 4 * plain_dtype.row_bytes(cols).expect("whole blocks");
+    let mut x4 = vec![0u8; plain.len()];
+    for (p, q) in plain.chunks_exact(quad).zip(x4.chunks_exact_mut(quad)) {
+        crate::quant::x4::interleave_quad(plain_dtype, p, q);
+    }
+    x4
 }
 
 /// `sum_c |w[r,c] * x[t,c]|` for every output: the scale of the rounding error.
@@ -584,11 +588,7 @@ fn quant_x4_equals_plain() {
     let (rows, cols) = (40, 2560);
     for (plain_dtype, x4_dtype) in [(DType::Q4_0, DType::Q4_0X4), (DType::Q8_0, DType::Q8_0X4)] {
         let (plain, _) = random_matrix(&mut rng, plain_dtype, rows, cols, false);
-        let quad = 4 * plain_dtype.row_bytes(cols).expect("whole blocks");
-        let mut x4 = vec![0u8; plain.len()];
-        for (p, q) in plain.chunks_exact(quad).zip(x4.chunks_exact_mut(quad)) {
-            crate::quant::x4::interleave_quad(plain_dtype, p, q);
-        }
+        let x4 = interleaved(plain_dtype, &plain, cols);
         let a = MatRef::new(&plain, plain_dtype, rows, cols);
         let b = MatRef::new(&x4, x4_dtype, rows, cols);
         for n in [1, 3, 16] {

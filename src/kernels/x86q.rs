@@ -41,8 +41,8 @@
 //!   tiles of 1 row x 4 tokens).
 
 use super::qmat::{
-    act_block_len, drive, k_pos, quantize_b32_impl, quantize_k_impl, weight_block_bytes, A16x8,
-    A4Group, A8Pair, QActs, QJob, A16, AK, B32,
+    act_block_len, drive, k_pos, quantize_b32_impl, quantize_k_impl, weight_block_bytes, A4Group,
+    A8Pair, QActs, QJob, A16, AK, B32,
 };
 use super::x86::{Avx2, Avx512};
 use super::{DType, Isa, MatRef};
@@ -462,16 +462,16 @@ unsafe fn a2_q6_k<const T: usize>(p: *const u8, nb: usize, x: [*const AK; T]) ->
 // ---------------------------------------------------------------------------------------------
 // AVX-512: shared constants and layouts
 
-/// How far ahead (bytes) a single Q4_0 row is prefetched while it is read ([`row_q4_0`]).
-/// The hardware prefetchers alone leave this kernel short of the memory bandwidth (its
+/// How far ahead (bytes) a single Q4_0 row is prefetched while it is read (`row_q4_0`). The
+/// hardware prefetchers alone leave this kernel short of the memory bandwidth (its
 /// 72-byte steps are not line-aligned, and it spends more instructions per byte than the
 /// others); a few lines ahead of the loads measured +10-18 % on 2 threads from DRAM (A/B in
 /// one process, gemma-2b's 2048-column rows, distances 64-1024: 128-384 best). The other
 /// single-row kernels measured neutral or slightly worse with it and do not prefetch.
 const PREFETCH_Q4_ROW: usize = 256;
 
-/// How far ahead (bytes) each row of a 4-row pass ([`rows_q4_0`], [`rows_q8_0`],
-/// [`rows_q4_k`], [`rows_q6_k`]) is prefetched: four interleaved streams are more than the
+/// How far ahead (bytes) each row of a 4-row pass (`rows_q4_0`, `rows_q8_0`,
+/// `rows_q4_k`, `rows_q6_k`) is prefetched: four interleaved streams are more than the
 /// hardware prefetchers follow well; measured +7-30 % on 2 threads (16384-column rows,
 /// distances 512-1152 all good).
 const PREFETCH_MULTI: usize = 768;
@@ -1007,13 +1007,13 @@ macro_rules! avx512_quant {
                         let corr = _mm512_load_si512(x.corr.as_ptr() as *const _);
                         let dx = _mm512_load_ps(x.d.as_ptr());
                         let xl: [__m512i; 4] = std::array::from_fn(|k| {
-                            _mm512_load_si512(x.lo.as_ptr().add(64 * k) as *const _)
+                            _mm512_load_si512(x.qs.as_ptr().add(64 * k) as *const _)
                         });
                         let xh: [__m512i; 4] = std::array::from_fn(|k| {
-                            _mm512_load_si512(x.hi.as_ptr().add(64 * k) as *const _)
+                            _mm512_load_si512(x.qs.as_ptr().add(256 + 64 * k) as *const _)
                         });
                         for (r, acc) in acc.iter_mut().enumerate() {
-                            let (at, n) = piece_at(18, nb, g, r);
+                            let (at, n) = piece_at(DType::Q4_0.block_bytes(), nb, g, r);
                             let q = p.add(at);
                             let (mut i0, mut i1) = (corr, _mm512_setzero_si512());
                             for k in 0..4 {
@@ -1086,7 +1086,7 @@ macro_rules! avx512_quant {
                 g: usize,
                 tb: &mut [TB],
             ) {
-                let bb = if Q8 { 34 } else { 18 };
+                let bb = if Q8 { DType::Q8_0 } else { DType::Q4_0 }.block_bytes();
                 let nb = stride / bb;
                 let n = piece_at(bb, nb, g, 0).1;
                 assert!(tb.len() == n && nr <= 16 && nr.is_multiple_of(4), "a tile");
@@ -1135,11 +1135,11 @@ macro_rules! avx512_quant {
             }
 
             /// One quad of [`DType::Q8_0X4`] rows (its pieces interleaved from `p`, one per
-            /// [`A16x8`] of `a` for each row) times one token, as [`quad_q4_0x4`] with 8 word
+            /// [`A16`] of `a` for each row) times one token, as [`quad_q4_0x4`] with 8 word
             /// vectors of int8 per piece (with VNNI made unsigned, `w ^ 0x80`, against the
             /// pieces' `-128 * sum`; without, `|w|` times `x` with the sign of `w`).
             #[target_feature(enable = $feat)]
-            unsafe fn quad_q8_0x4(p: *const u8, nb: usize, a: &[A16x8]) -> [f32; 4] {
+            unsafe fn quad_q8_0x4(p: *const u8, nb: usize, a: &[A16]) -> [f32; 4] {
                 // SAFETY: as in quad_q4_0x4, with pieces of Q8_0 blocks.
                 unsafe {
                     let mut acc = [_mm512_setzero_ps(); 4];
@@ -1150,7 +1150,7 @@ macro_rules! avx512_quant {
                             _mm512_load_si512(x.qs.as_ptr().add(64 * k) as *const _)
                         });
                         for (r, acc) in acc.iter_mut().enumerate() {
-                            let (at, n) = piece_at(34, nb, g, r);
+                            let (at, n) = piece_at(DType::Q8_0.block_bytes(), nb, g, r);
                             let q = p.add(at);
                             let mut i = [
                                 if $vnni { corr } else { _mm512_setzero_si512() },
@@ -1694,8 +1694,9 @@ macro_rules! avx512_quant {
                                 assert_eq!(a.pairs.len(), 2 * a.nb.div_ceil(4))
                             }
                             DType::Q4_0 => assert_eq!(a.groups.len(), a.nb.div_ceil(4)),
-                            DType::Q4_0X4 => assert_eq!(a.pieces.len(), a.nb.div_ceil(16)),
-                            DType::Q8_0X4 => assert_eq!(a.pieces8.len(), a.nb.div_ceil(16)),
+                            DType::Q4_0X4 | DType::Q8_0X4 => {
+                                assert_eq!(a.pieces.len(), a.nb.div_ceil(16))
+                            }
                             _ => {}
                         }
                     }
@@ -1889,7 +1890,7 @@ macro_rules! avx512_quant {
                                 if self.w.dtype == DType::Q4_0X4 {
                                     quad_q4_0x4(p, nb, &self.a.pieces)
                                 } else {
-                                    quad_q8_0x4(p, nb, &self.a.pieces8)
+                                    quad_q8_0x4(p, nb, &self.a.pieces)
                                 }
                             });
                         }

@@ -23,13 +23,7 @@ fn loader_output_equals_the_quantizer_on_every_matrix() {
         assert_eq!(q.bytes(), plan.bytes_by_dtype().values().sum::<u64>());
         for (n, m) in &mats {
             let t = &ck.index.tensors[n];
-            let want = match kind.dtype_for(t.shape[1]) {
-                d @ (DType::Q4_0 | DType::Q8_0) => {
-                    frugal::quant::x4::layout_for(d, t.shape[0], t.shape[1])
-                }
-                d => d,
-            };
-            assert_eq!(m.dtype, want, "{name}: {n}");
+            assert_eq!(m.dtype, kind.target(t.shape[0], t.shape[1]), "{name}: {n}");
             let src_dtype = match t.dtype {
                 frugal::checkpoint::StoredDType::Known(d) => d,
                 _ => unreachable!(),

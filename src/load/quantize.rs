@@ -106,11 +106,6 @@ fn with_source<R>(
     })
 }
 
-/// Whether a `rows x cols` matrix of `plain` blocks is held in its x4 layout on this CPU.
-fn relaid(plain: DType, rows: usize, cols: usize) -> bool {
-    crate::quant::x4::layout_for(plain, rows, cols).is_x4()
-}
-
 /// What `--quant` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
 pub enum QuantKind {
@@ -131,6 +126,16 @@ impl QuantKind {
             QuantKind::Q4 => DType::Q4_0,
             QuantKind::Q4k if cols.is_multiple_of(DType::Q4_K.block_len()) => DType::Q4_K,
             QuantKind::Q4k => DType::Q4_0,
+        }
+    }
+
+    /// The dtype the loader holds a `rows x cols` matrix in: [`QuantKind::dtype_for`], with
+    /// Q4_0 and Q8_0 in their x4 layouts where this CPU's kernels read them (the same bytes,
+    /// see [`crate::quant::x4`]).
+    pub fn target(self, rows: usize, cols: usize) -> DType {
+        match self.dtype_for(cols) {
+            d @ (DType::Q4_0 | DType::Q8_0) => crate::quant::x4::layout_for(d, rows, cols),
+            d => d,
         }
     }
 
@@ -185,7 +190,7 @@ impl QuantPlan {
             let t = &index.tensors[n];
             match t.dtype {
                 StoredDType::Known(d @ (DType::Q4_0 | DType::Q8_0)) => {
-                    kind.dtype_for(t.shape[1]) == d && relaid(d, t.shape[0], t.shape[1])
+                    crate::quant::x4::plain_of(kind.target(t.shape[0], t.shape[1])) == Some(d)
                 }
                 StoredDType::Known(d) => d.block_len() == 1,
                 StoredDType::Other(_) => true,
@@ -200,11 +205,7 @@ impl QuantPlan {
         for name in names {
             let t = &index.tensors[&name];
             let (rows, cols) = (t.shape[0], t.shape[1]);
-            // Q4_0 and Q8_0 in the layout this CPU's kernels read best (same bytes, see x4).
-            let dtype = match kind.dtype_for(cols) {
-                d @ (DType::Q4_0 | DType::Q8_0) => crate::quant::x4::layout_for(d, rows, cols),
-                d => d,
-            };
+            let dtype = kind.target(rows, cols);
             let row = dtype.row_bytes(cols).with_context(|| {
                 format!(
                     "{}: tensor `{name}` cannot be quantized to {}",

@@ -124,7 +124,7 @@ fn check_rows(
 /// or bf16, e.g. a row range of a tensor straight from the memory map), `dst` receives the same
 /// rows as `dst_dtype` blocks (`rows * dst_dtype.row_bytes(cols)` bytes). Works one block at a
 /// time through a stack buffer: no allocation (but for the x4 layouts: one scratch quad of
-/// plain Q4_0 rows, interleaved into `dst` quad by quad), and the source is read once, in order.
+/// plain rows, interleaved into `dst` quad by quad), and the source is read once, in order.
 /// Returns the number of rows.
 pub fn quantize_rows(
     src: &[u8],
@@ -136,7 +136,7 @@ pub fn quantize_rows(
     let rows = check_rows(src, src_dtype, cols, dst_dtype, dst)?;
     if let Some(plain_dtype) = x4::plain_of(dst_dtype) {
         // Plain blocks a quad at a time through one scratch quad, then interleaved.
-        if !x4::fits(rows.max(x4::QUAD), cols) || !rows.is_multiple_of(x4::QUAD) {
+        if !rows.is_multiple_of(x4::QUAD) || !x4::fits(x4::QUAD, cols) {
             return Err(QuantError::Length {
                 what: "x4 rows",
                 expected: "whole quads of 4 rows of whole blocks".into(),

@@ -86,6 +86,10 @@ impl MappedFile {
         // limit of every mmap-based loader. Checkpoints are not expected to change while in use.
         let map = unsafe { Mmap::map(&file) }
             .with_context(|| format!("{}: cannot memory-map", path.display()))?;
+        // Pages not yet cached are read in 2 MiB folios that the kernel maps with one TLB entry
+        // each: decoding reads every weight once per token, and with 4 KiB pages it takes a TLB
+        // miss every 4 KiB. Advice only (a no-op where file THP is off).
+        let _ = map.advise(memmap2::Advice::HugePage);
         Ok(MappedFile {
             path: path.to_path_buf(),
             map,
@@ -144,10 +148,12 @@ impl MappedFile {
         }
     }
 
-    /// Asks the kernel not to read around faults in this map (`MADV_RANDOM`): what is still
-    /// read through it (norm vectors beside quantized matrices) brings in its own pages, not
-    /// megabytes of the neighbours'. Advice only.
+    /// Asks the kernel not to read around faults in this map (`MADV_RANDOM`, and no 2 MiB
+    /// folios, which would be read whole whatever the advice): what is still read through it
+    /// (norm vectors beside quantized matrices) brings in its own pages, not megabytes of the
+    /// neighbours'. Advice only.
     pub fn advise_random(&self) {
+        let _ = self.map.advise(memmap2::Advice::NoHugePage);
         let _ = self.map.advise(memmap2::Advice::Random);
     }
 

@@ -34,6 +34,7 @@
 //! Quantized weights have their own driver (`qmat::drive`: the same row split; decode one
 //! sequential stream per task, prefill in 16-row tiles on AVX-512), see `x86q.rs`.
 
+pub mod aligned;
 pub mod ops;
 mod qmat;
 pub mod scalar;
@@ -45,6 +46,7 @@ mod x86q;
 #[cfg(test)]
 mod tests;
 
+use aligned::Aligned;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -549,7 +551,7 @@ pub fn matmul_bf16_fast(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
                 w.apply_scale(y);
                 return;
             }
-            let xb = scalar::round_to_bf16(x);
+            let xb = bf16_acts(x);
             if n == 1 {
                 let rpt = rows_per_task(w.rows, w.cols, 1);
                 y.par_chunks_mut(rpt).enumerate().for_each(|(b, ys)| {
@@ -579,6 +581,15 @@ fn matvec_bf16_512(k: &x86::Avx512, w: &MatRef, x: &[f32], y: &mut [f32]) {
     });
 }
 
+/// `x` rounded to bf16 ([`scalar::bf16_bits`]) in a buffer on a cache-line boundary.
+fn bf16_acts(x: &[f32]) -> Aligned<u16> {
+    let mut xb = Aligned::zeroed(x.len());
+    for (o, &v) in xb.iter_mut().zip(x) {
+        *o = scalar::bf16_bits(v);
+    }
+    xb
+}
+
 /// From this many tokens the bf16 fast path packs the activations and runs
 /// `x86::Avx512Bf16::gemm_packed` (lanes are tokens); fewer would waste most of a 16-lane vector.
 const PACKED_MIN_TOKENS: usize = 16;
@@ -586,10 +597,10 @@ const PACKED_MIN_TOKENS: usize = 16;
 /// Packs `n` tokens of activations (`cols` even) as bf16 pairs for the prefill kernel: for each
 /// column pair `k`, `npad` u32 lanes (`npad` = `n` rounded up to 16) holding
 /// `(x[t][2k], x[t][2k+1])` rounded to nearest even, zeros in the padding lanes.
-pub(crate) fn pack_bf16_pairs(x: &[f32], n: usize, cols: usize) -> (Vec<u32>, usize) {
+pub(crate) fn pack_bf16_pairs(x: &[f32], n: usize, cols: usize) -> (Aligned<u32>, usize) {
     let npad = n.div_ceil(16) * 16;
     let kp = cols / 2;
-    let mut out = vec![0u32; kp * npad];
+    let mut out = Aligned::zeroed(kp * npad);
     // Column-pair chunks in parallel; inside one, token by token (activations read in order).
     let kc = 64;
     out.par_chunks_mut(kc * npad)
@@ -671,7 +682,7 @@ pub fn matmul_bf16_fast_many(items: &mut [(&MatRef, &mut [f32])], x: &[f32], n: 
                 return;
             }
             if n == 1 {
-                let xb = scalar::round_to_bf16(x);
+                let xb = bf16_acts(x);
                 row_tasks(items, 1, 1).into_par_iter().for_each(|mut t| {
                     k.matvec_bf16(t.mat, &xb, t.r0, t.outs[0]);
                 });

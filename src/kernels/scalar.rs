@@ -172,11 +172,13 @@ impl Kernel for ScalarKernel {
 /// The whole 32-column blocks of `x`, each reordered as its 16 even then its 16 odd elements:
 /// the activation layout of the AVX-512 bf16 decode kernel, which splits every 32 loaded bf16
 /// weights into their even and odd halves without shuffling.
-pub fn deinterleave32(x: &[f32]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len() / 32 * 32);
-    for b in x.chunks_exact(32) {
-        out.extend(b.iter().step_by(2));
-        out.extend(b.iter().skip(1).step_by(2));
+pub fn deinterleave32(x: &[f32]) -> super::aligned::Aligned<f32> {
+    let mut out = super::aligned::Aligned::zeroed(x.len() / 32 * 32);
+    for (b, o) in x.chunks_exact(32).zip(out.chunks_exact_mut(32)) {
+        for i in 0..16 {
+            o[i] = b[2 * i];
+            o[16 + i] = b[2 * i + 1];
+        }
     }
     out
 }

@@ -11,7 +11,11 @@ For the tiny fixture models (with the bundled tokenizer.model beside them) in bf
   3. if llama.cpp is built (scripts/build_llamacpp.sh), llama-completion's greedy text from each
      file next to frugal's from the source folder (`--exact` for float files, `--quant q8/q4` for
      quantized ones: both then multiply int8 blocks with activations quantized per block) (the random tiny models have
-     near-ties, so the length of the common prefix is reported).
+     near-ties, so the length of the common prefix is reported);
+  4. `frugal convert` from each Q8_0 file: to a folder (gguf-py's dequantization equals the f32
+     tensors written, PyPI sentencepiece reads the tokenizer.model written and tokenizes as frugal
+     does on the file) and to Q4_0 (gguf-py's Q4_0 of its own dequantization of the Q8_0 blocks,
+     byte for byte; llama.cpp runs it).
 With --model DIR (a Hugging Face folder, e.g. a `frugal synth --shape gemma-2b` one) the same
 for that model. --write-expected records the files' sha256 in tests/fixtures/gguf_export/,
 which tests/gguf_export.rs compares against, so CI (which has no Python) catches any change in
@@ -93,6 +97,48 @@ def check_file(path, src, quant):
     return arch, n
 
 
+def check_from_gguf(q8, tmp, prompt, n):
+    """`frugal convert` with a GGUF input (the Q8_0 file frugal wrote): to a folder, gguf-py's
+    dequantization of every block tensor equals the folder's f32 tensor exactly, norms are the
+    file's minus one, and PyPI sentencepiece reads the written tokenizer.model and tokenizes as
+    frugal does on the file; to Q4_0, gguf-py's own Q4_0 of gguf-py's dequantized Q8_0 blocks is
+    byte-equal to frugal's, and llama.cpp runs the file."""
+    import sentencepiece as spm
+    back = q8[:-5] + "-back"
+    run([FRUGAL, "convert", q8, back, "--force"])
+    st = {}
+    for f in os.listdir(back):
+        if f.endswith(".safetensors"):
+            st.update(load_file(os.path.join(back, f)))
+    r = gguf.GGUFReader(q8)
+    arch = r.fields["general.architecture"].contents()
+    for t in r.tensors:
+        w = st[hf_name(t.name, arch)]
+        assert w.dtype == np.float32, (t.name, w.dtype)
+        data = np.asarray(t.data)
+        if t.name.endswith("norm.weight"):
+            np.testing.assert_array_equal(w.reshape(-1), data.reshape(-1) - np.float32(1), err_msg=t.name)
+        else:
+            np.testing.assert_array_equal(w, quants.dequantize(data, t.tensor_type).reshape(w.shape), err_msg=t.name)
+    text = "Hello  world, \u4f60\u597d \U0001F600\n<start_of_turn>user\ttab def main():"
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(back, "tokenizer.model"))
+    ours = json.loads(run([FRUGAL, "tokenize", "-m", q8, "--text", text, "--json"]).stdout)["ids"]
+    assert sp.encode(text) == ours, (sp.encode(text), ours)
+    q4 = q8[:-5] + "-requant-q4.gguf"
+    run([FRUGAL, "convert", q8, q4, "--quant", "q4", "--force"])
+    r4 = gguf.GGUFReader(q4)
+    for t8, t4 in zip(r.tensors, r4.tensors):
+        assert t8.name == t4.name
+        if t8.tensor_type == GG.Q8_0:
+            assert t4.tensor_type == GG.Q4_0, t4.name
+            ref = quants.quantize(quants.dequantize(np.asarray(t8.data), GG.Q8_0), GG.Q4_0)
+            np.testing.assert_array_equal(np.asarray(t4.data).view(np.uint8).reshape(-1), ref.view(np.uint8).reshape(-1), err_msg=t4.name)
+    want = run([FRUGAL, "run", "-m", q4, "-p", prompt, "-n", str(n)]).stdout[len(prompt):].rstrip("\n")
+    got = llama_text(q4, prompt, n)
+    same = "llama.cpp not built" if got is None else ("same text" if got.rstrip("\n") == want else f"llama.cpp {got[:24]!r} vs frugal {want[:24]!r}")
+    return f"from GGUF: folder = gguf-py's dequantization, sentencepiece ids = frugal's; requantized Q4_0 = gguf-py's; {same}"
+
+
 def run(cmd, **kw):
     r = subprocess.run(cmd, check=True, capture_output=True, **kw)
     r.stdout = r.stdout.decode("utf-8", errors="replace")
@@ -147,6 +193,8 @@ def main():
                 # is agreement over a long prefix (the trained model in assets/tiny has margins).
                 same = f"same text for {k} characters, then {got[k:k+12]!r} vs {want[k:k+12]!r}"
             print(f"{name} {quant or 'float'}: gguf-py ok ({arch}, {count} tensors); llama.cpp vs frugal {' '.join(mode)}: {same}")
+            if quant == "q8":
+                print(f"{name} q8: {check_from_gguf(out, tmp, prompt, n)}")
     if a.write_expected:
         os.makedirs(os.path.dirname(EXPECTED), exist_ok=True)
         with open(EXPECTED, "w") as f:

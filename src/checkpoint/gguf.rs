@@ -333,6 +333,9 @@ pub struct Gguf {
     pub path: String,
     pub version: u32,
     pub meta: BTreeMap<String, Meta>,
+    /// Every metadata entry in file order: key, value type and the value's bytes in the map
+    /// (for copying entries verbatim, [`Gguf::raw_metadata`]).
+    pub raw: Vec<(String, u32, std::ops::Range<usize>)>,
     /// Absolute offset of the data section.
     pub data_offset: usize,
     pub alignment: u64,
@@ -343,7 +346,7 @@ pub struct Gguf {
 pub fn open(path: &Path) -> Result<(Gguf, TensorIndex)> {
     let shown = path.display().to_string();
     let file = MappedFile::open(path)?;
-    let (version, meta, tensors, data_offset, alignment) =
+    let (version, meta, raw, tensors, data_offset, alignment) =
         parse(&file.map).with_context(|| format!("{shown}: not a valid GGUF file"))?;
     let mut index = TensorIndex::new();
     index.files.push(file);
@@ -356,6 +359,7 @@ pub fn open(path: &Path) -> Result<(Gguf, TensorIndex)> {
             path: shown,
             version,
             meta,
+            raw,
             data_offset,
             alignment,
         },
@@ -366,6 +370,7 @@ pub fn open(path: &Path) -> Result<(Gguf, TensorIndex)> {
 type Parsed = (
     u32,
     BTreeMap<String, Meta>,
+    Vec<(String, u32, std::ops::Range<usize>)>,
     Vec<(String, TensorInfo)>,
     usize,
     u64,
@@ -395,10 +400,13 @@ fn parse(b: &[u8]) -> Result<Parsed> {
         bail!("the header claims {n_kv} metadata entries and {n_tensors} tensors, more than its {} bytes can hold: the header is corrupt", b.len());
     }
     let mut meta = BTreeMap::new();
+    let mut raw = Vec::new();
     for i in 0..n_kv {
         let key = c.str(&|| format!("metadata key {i}"))?.to_string();
         let t = c.u32(&|| format!("the type of metadata `{key}`"))?;
+        let start = c.pos;
         let v = c.value(t, 0, &|| format!("metadata `{key}`"))?;
+        raw.push((key.clone(), t, start..c.pos));
         if meta.insert(key.clone(), v).is_some() {
             bail!("metadata `{key}` appears twice");
         }
@@ -477,12 +485,29 @@ fn parse(b: &[u8]) -> Result<Parsed> {
             )
         })
         .collect();
-    Ok((version, meta, tensors, data_offset as usize, alignment))
+    Ok((version, meta, raw, tensors, data_offset as usize, alignment))
 }
 
 impl Gguf {
     fn path(&self) -> String {
         self.path.clone()
+    }
+
+    /// Every metadata entry as it is in the file (`map` is the file's map), for a writer to
+    /// copy: the tokenizer, chat template and hyper-parameters travel unchanged.
+    pub fn raw_metadata(&self, map: &[u8]) -> Vec<(String, super::gguf_write::Value)> {
+        self.raw
+            .iter()
+            .map(|(k, t, r)| {
+                (
+                    k.clone(),
+                    super::gguf_write::Value::Raw {
+                        vtype: *t,
+                        bytes: map[r.clone()].to_vec(),
+                    },
+                )
+            })
+            .collect()
     }
 
     /// A metadata value, or None.

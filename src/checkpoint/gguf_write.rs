@@ -23,6 +23,11 @@ pub enum Value {
     F32Array(Vec<f32>),
     I32Array(Vec<i32>),
     BoolArray(Vec<bool>),
+    /// A value copied from another GGUF file: its type and its encoded bytes.
+    Raw {
+        vtype: u32,
+        bytes: Vec<u8>,
+    },
 }
 
 pub use super::gguf::ggml_type;
@@ -101,6 +106,10 @@ fn put_value(w: &mut impl Write, v: &Value) -> std::io::Result<()> {
             w.write_all(&u32le(T_BOOL))?;
             w.write_all(&(a.len() as u64).to_le_bytes())?;
             a.iter().try_for_each(|x| w.write_all(&[*x as u8]))
+        }
+        Value::Raw { vtype, bytes } => {
+            w.write_all(&u32le(*vtype))?;
+            w.write_all(bytes)
         }
     }
 }

@@ -572,7 +572,10 @@ pub fn synth(a: SynthArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// Input: any checkpoint frugal reads (safetensors folder, pytorch_model.bin, .ckpt).
+    /// Input: any checkpoint frugal reads (safetensors folder, pytorch_model.bin, .ckpt, a GGUF
+    /// file). From GGUF to a folder, block-quantized matrices are written dequantized in f32
+    /// and the file's vocabulary as tokenizer.model; GGUF to GGUF keeps the metadata and the
+    /// blocks (with --quant, other blocks are dequantized and quantized again: twice lossy).
     pub input: PathBuf,
     /// Output: a folder (Hugging Face layout: config.json, safetensors shards, tokenizer), or a
     /// file ending in `.gguf` (llama.cpp's format, as its own converter writes Gemma).
@@ -615,11 +618,9 @@ fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
     };
     crate::trace::mark(crate::trace::phase::MAP);
     let ck = Checkpoint::open_with(&a.input, &opts)?;
-    if a.output
-        .canonicalize()
-        .ok()
-        .is_some_and(|o| ck.dir.canonicalize().ok() == Some(o))
-    {
+    if a.output.canonicalize().ok().is_some_and(|o| {
+        a.input.canonicalize().ok() == Some(o.clone()) || ck.dir.canonicalize().ok() == Some(o)
+    }) {
         bail!(
             "{}: the output folder is the input's folder; choose another",
             a.output.display()
@@ -631,7 +632,7 @@ fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
         let p = monitor.peaks();
         eprintln!(
             "converted {} to {} ({}{}) in {:.1} s; peak RSS {}, peak anonymous {}",
-            ck.dir.display(),
+            ck.source(),
             a.output.display(),
             human(bytes),
             a.quant
@@ -650,11 +651,20 @@ fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
         );
     }
     let sources = crate::model::weights::hf_sources(&ck.cfg, &ck.index, &ck.source())?;
+    // A GGUF file's blocks become f32 (exact: every block value is an f32), its `1 + w`
+    // norms `w` in f32; everything else is copied.
+    let out_dtype = |s: &crate::model::weights::Source| {
+        if s.dtype.is_quantized() || s.plus_one {
+            crate::kernels::DType::F32
+        } else {
+            s.dtype
+        }
+    };
     let tensors: Vec<crate::checkpoint::safetensors::OutTensor> = sources
         .iter()
         .map(|s| crate::checkpoint::safetensors::OutTensor {
             name: s.name.clone(),
-            dtype: s.dtype,
+            dtype: out_dtype(s),
             shape: s.shape.clone(),
         })
         .collect();
@@ -673,8 +683,29 @@ fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
             CONVERT_SHARD_BYTES,
             "frugal convert",
             |i, w| {
+                let s = &sources[i];
+                if s.dtype.is_quantized() || s.plus_one {
+                    // Converted whole rows at a time through one f32 buffer of about 8 MiB.
+                    let cols = *s.shape.last().unwrap_or(&1);
+                    let in_row = s.bytes.len() / (s.bytes.len() / s.dtype.row_bytes(cols)?).max(1);
+                    let rows = ((8 << 20) / (cols * 4)).max(1);
+                    let sub = if s.plus_one { 1.0 } else { 0.0 };
+                    let (mut f, mut out) = (Vec::new(), Vec::new());
+                    for chunk in s.bytes.chunks(rows * in_row) {
+                        f.resize(chunk.len() / in_row * cols, 0f32);
+                        for (r, o) in chunk.chunks(in_row).zip(f.chunks_mut(cols)) {
+                            crate::kernels::scalar::to_f32(r, s.dtype, o);
+                        }
+                        out.clear();
+                        out.extend(f.iter().flat_map(|x| (x - sub).to_le_bytes()));
+                        w.write_all(&out)?;
+                        ck.index.release(chunk);
+                        progress.add(chunk.len() as u64);
+                    }
+                    return Ok(());
+                }
                 // Straight from the input's map, a chunk at a time: no copy of the model in memory.
-                for chunk in sources[i].bytes.chunks(8 << 20) {
+                for chunk in s.bytes.chunks(8 << 20) {
                     w.write_all(chunk)?;
                     // Consumed: drop the input's pages so they never accumulate.
                     #[cfg(unix)]
@@ -688,6 +719,22 @@ fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
             tmp.join("config.json"),
             serde_json::to_vec_pretty(&ck.cfg.to_hf_json())?,
         )?;
+        if let Some(g) = &ck.gguf {
+            // The vocabulary the file carries, as a SentencePiece model (the folder beside a
+            // GGUF file may hold another model's tokenizer: not copied).
+            if let Some(sp) = g.tokenizer(&ck.index)? {
+                let id = |k: &str| -> Result<Option<u32>> {
+                    Ok(g.uint(k)?.and_then(|v| u32::try_from(v).ok()))
+                };
+                let proto = sp.to_model_proto(
+                    id("tokenizer.ggml.bos_token_id")?,
+                    id("tokenizer.ggml.eos_token_id")?,
+                    id("tokenizer.ggml.padding_token_id")?,
+                );
+                std::fs::write(tmp.join("tokenizer.model"), proto)?;
+            }
+            return Ok(n);
+        }
         for name in [
             "tokenizer.json",
             "tokenizer.model",
@@ -707,7 +754,7 @@ fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
     let p = monitor.peaks();
     eprintln!(
         "converted {} ({} tensors, {}) to {} in {:.1} s; peak RSS {}, peak anonymous {}",
-        ck.dir.display(),
+        ck.source(),
         tensors.len(),
         human(bytes),
         a.output.display(),

@@ -233,9 +233,73 @@ fn vocab(sp: &SentencePiece, cfg: &GemmaConfig, dir: &Path) -> Result<Vec<(Strin
 /// Writes `ck` as a GGUF file at `out` (see the module doc); `quant` quantizes the matrices.
 /// Returns the file's size.
 pub fn export(ck: &Checkpoint, out: &Path, force: bool, quant: Option<QuantKind>) -> Result<u64> {
-    let source = ck.dir.display().to_string();
+    let source = ck.source();
     let cfg = &ck.cfg;
     let sources = weights::hf_sources(cfg, &ck.index, &source)?;
+    let items = plan(&sources, cfg, quant)?;
+    let main_dtype = items
+        .iter()
+        .find(|(s, _, _)| s.name.ends_with("mlp.up_proj.weight"))
+        .map_or(DType::F32, |(_, _, t)| t.dtype);
+    let kv = match &ck.gguf {
+        Some(g) => {
+            // From a GGUF file: its metadata as it is (tokenizer, chat template,
+            // hyper-parameters), but the file type when the matrices change and the alignment,
+            // which the writer's is.
+            let mut kv: Vec<(String, Value)> = g
+                .raw_metadata(&ck.index.files[0].map)
+                .into_iter()
+                .filter(|(k, _)| k != "general.alignment")
+                .collect();
+            let ft = (
+                "general.file_type".to_string(),
+                Value::U32(file_type(main_dtype)),
+            );
+            match kv.iter_mut().find(|(k, _)| k == "general.file_type") {
+                Some(e) if quant.is_some() => *e = ft,
+                Some(_) => {}
+                None => kv.push(ft),
+            }
+            kv
+        }
+        None => metadata(ck, main_dtype)?,
+    };
+    write(ck, out, force, &items, &kv)
+}
+
+/// Every tensor in file order, as llama.cpp's converter emits them (model order), with how it
+/// is converted.
+fn plan<'s, 'a>(
+    sources: &'s [Source<'a>],
+    cfg: &GemmaConfig,
+    quant: Option<QuantKind>,
+) -> Result<Vec<(&'s Source<'a>, Conv, OutTensor)>> {
+    let mut items = Vec::new();
+    for s in sources {
+        if s.name == "lm_head.weight" && cfg.tie_word_embeddings {
+            continue;
+        }
+        let name = gguf_name(&s.name, cfg.family)?;
+        let shape = s.shape.clone();
+        let (conv, dtype) = if shape.len() == 1 {
+            (Conv::Norm, DType::F32)
+        } else {
+            match quant.map(|k| k.dtype_for(shape[1])) {
+                // Already in the asked-for blocks (a GGUF input): copied as they are.
+                Some(d) if d != s.dtype => (Conv::Quant(d), d),
+                _ => (Conv::Copy, s.dtype),
+            }
+        };
+        items.push((s, conv, OutTensor { name, shape, dtype }));
+    }
+    Ok(items)
+}
+
+/// The metadata of a Hugging Face or gemma_pytorch checkpoint written as llama.cpp's converter
+/// writes it: architecture, names, hyper-parameters, the vocabulary of tokenizer.model.
+fn metadata(ck: &Checkpoint, main_dtype: DType) -> Result<Vec<(String, Value)>> {
+    let source = ck.source();
+    let cfg = &ck.cfg;
     let tok = ck.dir.join("tokenizer.model");
     if !tok.is_file() {
         bail!(
@@ -256,32 +320,6 @@ pub fn export(ck: &Checkpoint, out: &Path, force: bool, quant: Option<QuantKind>
             Family::Gemma3 => 131072,
             _ => 8192,
         }) as u32;
-
-    // Tensors in file order, as llama.cpp's converter emits them (model order).
-    let mut items: Vec<(&Source, Conv, OutTensor)> = Vec::new();
-    for s in &sources {
-        if s.name == "lm_head.weight" && cfg.tie_word_embeddings {
-            continue;
-        }
-        let name = gguf_name(&s.name, cfg.family)?;
-        let shape = s.shape.clone();
-        let (conv, dtype) = if shape.len() == 1 {
-            (Conv::Norm, DType::F32)
-        } else {
-            match quant {
-                Some(k) => {
-                    let d = k.dtype_for(shape[1]);
-                    (Conv::Quant(d), d)
-                }
-                None => (Conv::Copy, s.dtype),
-            }
-        };
-        items.push((s, conv, OutTensor { name, shape, dtype }));
-    }
-    let main_dtype = items
-        .iter()
-        .find(|(s, _, _)| s.name.ends_with("mlp.up_proj.weight"))
-        .map_or(DType::F32, |(_, _, t)| t.dtype);
     let mut hp = hparams(cfg, ctx_len, &source)?.into_iter();
     let mut kv: Vec<(String, Value)> = hp.next().into_iter().collect();
     kv.extend([
@@ -303,11 +341,22 @@ pub fn export(ck: &Checkpoint, out: &Path, force: bool, quant: Option<QuantKind>
     ]);
     kv.extend(hp);
     kv.extend(vocab(&sp, cfg, &ck.dir)?);
+    Ok(kv)
+}
 
+/// Writes the file: `items`' tensors converted chunk by chunk from the source's map, each
+/// chunk's pages released once written.
+fn write(
+    ck: &Checkpoint,
+    out: &Path,
+    force: bool,
+    items: &[(&Source, Conv, OutTensor)],
+    kv: &[(String, Value)],
+) -> Result<u64> {
     let tensors: Vec<OutTensor> = items.iter().map(|(_, _, t)| t.clone()).collect();
     let total: u64 = items.iter().map(|(s, _, _)| s.bytes.len() as u64).sum();
     let progress = Progress::bytes("writing GGUF", total);
-    let n = gguf_write::write(out, force, &kv, &tensors, |i, w| {
+    let n = gguf_write::write(out, force, kv, &tensors, |i, w| {
         let (s, conv, t) = &items[i];
         let src = s.bytes;
         let in_row = src.len() / s.shape[0].max(1);
@@ -315,8 +364,9 @@ pub fn export(ck: &Checkpoint, out: &Path, force: bool, quant: Option<QuantKind>
             Conv::Norm => {
                 let mut v = vec![0f32; s.shape[0]];
                 crate::kernels::scalar::to_f32(src, s.dtype, &mut v);
+                let add = if s.plus_one { 0.0 } else { 1.0 };
                 for x in &mut v {
-                    w.write_all(&(*x + 1.0).to_le_bytes())?;
+                    w.write_all(&(*x + add).to_le_bytes())?;
                 }
             }
             Conv::Copy => {
@@ -329,11 +379,25 @@ pub fn export(ck: &Checkpoint, out: &Path, force: bool, quant: Option<QuantKind>
             Conv::Quant(d) => {
                 let cols = t.shape[1];
                 let out_row = d.row_bytes(cols)?;
-                let chunk_rows = (CHUNK_BYTES / in_row.max(1)).max(1);
-                let mut buf = Vec::new();
+                // Blocks of another kind (a GGUF input) are dequantized to f32 first: the
+                // chunk is sized by that.
+                let blocks = s.dtype.is_quantized();
+                let chunk_rows = (CHUNK_BYTES / in_row.max(cols * 4).max(1)).max(1);
+                let (mut buf, mut f32s, mut fbytes) = (Vec::new(), Vec::new(), Vec::new());
                 for chunk in src.chunks(chunk_rows * in_row) {
                     buf.resize(chunk.len() / in_row * out_row, 0);
-                    crate::quant::quantize_rows_par(chunk, s.dtype, cols, *d, &mut buf)
+                    let (from, from_dtype) = if blocks {
+                        f32s.resize(chunk.len() / in_row * cols, 0f32);
+                        for (r, o) in chunk.chunks(in_row).zip(f32s.chunks_mut(cols)) {
+                            crate::kernels::scalar::to_f32(r, s.dtype, o);
+                        }
+                        fbytes.clear();
+                        fbytes.extend(f32s.iter().flat_map(|x| x.to_le_bytes()));
+                        (&fbytes[..], DType::F32)
+                    } else {
+                        (chunk, s.dtype)
+                    };
+                    crate::quant::quantize_rows_par(from, from_dtype, cols, *d, &mut buf)
                         .with_context(|| format!("tensor `{}`", s.name))?;
                     w.write_all(&buf)?;
                     ck.index.release(chunk);

@@ -516,20 +516,21 @@ pub struct Source<'a> {
     pub dtype: DType,
     pub shape: Vec<usize>,
     pub bytes: &'a [u8],
+    /// An RMSNorm weight stored as `1 + w` (GGUF's converter writes it so), where Hugging
+    /// Face stores `w`.
+    pub plus_one: bool,
 }
 
 /// Every tensor the config needs, under its Hugging Face text-model name (gemma_pytorch's fused
-/// qkv split by row ranges, its norms renamed), after the same checks as [`bind`]. For
-/// conversion: nothing is copied here.
+/// qkv split by row ranges, its norms renamed; GGUF's names translated back, its norms marked
+/// [`Source::plus_one`]), after the same checks as [`bind`]. For conversion: nothing is copied
+/// here.
 pub fn hf_sources<'a>(
     cfg: &GemmaConfig,
     index: &'a TensorIndex,
     source: &str,
 ) -> Result<Vec<Source<'a>>> {
     let nm = check(cfg, index, source)?;
-    if nm.gguf.is_some() {
-        bail!("{source}: converting from a GGUF file is not supported yet; run it with frugal directly (its tensors are used in place), or convert the original checkpoint");
-    }
     if let Some((n, _)) = index
         .tensors
         .iter()
@@ -574,7 +575,7 @@ pub fn hf_sources<'a>(
                 )
             }
         } else {
-            (format!("{}{rest}", nm.prefix), None)
+            (nm.stored(&format!("{}{rest}", nm.prefix)), None)
         };
         let t = &index.tensors[&src];
         let mut bytes = index.bytes(t);
@@ -583,6 +584,7 @@ pub fn hf_sources<'a>(
             bytes = &bytes[a * row..b * row];
         }
         out.push(Source {
+            plus_one: nm.norm_offset == 0.0 && e.shape.len() == 1,
             name: e.name,
             dtype: dtype(t),
             shape: e.shape,

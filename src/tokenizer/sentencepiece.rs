@@ -454,11 +454,108 @@ impl SentencePiece {
         }
         s
     }
+
+    /// This model as a serialized `ModelProto` (a `tokenizer.model` file): the pieces, a BPE
+    /// trainer spec with byte fallback and the given special ids (`unk` is the model's; `None`
+    /// writes -1, "no such token"), an `identity` normalizer with this model's whitespace rules.
+    /// What [`SentencePiece::from_bytes`] and the `sentencepiece` library read back.
+    pub fn to_model_proto(&self, bos: Option<u32>, eos: Option<u32>, pad: Option<u32>) -> Vec<u8> {
+        fn varint(out: &mut Vec<u8>, mut v: u64) {
+            while v >= 0x80 {
+                out.push(v as u8 | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+        fn tag(out: &mut Vec<u8>, field: u64, wire: u64) {
+            varint(out, field << 3 | wire);
+        }
+        fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+            tag(out, field, 2);
+            varint(out, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+        fn int(out: &mut Vec<u8>, field: u64, v: i64) {
+            tag(out, field, 0);
+            varint(out, v as u64);
+        }
+        let code = |k: PieceKind| match k {
+            PieceKind::Normal => 1,
+            PieceKind::Unknown => 2,
+            PieceKind::Control => 3,
+            PieceKind::UserDefined => 4,
+            PieceKind::Unused => 5,
+            PieceKind::Byte => 6,
+        };
+        let mut out = Vec::new();
+        for (p, score, k) in &self.pieces {
+            let mut m = Vec::new();
+            bytes(&mut m, 1, p.as_bytes());
+            tag(&mut m, 2, 5);
+            m.extend_from_slice(&score.to_le_bytes());
+            int(&mut m, 3, code(*k));
+            bytes(&mut out, 1, &m);
+        }
+        let id = |i: Option<u32>| i.map_or(-1, i64::from);
+        let piece = |i: Option<u32>| {
+            i.and_then(|i| self.pieces.get(i as usize))
+                .map_or("", |p| p.0.as_str())
+        };
+        let unk = Some(self.unk_id);
+        let mut t = Vec::new();
+        int(&mut t, 3, 2); // model_type: BPE
+        int(&mut t, 4, self.pieces.len() as i64); // vocab_size
+        int(&mut t, 35, self.byte_fallback as i64);
+        for (f, i) in [(40, unk), (41, bos), (42, eos), (43, pad)] {
+            int(&mut t, f, id(i));
+        }
+        for (f, i) in [(45, unk), (46, bos), (47, eos), (48, pad)] {
+            if i.is_some() {
+                bytes(&mut t, f, piece(i).as_bytes());
+            }
+        }
+        bytes(&mut out, 2, &t);
+        let mut n = Vec::new();
+        bytes(&mut n, 1, b"identity");
+        int(&mut n, 3, self.add_dummy_prefix as i64);
+        int(&mut n, 4, self.remove_extra_whitespaces as i64);
+        int(&mut n, 5, self.escape_whitespaces as i64);
+        bytes(&mut out, 3, &n);
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_proto_round_trips() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/assets/tokenizer/tokenizer.model"
+        );
+        let sp = SentencePiece::from_file(std::path::Path::new(path)).unwrap();
+        let back =
+            SentencePiece::from_bytes(&sp.to_model_proto(Some(2), Some(1), Some(0))).unwrap();
+        assert_eq!(back.pieces(), sp.pieces());
+        let text = "Hello  world, \u{4f60}\u{597d} \u{1f600}\n<start_of_turn>user";
+        assert_eq!(back.encode(text), sp.encode(text));
+        assert_eq!(
+            (
+                back.add_dummy_prefix,
+                back.remove_extra_whitespaces,
+                back.escape_whitespaces,
+                back.byte_fallback
+            ),
+            (
+                sp.add_dummy_prefix,
+                sp.remove_extra_whitespaces,
+                sp.escape_whitespaces,
+                sp.byte_fallback
+            )
+        );
+    }
 
     #[test]
     fn rejects_garbage() {

@@ -462,19 +462,21 @@ unsafe fn a2_q6_k<const T: usize>(p: *const u8, nb: usize, x: [*const AK; T]) ->
 // ---------------------------------------------------------------------------------------------
 // AVX-512: shared constants and layouts
 
-/// How far ahead (bytes) a single Q4_0 row is prefetched while it is read (`row_q4_0`). The
-/// hardware prefetchers alone leave this kernel short of the memory bandwidth (its
-/// 72-byte steps are not line-aligned, and it spends more instructions per byte than the
-/// others); a few lines ahead of the loads measured +10-18 % on 2 threads from DRAM (A/B in
-/// one process, gemma-2b's 2048-column rows, distances 64-1024: 128-384 best). The other
-/// single-row kernels measured neutral or slightly worse with it and do not prefetch.
-const PREFETCH_Q4_ROW: usize = 256;
+/// How far ahead (bytes) the in-place decode kernels prefetch the rows they read: one row at a
+/// time (`row_q4_0`, `row_q8_0`, `rows_q4_k::<1>`, `rows_q6_k::<1>`) or four interleaved
+/// (`rows_*::<4>`). The hardware prefetchers stop at every 4 KiB page and leave these kernels
+/// short of the memory bandwidth (the 34-, 18-, 144- and 210-byte blocks are not line-aligned,
+/// and each step spends more instructions per byte than a plain read); a software prefetch a
+/// page ahead keeps the lines coming across page boundaries. Chosen by A/B in one process on
+/// 2 threads from DRAM (600-900 MB of gemma-2b-shaped matrices in file order, 9 alternating
+/// rounds, 2026-12-05): against the earlier 256 bytes for Q4_0 rows and none for the others,
+/// 2048 bytes gave +5-8 % for every block type, 4096 +8-11 % (Q4_0 39.7 -> 43.8 GB/s, Q6_K
+/// 41.6 -> 46.1, Q4_K 40.8 -> 45.4, Q8_0 40.7 -> 45.5), 8192 no more; the 4-row passes the
+/// same at 768 and 4096.
+const PREFETCH_ROW: usize = 4096;
 
-/// How far ahead (bytes) each row of a 4-row pass (`rows_q4_0`, `rows_q8_0`,
-/// `rows_q4_k`, `rows_q6_k`) is prefetched: four interleaved streams are more than the
-/// hardware prefetchers follow well; measured +7-30 % on 2 threads (16384-column rows,
-/// distances 512-1152 all good).
-const PREFETCH_MULTI: usize = 768;
+/// How far ahead (bytes) each row of a 4-row pass is prefetched (see [`PREFETCH_ROW`]).
+const PREFETCH_MULTI: usize = 4096;
 
 /// Prefetches the `n` cache lines from `p + d` into L1 (`d == 0`: none).
 #[inline(always)]
@@ -755,6 +757,7 @@ macro_rules! avx512_quant {
                     let mut acc = [_mm512_setzero_ps(); 2];
                     let ng = nb / 4;
                     for g in 0..ng {
+                        prefetch_lines(p.add(136 * g), PREFETCH_ROW, 3);
                         step_q8_0::<false>(p.add(136 * g), a.add(2 * g), idx_d, &mut acc);
                     }
                     if nb % 4 != 0 {
@@ -786,7 +789,7 @@ macro_rules! avx512_quant {
                     let idx_d = _mm512_loadu_si512(IDX_Q8_D.as_ptr() as *const _);
                     let mut acc = [[_mm512_setzero_ps(); 2]; R];
                     let ng = nb / 4;
-                    let d = if R > 1 { PREFETCH_MULTI } else { 0 };
+                    let d = if R > 1 { PREFETCH_MULTI } else { PREFETCH_ROW };
                     for g in 0..ng {
                         for r in 0..R {
                             let pg = p[r].add(4 * bb * g);
@@ -895,7 +898,7 @@ macro_rules! avx512_quant {
                     let ng = nb / 4;
                     let mut g = 0;
                     while g + 2 <= ng {
-                        prefetch_lines(p.add(72 * g), PREFETCH_Q4_ROW, 3);
+                        prefetch_lines(p.add(72 * g), PREFETCH_ROW, 3);
                         step2_q4_0(p.add(72 * g), &a[g..g + 2], &idx2, &mut acc);
                         g += 2;
                     }
@@ -932,11 +935,7 @@ macro_rules! avx512_quant {
                     ];
                     let mut acc = [_mm512_setzero_ps(); R];
                     let ng = nb / 4;
-                    let d = if R > 1 {
-                        PREFETCH_MULTI
-                    } else {
-                        PREFETCH_Q4_ROW
-                    };
+                    let d = if R > 1 { PREFETCH_MULTI } else { PREFETCH_ROW };
                     for (g, ag) in a[..ng].iter().enumerate() {
                         for r in 0..R {
                             prefetch_lines(p[r].add(72 * g), d, 2);
@@ -1214,7 +1213,7 @@ macro_rules! avx512_quant {
                     });
                     let mut acc = [_mm512_setzero_ps(); R];
                     let mut accm = [_mm_setzero_ps(); R];
-                    let pfd = if R > 1 { PREFETCH_MULTI } else { 0 };
+                    let pfd = if R > 1 { PREFETCH_MULTI } else { PREFETCH_ROW };
                     for k in 0..nb {
                         let xb = &*x.add(k);
                         let xv: [__m512i; 4] = std::array::from_fn(|g| {
@@ -1281,7 +1280,7 @@ macro_rules! avx512_quant {
                         _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
                     ];
                     let mut acc = [_mm512_setzero_ps(); R];
-                    let pfd = if R > 1 { PREFETCH_MULTI } else { 0 };
+                    let pfd = if R > 1 { PREFETCH_MULTI } else { PREFETCH_ROW };
                     for k in 0..nb {
                         let xb = &*x.add(k);
                         let xv: [__m512i; 4] = std::array::from_fn(|g| {

@@ -1014,6 +1014,7 @@ macro_rules! avx512_quant {
                         for (r, acc) in acc.iter_mut().enumerate() {
                             let (at, n) = piece_at(DType::Q4_0.block_bytes(), nb, g, r);
                             let q = p.add(at);
+                            prefetch_lines(q, PREFETCH_ROW, 5);
                             let (mut i0, mut i1) = (corr, _mm512_setzero_si512());
                             for k in 0..4 {
                                 let w = load_word(q, n, k);
@@ -1151,6 +1152,7 @@ macro_rules! avx512_quant {
                         for (r, acc) in acc.iter_mut().enumerate() {
                             let (at, n) = piece_at(DType::Q8_0.block_bytes(), nb, g, r);
                             let q = p.add(at);
+                            prefetch_lines(q, PREFETCH_ROW, 9);
                             let mut i = [
                                 if $vnni { corr } else { _mm512_setzero_si512() },
                                 _mm512_setzero_si512(),

@@ -549,17 +549,24 @@ static IDX_Q8_D: [i16; 32] = {
     a
 };
 
-/// `vpermw` indices spreading Q4_K's scales (words 0..8 of `[sc0..sc7, m0..m7]`) over the
-/// `vpmaddubsw` words of the four 64-value groups: group `i` holds sub-blocks `a` (words
-/// 0..16) and `b` (16..32) with `(a, b)` = (0, 2), (1, 3), (4, 6), (5, 7).
-static IDX_Q4K_SC: [[i16; 32]; 4] = {
+/// `vpshufb` controls spreading Q4_K's scales (bytes 0..8 of `[sc0..sc7, m0..m7]`, in every
+/// 128-bit lane) over the `vpmaddubsw` words of the four 64-value groups as zero-extended words:
+/// group `i` holds sub-blocks `a` (lanes 0-1) and `b` (lanes 2-3) with `(a, b)` = (0, 2),
+/// (1, 3), (4, 6), (5, 7).
+static SHUF_Q4K_SC: [[i8; 64]; 4] = {
     let pairs = [(0, 2), (1, 3), (4, 6), (5, 7)];
-    let mut a = [[0i16; 32]; 4];
+    let mut a = [[0i8; 64]; 4];
     let mut i = 0;
     while i < 4 {
         let mut j = 0;
-        while j < 32 {
-            a[i][j] = if j < 16 { pairs[i].0 } else { pairs[i].1 };
+        while j < 64 {
+            a[i][j] = if j % 2 == 1 {
+                -128
+            } else if j < 32 {
+                pairs[i].0
+            } else {
+                pairs[i].1
+            };
             j += 1;
         }
         i += 1;
@@ -1197,6 +1204,33 @@ macro_rules! avx512_quant {
                 _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps::<1>(m, m)))
             }
 
+            /// The first 16 bytes of a Q4_K block at `b` (`d`, `dmin`, 12 packed scale bytes)
+            /// decoded in registers, as [`q4k_scales`] does with general-purpose ones: the 8
+            /// scales (bytes 0..8) and 8 mins (bytes 8..16), and `[d * dx, dmin * dx]` in
+            /// lanes 0 and 1.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn q4k_head(b: *const u8, dx: f32) -> (__m128i, __m128) {
+                // SAFETY: the caller guarantees 16 readable bytes at b.
+                unsafe {
+                    let v = _mm_loadu_si128(b as *const __m128i);
+                    // Dwords of v: [d | dmin, u0, u1, u2].
+                    let a = _mm_shuffle_epi32::<0b11_10_11_01>(v); // [u0, u2, u1, u2]
+                    let c = _mm_shuffle_epi32::<0b10_10_01_01>(v); // [u0, u0, u1, u1]
+                    let lo = _mm_and_si128(
+                        _mm_srlv_epi32(a, _mm_set_epi32(4, 0, 0, 0)),
+                        _mm_set_epi32(0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f),
+                    );
+                    // ((u >> 6) & 0x03) << 4 per byte = (u >> 2) & 0x30.
+                    let hi = _mm_and_si128(
+                        _mm_srli_epi32::<2>(c),
+                        _mm_set_epi32(0x3030_3030, 0, 0x3030_3030, 0),
+                    );
+                    let dd = _mm_mul_ps(_mm_cvtph_ps(v), _mm_set1_ps(dx));
+                    (_mm_or_si128(lo, hi), dd)
+                }
+            }
+
             /// `R` Q4_K rows (`nb` super-blocks each at `p[r]`) times one token: each block's
             /// activations are loaded once for the `R` rows (long rows' activations do not stay
             /// in L1 from one row to the next).
@@ -1211,7 +1245,7 @@ macro_rules! avx512_quant {
                 unsafe {
                     let m4 = _mm512_set1_epi8(0x0F);
                     let idx: [__m512i; 4] = std::array::from_fn(|i| {
-                        _mm512_loadu_si512(IDX_Q4K_SC[i].as_ptr() as *const _)
+                        _mm512_loadu_si512(SHUF_Q4K_SC[i].as_ptr() as *const _)
                     });
                     let mut acc = [_mm512_setzero_ps(); R];
                     let mut accm = [_mm_setzero_ps(); R];
@@ -1225,16 +1259,9 @@ macro_rules! avx512_quant {
                         for r in 0..R {
                             let b = p[r].add(144 * k);
                             prefetch_lines(b, pfd, 3);
-                            let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
-                            let sm = q4k_scales(b.add(4));
-                            let sm16 = _mm256_cvtepu8_epi16(_mm_set_epi32(
-                                sm[3] as i32,
-                                sm[2] as i32,
-                                sm[1] as i32,
-                                sm[0] as i32,
-                            ));
-                            let mins = _mm256_extracti128_si256::<1>(sm16);
-                            let sm512 = _mm512_castsi256_si512(sm16);
+                            let (sm, dd) = q4k_head(b, xb.d);
+                            let mins = _mm_cvtepu8_epi16(_mm_srli_si128::<8>(sm));
+                            let sb = _mm512_broadcast_i32x4(sm);
                             let v0 = _mm512_loadu_si512(b.add(16) as *const _);
                             let v1 = _mm512_loadu_si512(b.add(80) as *const _);
                             let q = [
@@ -1245,16 +1272,17 @@ macro_rules! avx512_quant {
                             ];
                             let mut i = _mm512_setzero_si512();
                             for g in 0..4 {
-                                let sg = _mm512_permutexvar_epi16(idx[g], sm512);
+                                let sg = _mm512_shuffle_epi8(sb, idx[g]);
                                 i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv[g]), sg);
                             }
                             acc[r] = _mm512_fmadd_ps(
                                 _mm512_cvtepi32_ps(i),
-                                _mm512_set1_ps(d * xb.d),
+                                _mm512_broadcastss_ps(dd),
                                 acc[r],
                             );
                             let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
-                            accm[r] = _mm_fmadd_ps(m, _mm_set1_ps(dmin * xb.d), accm[r]);
+                            let dm = _mm_permute_ps::<0b01_01_01_01>(dd);
+                            accm[r] = _mm_fmadd_ps(m, dm, accm[r]);
                         }
                     }
                     std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - hsum4(accm[r]))

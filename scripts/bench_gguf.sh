@@ -141,9 +141,9 @@ for (t, size, fd, ld, fp, lp, fr, lr, fa, la, fw, lw, fc, lc, bw) in rows:
         t = f"{t.split('+')[0]}, frugal `--quant {t.split('+')[1]}`"
     lines.append(f"| {t} | {size/GiB:.2f} GiB | {fd:.2f} / {ld:.2f} ({fd/ld:.2f}x) | {100*fc:.0f} % / {100*lc:.0f} % ({bw/1e9:.1f}) | {fp:.1f} / {lp:.1f} ({fp/lp:.2f}x) | "
                  f"{fr/GiB:.2f} GiB ({fr/size:.3f}x file) / {lr/GiB:.2f} GiB ({lr/size:.3f}x) | {fa/MiB:.0f} / {la/MiB:.0f} MiB | {fw:.2f} / {lw:.2f} |")
-lines += ["", "Memory bandwidth on this machine varies with its neighbours (30-50 GB/s for 2 threads, minute to minute); runs alternate so both programs see the same conditions. "
+lines += ["", "Memory bandwidth on this machine varies with its neighbours (30-70 GB/s for 2 threads, minute to minute); runs alternate so both programs see the same conditions. "
           "The read ceiling is the rate at which frugal's probe (`frugal bench`: `weights_read_bytes_per_s`, every byte of the matrices a token reads, "
-          "64-byte vector loads, no arithmetic) reads the same file's weights in the same round, once after each program's decode; "
+          "64-byte vector loads, each line prefetched a page ahead, no arithmetic) reads the same file's weights in the same round, once after each program's decode; "
           "a program's percentage is its decode rate times the bytes a token reads, over that rate. A decoder cannot run faster than its ceiling: "
           "when both programs are near it, their ratio is bounded by it."]
 text = "\n".join(lines) + "\n"

@@ -347,7 +347,7 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Nam
             StoredDType::Known(DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K)
                 if e.shape.len() == 2 => {}
             ref d => bail!(
-                "{file}: tensor `{}` is stored as {d}; frugal reads bf16, f16 and f32 weights in place, int8 matrices with per-row `weight_scaler`, and GGUF matrices in Q8_0, Q4_0, Q4_K or Q6_K",
+                "{file}: tensor `{}` is stored as {d}; frugal reads bf16, f16 and f32 weights in place, int8 matrices with per-row `weight_scaler`, and GGUF matrices in Q8_0, Q4_0, Q4_K or Q6_K: requantize the file to one of those (llama.cpp's `llama-quantize --allow-requantize IN OUT Q4_K_M`, or `Q8_0` for the least loss), or give frugal the model's bf16 or f16 weights",
                 e.name,
             ),
         }

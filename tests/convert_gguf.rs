@@ -3,12 +3,11 @@
 //! `--quant` to other blocks). The GGUF inputs are the ones frugal writes from the fixture
 //! models, which `scripts/check_gguf_export.py` checks against gguf-py and llama.cpp.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use common::fixture_with_spm;
+use std::path::Path;
+use std::process::Command;
 
 fn frugal(args: &[&str]) -> std::process::Output {
     let o = Command::new(env!("CARGO_BIN_EXE_frugal"))
@@ -21,22 +20,6 @@ fn frugal(args: &[&str]) -> std::process::Output {
         String::from_utf8_lossy(&o.stderr)
     );
     o
-}
-
-/// A fixture model folder with the bundled tokenizer.model beside it.
-fn fixture_with_spm(tmp: &Path, name: &str) -> PathBuf {
-    let dir = tmp.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for e in std::fs::read_dir(root().join("tests/fixtures/models").join(name)).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-    }
-    std::fs::copy(
-        root().join("assets/tokenizer/tokenizer.model"),
-        dir.join("tokenizer.model"),
-    )
-    .unwrap();
-    dir
 }
 
 fn p(p: &Path) -> &str {

@@ -3,7 +3,10 @@
 //! tests/fixtures/gguf_export/expected.json); bad requests are refused without a partial file.
 
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::fixture_with_spm;
+use std::path::Path;
 use std::process::Command;
 
 fn root() -> &'static Path {
@@ -15,23 +18,6 @@ fn frugal(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-/// A fixture model folder with the bundled tokenizer.model beside it (GGUF carries the
-/// SentencePiece vocabulary), as the check script prepares it.
-fn fixture_with_spm(tmp: &Path, name: &str) -> PathBuf {
-    let dir = tmp.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for e in std::fs::read_dir(root().join("tests/fixtures/models").join(name)).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-    }
-    std::fs::copy(
-        root().join("assets/tokenizer/tokenizer.model"),
-        dir.join("tokenizer.model"),
-    )
-    .unwrap();
-    dir
 }
 
 #[test]

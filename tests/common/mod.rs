@@ -62,6 +62,23 @@ pub fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+/// A copy of the fixture folder `name` under `tmp` with the bundled tokenizer.model beside it
+/// (GGUF carries the SentencePiece vocabulary), as `scripts/check_gguf_export.py` prepares it.
+pub fn fixture_with_spm(tmp: &Path, name: &str) -> std::path::PathBuf {
+    let dir = tmp.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tokenizer/tokenizer.model"),
+        dir.join("tokenizer.model"),
+    )
+    .unwrap();
+    dir
+}
+
 /// One case of `tests/fixtures/tokenizer/cases.json` (scripts/make_fixtures.py): a text with
 /// the ids and decoding of the `tokenizers` reference and of the sentencepiece library.
 pub struct TokenizerCase {

@@ -7,6 +7,7 @@
 //! Weights are read with unaligned loads (the memory map only guarantees element alignment).
 
 use super::scalar;
+use super::x86q::PREFETCH;
 use super::{Acc, DType, Kernel, MatRef, TILE_R, TILE_T};
 use std::arch::x86_64::*;
 
@@ -793,7 +794,7 @@ impl Avx512Bf16 {
 
 /// XOR of all little-endian u64 words of `p` (`len` bytes, a multiple of 256), as
 /// [`scalar::xor_fold`]: every byte is loaded with full-width vector loads, four independent
-/// chains, each line prefetched a page (4096 bytes) ahead as the quantized decode kernels do: the
+/// chains, each line prefetched [`PREFETCH`] bytes (a page) ahead as the quantized decode kernels do: the
 /// access pattern of the decode kernels without their arithmetic. (Without the prefetch this
 /// probe read 5-10 % slower than those kernels run, and was no ceiling.)
 #[target_feature(enable = "avx512f")]
@@ -805,7 +806,7 @@ unsafe fn xor_lines512(p: *const u8, len: usize) -> u64 {
             // SAFETY: a prefetch never faults, and its address is only computed (wrapping);
             // bytes c..c+256 of `p` exist (checked by the caller); unaligned loads.
             let v = unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(c + 64 * k + 4096) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(c + 64 * k + PREFETCH) as *const i8);
                 _mm512_loadu_si512(p.add(c + 64 * k) as *const _)
             };
             *acc = _mm512_xor_si512(*acc, v);

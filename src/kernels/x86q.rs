@@ -462,8 +462,8 @@ unsafe fn a2_q6_k<const T: usize>(p: *const u8, nb: usize, x: [*const AK; T]) ->
 // ---------------------------------------------------------------------------------------------
 // AVX-512: shared constants and layouts
 
-/// How far ahead (bytes) the in-place decode kernels prefetch the rows they read: one row at a
-/// time (`row_q4_0`, `row_q8_0`, `rows_q4_k::<1>`, `rows_q6_k::<1>`) or four interleaved
+/// How far ahead (bytes) the in-place decode kernels prefetch the rows they read ([`prefetch_lines`]):
+/// one row at a time (`row_q4_0`, `row_q8_0`, `rows_q4_k::<1>`, `rows_q6_k::<1>`) or four interleaved
 /// (`rows_*::<4>`). The hardware prefetchers stop at every 4 KiB page and leave these kernels
 /// short of the memory bandwidth (the 34-, 18-, 144- and 210-byte blocks are not line-aligned,
 /// and each step spends more instructions per byte than a plain read); a software prefetch a
@@ -473,20 +473,16 @@ unsafe fn a2_q6_k<const T: usize>(p: *const u8, nb: usize, x: [*const AK; T]) ->
 /// 2048 bytes gave +5-8 % for every block type, 4096 +8-11 % (Q4_0 39.7 -> 43.8 GB/s, Q6_K
 /// 41.6 -> 46.1, Q4_K 40.8 -> 45.4, Q8_0 40.7 -> 45.5), 8192 no more; the 4-row passes the
 /// same at 768 and 4096.
-const PREFETCH_ROW: usize = 4096;
+/// The x4 kernels of `--quant` and the read-rate probe ([`super::read_rate`]) prefetch as far.
+pub(crate) const PREFETCH: usize = 4096;
 
-/// How far ahead (bytes) each row of a 4-row pass is prefetched (see [`PREFETCH_ROW`]).
-const PREFETCH_MULTI: usize = 4096;
-
-/// Prefetches the `n` cache lines from `p + d` into L1 (`d == 0`: none).
+/// Prefetches the `n` cache lines from `p + PREFETCH` into L1.
 #[inline(always)]
-fn prefetch_lines(p: *const u8, d: usize, n: usize) {
-    if d > 0 {
-        for i in 0..n {
-            // SAFETY: a prefetch never faults; the address is only computed (wrapping), so
-            // it may lie past the row or the mapping.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(d + 64 * i) as *const i8) };
-        }
+fn prefetch_lines(p: *const u8, n: usize) {
+    for i in 0..n {
+        // SAFETY: a prefetch never faults; the address is only computed (wrapping), so it may
+        // lie past the row or the mapping.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64 * i) as *const i8) };
     }
 }
 
@@ -764,7 +760,7 @@ macro_rules! avx512_quant {
                     let mut acc = [_mm512_setzero_ps(); 2];
                     let ng = nb / 4;
                     for g in 0..ng {
-                        prefetch_lines(p.add(136 * g), PREFETCH_ROW, 3);
+                        prefetch_lines(p.add(136 * g), 3);
                         step_q8_0::<false>(p.add(136 * g), a.add(2 * g), idx_d, &mut acc);
                     }
                     if nb % 4 != 0 {
@@ -796,11 +792,10 @@ macro_rules! avx512_quant {
                     let idx_d = _mm512_loadu_si512(IDX_Q8_D.as_ptr() as *const _);
                     let mut acc = [[_mm512_setzero_ps(); 2]; R];
                     let ng = nb / 4;
-                    let d = if R > 1 { PREFETCH_MULTI } else { PREFETCH_ROW };
                     for g in 0..ng {
                         for r in 0..R {
                             let pg = p[r].add(4 * bb * g);
-                            prefetch_lines(pg, d, 3);
+                            prefetch_lines(pg, 3);
                             step_q8_0::<I8>(pg, a.add(2 * g), idx_d, &mut acc[r]);
                         }
                     }
@@ -905,7 +900,7 @@ macro_rules! avx512_quant {
                     let ng = nb / 4;
                     let mut g = 0;
                     while g + 2 <= ng {
-                        prefetch_lines(p.add(72 * g), PREFETCH_ROW, 3);
+                        prefetch_lines(p.add(72 * g), 3);
                         step2_q4_0(p.add(72 * g), &a[g..g + 2], &idx2, &mut acc);
                         g += 2;
                     }
@@ -942,10 +937,9 @@ macro_rules! avx512_quant {
                     ];
                     let mut acc = [_mm512_setzero_ps(); R];
                     let ng = nb / 4;
-                    let d = if R > 1 { PREFETCH_MULTI } else { PREFETCH_ROW };
                     for (g, ag) in a[..ng].iter().enumerate() {
                         for r in 0..R {
-                            prefetch_lines(p[r].add(72 * g), d, 2);
+                            prefetch_lines(p[r].add(72 * g), 2);
                             step_q4_0(p[r].add(72 * g), ag, &idx, &mut acc[r]);
                         }
                     }
@@ -1021,7 +1015,7 @@ macro_rules! avx512_quant {
                         for (r, acc) in acc.iter_mut().enumerate() {
                             let (at, n) = piece_at(DType::Q4_0.block_bytes(), nb, g, r);
                             let q = p.add(at);
-                            prefetch_lines(q, PREFETCH_ROW, 5);
+                            prefetch_lines(q, 5);
                             let (mut i0, mut i1) = (corr, _mm512_setzero_si512());
                             for k in 0..4 {
                                 let w = load_word(q, n, k);
@@ -1159,7 +1153,7 @@ macro_rules! avx512_quant {
                         for (r, acc) in acc.iter_mut().enumerate() {
                             let (at, n) = piece_at(DType::Q8_0.block_bytes(), nb, g, r);
                             let q = p.add(at);
-                            prefetch_lines(q, PREFETCH_ROW, 9);
+                            prefetch_lines(q, 9);
                             let mut i = [
                                 if $vnni { corr } else { _mm512_setzero_si512() },
                                 _mm512_setzero_si512(),
@@ -1249,7 +1243,6 @@ macro_rules! avx512_quant {
                     });
                     let mut acc = [_mm512_setzero_ps(); R];
                     let mut accm = [_mm_setzero_ps(); R];
-                    let pfd = if R > 1 { PREFETCH_MULTI } else { PREFETCH_ROW };
                     for k in 0..nb {
                         let xb = &*x.add(k);
                         let xv: [__m512i; 4] = std::array::from_fn(|g| {
@@ -1258,7 +1251,7 @@ macro_rules! avx512_quant {
                         let bs = _mm_loadu_si128(xb.bsums32.as_ptr() as *const __m128i);
                         for r in 0..R {
                             let b = p[r].add(144 * k);
-                            prefetch_lines(b, pfd, 3);
+                            prefetch_lines(b, 3);
                             let (sm, dd) = q4k_head(b, xb.d);
                             let mins = _mm_cvtepu8_epi16(_mm_srli_si128::<8>(sm));
                             let sb = _mm512_broadcast_i32x4(sm);
@@ -1310,7 +1303,6 @@ macro_rules! avx512_quant {
                         _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
                     ];
                     let mut acc = [_mm512_setzero_ps(); R];
-                    let pfd = if R > 1 { PREFETCH_MULTI } else { PREFETCH_ROW };
                     for k in 0..nb {
                         let xb = &*x.add(k);
                         let xv: [__m512i; 4] = std::array::from_fn(|g| {
@@ -1319,7 +1311,7 @@ macro_rules! avx512_quant {
                         let bs = _mm256_loadu_si256(xb.bsums16.as_ptr() as *const __m256i);
                         for r in 0..R {
                             let b = p[r].add(210 * k);
-                            prefetch_lines(b, pfd, 4);
+                            prefetch_lines(b, 4);
                             let d = f16_at(b.add(208));
                             let sc16 =
                                 _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));

@@ -687,7 +687,7 @@ fn convert_with(a: &ConvertArgs, monitor: &Monitor) -> Result<()> {
                 if s.dtype.is_quantized() || s.plus_one {
                     // Converted whole rows at a time through one f32 buffer of about 8 MiB.
                     let cols = *s.shape.last().unwrap_or(&1);
-                    let in_row = s.bytes.len() / (s.bytes.len() / s.dtype.row_bytes(cols)?).max(1);
+                    let in_row = s.dtype.row_bytes(cols)?;
                     let rows = ((8 << 20) / (cols * 4)).max(1);
                     let sub = if s.plus_one { 1.0 } else { 0.0 };
                     let (mut f, mut out) = (Vec::new(), Vec::new());

@@ -11,14 +11,16 @@ pub mod checkpoint;
 pub mod cli;
 pub mod export;
 pub mod generate;
-pub mod kernels;
 pub mod load;
 pub mod memory;
 pub mod model;
 pub mod output;
 pub mod progress;
-pub mod quant;
 pub mod synth;
 pub mod tiny;
 pub mod tokenizer;
 pub mod trace;
+
+pub use frugal_kernels as kernels;
+pub use frugal_quant as quant;
+pub use frugal_tensor as tensor;

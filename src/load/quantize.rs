@@ -134,7 +134,7 @@ impl QuantKind {
     /// see [`crate::quant::x4`]).
     pub fn target(self, rows: usize, cols: usize) -> DType {
         match self.dtype_for(cols) {
-            d @ (DType::Q4_0 | DType::Q8_0) => crate::quant::x4::layout_for(d, rows, cols),
+            d @ (DType::Q4_0 | DType::Q8_0) => crate::kernels::layout_for(d, rows, cols),
             d => d,
         }
     }
@@ -456,7 +456,7 @@ fn quantize_entry(
                             || (vec![0f32; e.cols], vec![0u8; quad * out_row]),
                             |(row, plain), (q, out)| {
                                 for (i, p) in plain.chunks_exact_mut(out_row).enumerate() {
-                                    m.row_to_f32(quad * q + i, row);
+                                    crate::quant::row_to_f32(&m, quad * q + i, row);
                                     crate::quant::quantize_row(row, plain_dtype, p);
                                 }
                                 crate::quant::x4::interleave_quad(plain_dtype, plain, out);
@@ -466,7 +466,7 @@ fn quantize_entry(
                         d.par_chunks_mut(out_row).enumerate().for_each_init(
                             || vec![0f32; e.cols],
                             |row, (r, out)| {
-                                m.row_to_f32(r, row);
+                                crate::quant::row_to_f32(&m, r, row);
                                 crate::quant::quantize_row(row, e.dtype, out);
                             },
                         );

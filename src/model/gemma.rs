@@ -233,7 +233,7 @@ impl<'a> Gemma<'a> {
         let mut x = vec![0f32; n * h];
         for (t, &tok) in tokens.iter().enumerate() {
             let row = &mut x[t * h..(t + 1) * h];
-            self.w.embed.row_to_f32(tok as usize, row);
+            crate::quant::row_to_f32(&self.w.embed, tok as usize, row);
             row.iter_mut().for_each(|v| *v *= scale);
             if let Some(s) = &self.streaming {
                 s.pager.evict(self.w.embed.row_span(tok as usize));

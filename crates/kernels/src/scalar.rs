@@ -3,39 +3,7 @@
 use super::{Acc, DType, Kernel, MatRef, TILE_T};
 use half::{bf16, f16};
 
-/// Converts little-endian bytes of `dtype` to f32 (dequantizes quantized blocks: `out.len()`
-/// must then be a whole number of blocks).
-pub fn to_f32(bytes: &[u8], dtype: DType, out: &mut [f32]) {
-    assert_eq!(Ok(bytes.len()), dtype.row_bytes(out.len()), "byte length");
-    match dtype {
-        DType::F32 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        DType::F16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        DType::BF16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        DType::I8 => {
-            for (o, &b) in out.iter_mut().zip(bytes) {
-                *o = b as i8 as f32;
-            }
-        }
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K => {
-            crate::quant::dequantize_row(bytes, dtype, out)
-        }
-        DType::Q4_0X4 | DType::Q8_0X4 => {
-            panic!("x4 rows are interleaved: take one with MatRef::row_to_f32")
-        }
-    }
-}
+pub use frugal_quant::to_f32;
 
 /// Dot product of one stored row with f32 activations, accumulated in f32 (unscaled: an int8
 /// row's scale is applied by the caller). Quantized rows are dequantized block by block: this
@@ -68,7 +36,7 @@ pub fn dot(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
             let (bl, bb) = (dtype.block_len(), dtype.block_bytes());
             let mut buf = [0f32; 256];
             for (blk, xb) in row.chunks_exact(bb).zip(x.chunks_exact(bl)) {
-                crate::quant::dequantize_row(blk, dtype, &mut buf[..bl]);
+                frugal_quant::dequantize_row(blk, dtype, &mut buf[..bl]);
                 for (&w, &xv) in buf.iter().zip(xb) {
                     acc += w * xv;
                 }

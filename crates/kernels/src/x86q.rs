@@ -46,7 +46,7 @@ use super::qmat::{
 };
 use super::x86::{Avx2, Avx512};
 use super::{DType, Isa, MatRef};
-use crate::quant::x4::piece_at;
+use frugal_quant::x4::piece_at;
 use std::arch::x86_64::*;
 
 /// Proof that the CPU has AVX-512F/BW/VL and AVX512_VNNI.
@@ -958,7 +958,7 @@ macro_rules! avx512_quant {
                 }
             }
 
-            /// Word vector `k` of the piece of `n` blocks at `q` ([`crate::quant::x4`]): lane `j`
+            /// Word vector `k` of the piece of `n` blocks at `q` ([`frugal_quant::x4`]): lane `j`
             /// is block `j`'s word `k`, lanes from `n` on zero.
             #[inline]
             #[target_feature(enable = $feat)]
@@ -2015,7 +2015,7 @@ mod tests {
             // SAFETY: 12 readable bytes.
             let u = unsafe { super::q4k_scales(bytes.as_ptr()) };
             let b: [u8; 16] = unsafe { std::mem::transmute(u) };
-            let (sc, m) = crate::quant::q4_k::scales_mins(&bytes);
+            let (sc, m) = frugal_quant::q4_k::scales_mins(&bytes);
             assert_eq!(&b[..8], &sc);
             assert_eq!(&b[8..], &m);
         }

@@ -29,9 +29,57 @@ pub mod q6_k;
 pub mod q8_0;
 pub mod x4;
 
-pub use crate::kernels::{DType, LayoutError};
+pub use frugal_tensor::{DType, LayoutError, MatRef};
 use half::{bf16, f16};
 use rayon::prelude::*;
+
+/// Converts little-endian bytes of `dtype` to f32 (dequantizes quantized blocks: `out.len()`
+/// must then be a whole number of blocks).
+pub fn to_f32(bytes: &[u8], dtype: DType, out: &mut [f32]) {
+    assert_eq!(Ok(bytes.len()), dtype.row_bytes(out.len()), "byte length");
+    match dtype {
+        DType::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        DType::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        DType::I8 => {
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = b as i8 as f32;
+            }
+        }
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K => dequantize_row(bytes, dtype, out),
+        DType::Q4_0X4 | DType::Q8_0X4 => {
+            panic!("x4 rows are interleaved: take one with row_to_f32")
+        }
+    }
+}
+
+/// Row `r` of `m` as f32 into `out`, its per-row scale applied (embedding lookups, checks): a
+/// block row dequantized, a row of an x4 layout taken out of its quad first.
+pub fn row_to_f32(m: &MatRef, r: usize, out: &mut [f32]) {
+    if let Some(p) = x4::plain_of(m.dtype) {
+        let mut plain = vec![0u8; m.row_stride()];
+        x4::row_plain(m.dtype, m.data, m.row_stride(), r, &mut plain);
+        to_f32(&plain, p, out);
+    } else {
+        to_f32(m.row_bytes(r), m.dtype, out);
+    }
+    if let Some(s) = &m.scale {
+        let s = s.get(r);
+        out.iter_mut().for_each(|v| *v *= s);
+    }
+}
 
 /// Why a quantization request cannot be done.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -300,7 +348,7 @@ pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 /// llama.cpp's `nearest_int`: round to nearest, ties to even, by adding 1.5 * 2^23 (valid for
 /// `|v| <= 2^22`, which every caller guarantees; out of range it wraps as llama.cpp's does).
 #[inline(always)]
-pub(crate) fn nearest_int(v: f32) -> i32 {
+pub fn nearest_int(v: f32) -> i32 {
     let f = v + 12582912.0;
     (f.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }

@@ -18,39 +18,12 @@
 //! 1.3 GB: 97-100 % of a plain read's rate, against 75-80 % for plain Q4_0 rows (72-byte steps,
 //! two shuffles per 4 blocks) and 68 % for four plain rows read side by side.
 
-use super::DType;
-
-/// Blocks per piece.
-pub const PIECE_BLOCKS: usize = 16;
-/// Rows per quad.
-pub const QUAD: usize = 4;
-
-/// The plain block dtype of a layout (`Q4_0X4` -> `Q4_0`, `Q8_0X4` -> `Q8_0`).
-pub fn plain_of(dtype: DType) -> Option<DType> {
-    match dtype {
-        DType::Q4_0X4 => Some(DType::Q4_0),
-        DType::Q8_0X4 => Some(DType::Q8_0),
-        _ => None,
-    }
-}
-
-/// The layout of a plain block dtype, if it has one.
-pub fn x4_of(plain: DType) -> Option<DType> {
-    match plain {
-        DType::Q4_0 => Some(DType::Q4_0X4),
-        DType::Q8_0 => Some(DType::Q8_0X4),
-        _ => None,
-    }
-}
+pub use frugal_tensor::x4::{fits, plain_of, row_span, x4_of, PIECE_BLOCKS, QUAD};
+use frugal_tensor::DType;
 
 /// Bytes per piece of a layout or of its plain dtype (16 blocks).
 pub fn piece_bytes(dtype: DType) -> usize {
     PIECE_BLOCKS * dtype.block_bytes()
-}
-
-/// Whether a `rows x cols` matrix can take these layouts: whole quads of rows, whole blocks.
-pub fn fits(rows: usize, cols: usize) -> bool {
-    rows > 0 && rows.is_multiple_of(QUAD) && cols > 0 && cols.is_multiple_of(32)
 }
 
 /// Pieces per row of `nb` blocks (the last one short when `nb` is not a multiple of 16).
@@ -131,21 +104,6 @@ pub fn quad_row(plain: DType, quad: &[u8], i: usize, out: &mut [u8]) {
 pub fn row_plain(dtype: DType, data: &[u8], row_bytes: usize, r: usize, out: &mut [u8]) {
     let plain = plain_of(dtype).expect("an x4 layout");
     quad_row(plain, row_span(data, row_bytes, r), r % QUAD, out);
-}
-
-/// The bytes that hold row `r` of a matrix in a layout: its quad.
-pub fn row_span(data: &[u8], row_bytes: usize, r: usize) -> &[u8] {
-    let q = r / QUAD;
-    &data[q * QUAD * row_bytes..(q + 1) * QUAD * row_bytes]
-}
-
-/// The dtype the loader gives a `rows x cols` matrix of `plain` blocks: its layout where the CPU
-/// runs the AVX-512 quantized kernels (which read it) and the shape fits, else `plain`.
-pub fn layout_for(plain: DType, rows: usize, cols: usize) -> DType {
-    match x4_of(plain) {
-        Some(x4) if fits(rows, cols) && crate::kernels::reads_x4() => x4,
-        _ => plain,
-    }
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub(crate) struct A4Group {
 }
 
 /// Sixteen activation blocks laid out for the AVX-512 decode kernels of the x4 layouts, in the
-/// order of a piece ([`crate::quant::x4`]): 32-bit lane `j` of 64-byte vector `k` holds block
+/// order of a piece ([`frugal_quant::x4`]): 32-bit lane `j` of 64-byte vector `k` holds block
 /// `j`'s values `4k..4k + 4` (Q4_0X4: vectors 0..4 meet the low nibbles, 4..8 the high ones);
 /// per block its scale and the correction of the weights' offset, `-8 * sum` for Q4_0's
 /// unsigned nibbles, `-128 * sum` for Q8_0's weights made unsigned (`w ^ 0x80 = w + 128`, for
@@ -108,7 +108,7 @@ pub(crate) fn k_pos(j: usize) -> usize {
 /// Rounds to the nearest integer, ties to even (llama.cpp's `nearest_int`); `|v| <= 2^22`.
 #[inline(always)]
 fn nearest(v: f32) -> i32 {
-    crate::quant::nearest_int(v)
+    frugal_quant::nearest_int(v)
 }
 
 /// Largest `|v|` of a block. The bit patterns of non-negative floats are ordered as the
@@ -346,7 +346,7 @@ pub(crate) fn dot_q4_0(row: &[u8], a: &[B32]) -> f32 {
 pub(crate) fn dot_q4_k(row: &[u8], a: &[AK]) -> f32 {
     let (mut acc, mut accm) = (0f32, 0f32);
     for (b, x) in row.chunks_exact(144).zip(a) {
-        let (sc, m) = crate::quant::q4_k::scales_mins(&b[4..16]);
+        let (sc, m) = frugal_quant::q4_k::scales_mins(&b[4..16]);
         let qs = &b[16..];
         let (mut isum, mut msum) = (0i32, 0i32);
         for j in 0..8 {
@@ -374,7 +374,7 @@ pub(crate) fn dot_q6_k(row: &[u8], a: &[AK]) -> f32 {
             let mut s = -32 * x.bsums16[j] as i32;
             for i in 0..16 {
                 let e = 16 * j + i;
-                s += crate::quant::q6_k::q6(b, e) as i32 * x.qs[e] as i32;
+                s += frugal_quant::q6_k::q6(b, e) as i32 * x.qs[e] as i32;
             }
             isum += (b[192 + j] as i8) as i32 * s;
         }
@@ -521,7 +521,7 @@ impl ScalarJob<'_> {
             // one, which is the only one the loader makes the x4 layouts for).
             let (d, stride) = (self.w.dtype, self.w.row_stride());
             let mut row = vec![0u8; stride];
-            crate::quant::x4::row_plain(d, self.w.data, stride, r, &mut row);
+            frugal_quant::x4::row_plain(d, self.w.data, stride, r, &mut row);
             return match d {
                 DType::Q4_0X4 => dot_q4_0(&row, self.a.b32(t)),
                 _ => dot_q8_0(&row, self.a.b32(t)),

@@ -33,7 +33,7 @@ fn random_matrix(
     cols: usize,
     misalign: bool,
 ) -> (Vec<u8>, usize) {
-    if let Some(plain_dtype) = crate::quant::x4::plain_of(dtype) {
+    if let Some(plain_dtype) = frugal_quant::x4::plain_of(dtype) {
         // Plain rows, interleaved quad by quad as the loader does.
         let (plain, _) = random_matrix(rng, plain_dtype, rows, cols, false);
         let off = usize::from(misalign);
@@ -49,7 +49,7 @@ fn random_matrix(
         let mut vals = vec![0f32; cols];
         for r in 0..rows {
             vals.iter_mut().for_each(|v| *v = rng.f32() * 2.0);
-            crate::quant::quantize_row(&vals, dtype, &mut buf[off + r * rb..off + (r + 1) * rb]);
+            frugal_quant::quantize_row(&vals, dtype, &mut buf[off + r * rb..off + (r + 1) * rb]);
         }
         return (buf, off);
     }
@@ -73,7 +73,7 @@ fn interleaved(plain_dtype: DType, plain: &[u8], cols: usize) -> Vec<u8> {
     let quad = 4 * plain_dtype.row_bytes(cols).expect("whole blocks");
     let mut x4 = vec![0u8; plain.len()];
     for (p, q) in plain.chunks_exact(quad).zip(x4.chunks_exact_mut(quad)) {
-        crate::quant::x4::interleave_quad(plain_dtype, p, q);
+        frugal_quant::x4::interleave_quad(plain_dtype, p, q);
     }
     x4
 }
@@ -83,7 +83,7 @@ fn abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
     let mut wa = vec![0f32; w.cols];
     let mut out = vec![0f32; n * w.rows];
     for r in 0..w.rows {
-        w.row_to_f32(r, &mut wa);
+        frugal_quant::row_to_f32(w, r, &mut wa);
         for t in 0..n {
             out[t * w.rows + r] = wa
                 .iter()
@@ -368,14 +368,14 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
     for r in 0..w.rows {
         match w.dtype {
             DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
-                w.row_to_f32(r, &mut wa);
+                frugal_quant::row_to_f32(w, r, &mut wa);
                 wa.iter_mut().for_each(|v| *v = v.abs());
             }
             DType::Q4_K => {
                 for (b, blk) in w.row_bytes(r).chunks_exact(144).enumerate() {
                     let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32().abs();
                     let dmin = f16::from_le_bytes([blk[2], blk[3]]).to_f32().abs();
-                    let (sc, m) = crate::quant::q4_k::scales_mins(&blk[4..16]);
+                    let (sc, m) = frugal_quant::q4_k::scales_mins(&blk[4..16]);
                     for j in 0..8 {
                         for i in 0..32 {
                             wa[256 * b + 32 * j + i] = d * sc[j] as f32 * 15.0 + dmin * m[j] as f32;
@@ -465,7 +465,7 @@ fn check_quant(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n: usize) 
             }
         }
         for r in 0..rows {
-            w.row_to_f32(r, &mut wr);
+            frugal_quant::row_to_f32(&w, r, &mut wr);
             let spec: f64 = wr.iter().zip(&xq).map(|(&a, &b)| a as f64 * b).sum();
             let tol = 1e-5 * scale[t * rows + r] as f64 + 1e-30;
             let got = want[t * rows + r] as f64;
@@ -483,7 +483,7 @@ fn check_quant(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n: usize) 
     // `sum |w| * amax / 254` (plus the f32 rounding of the sums). A wrong activation scale or
     // block sum breaks this bound.
     for r in 0..rows {
-        w.row_to_f32(r, &mut wr);
+        frugal_quant::row_to_f32(&w, r, &mut wr);
         for t in 0..n {
             let xt = &x[t * cols..(t + 1) * cols];
             let exact: f64 = wr.iter().zip(xt).map(|(&a, &b)| a as f64 * b as f64).sum();
@@ -640,8 +640,8 @@ fn quant_row_to_f32_dequantizes() {
         let w = MatRef::new(&buf, dtype, 3, cols);
         let mut a = vec![0f32; cols];
         let mut b = vec![0f32; cols];
-        w.row_to_f32(2, &mut a);
-        crate::quant::dequantize_row(w.row_bytes(2), dtype, &mut b);
+        frugal_quant::row_to_f32(&w, 2, &mut a);
+        frugal_quant::dequantize_row(w.row_bytes(2), dtype, &mut b);
         assert_eq!(a, b);
     }
 }

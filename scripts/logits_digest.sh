@@ -9,7 +9,8 @@
 # tokens of text through the fast bf16 path, its stdout hashed), logits (exact f32 activations;
 # `logits` never takes the bf16 path), --exact, and --quant q8 / q4 / q4k (quantized while
 # loading; GGUF block files keep their blocks). Token ids come from each fixture's reference.json
-# (the tiny model's from tests/fixtures/tiny). Needs python3 (standard library only).
+# (the tiny model's from tests/fixtures/tiny). Last, the files `synth` writes for the tiny
+# shapes in each format. Needs python3 (standard library only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRUGAL=${1:-target/release/frugal}
@@ -71,3 +72,16 @@ for p in "$F"/pytorch/hf-gemma1-bf16 "$F"/pytorch/hf-gemma1-sharded \
     each_mode "pytorch/$(basename "$p")" "$p" "$pt_toks"
 done
 each_mode "assets/tiny" assets/tiny "$(tokens_of "$F/tiny/reference.json")"
+
+# What `synth` writes (seeded random weights): the same bytes from both builds.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for shape in tiny-gemma tiny-gemma2 tiny-gemma3; do
+    for fmt in "safetensors" "ckpt" "ckpt --dtype int8"; do
+        out="$tmp/$shape-${fmt// /}"
+        # shellcheck disable=SC2086
+        "$FRUGAL" synth --shape "$shape" --out "$out" --format $fmt 2>/dev/null
+        h=$(cd "$out" && find . -type f | sort | xargs sha256sum | sha256sum | cut -c1-64)
+        printf '%-40s %-12s %s\n' "synth/$shape" "${fmt// /}" "$h"
+    done
+done

@@ -1,26 +1,24 @@
 //! frugal: run Google's Gemma language models on a CPU in the least memory possible.
 //!
-//! Data flows one way: checkpoint formats ([`checkpoint`]) -> load plan and weights in memory
-//! ([`load`]) -> model ([`model`]) -> generation ([`generate`]) -> command line ([`cli`]).
-//! Weights stored in a dtype the [`kernels`] can read are used in place from the memory map;
-//! [`quant`] holds the GGUF-compatible block formats the kernels also multiply in place;
-//! [`export`] writes checkpoints for other runtimes (GGUF for llama.cpp).
+//! A workspace of single-purpose crates whose dependencies are the arrows of the data flow
+//! (checkpoint formats -> load plan -> weights in memory -> model -> generation -> command
+//! line); this crate is the binary and one place to reach them all from (the integration tests,
+//! bindings):
+//!
+//! - [`tensor`]: the tensor vocabulary (dtypes, borrowed matrices), imported by everything;
+//! - [`quant`]: GGUF's block formats; [`kernels`]: the matrix products and element-wise ops;
+//! - [`checkpoint`]: the formats read from headers and mapped in place (and written);
+//! - [`tokenizer`]: tokenizer.json, SentencePiece, a GGUF file's vocabulary, the chat template;
+//! - [`model`]: one file per Gemma generation, binding, the forward pass;
+//! - the engine ([`load`], [`session`], [`generate`], [`export`], [`synth`], [`memory`],
+//!   [`trace`], [`progress`]): opening and running a model as a library call;
+//! - [`cli`]: the command line.
 
-pub mod chart;
-pub mod checkpoint;
-pub mod cli;
-pub mod export;
-pub mod generate;
-pub mod load;
-pub mod memory;
-pub mod model;
-pub mod output;
-pub mod progress;
-pub mod synth;
-pub mod tiny;
-pub mod tokenizer;
-pub mod trace;
-
+pub use frugal_cli as cli;
+pub use frugal_engine::{export, generate, load, memory, progress, session, synth, trace};
+pub use frugal_formats as checkpoint;
 pub use frugal_kernels as kernels;
+pub use frugal_model as model;
 pub use frugal_quant as quant;
 pub use frugal_tensor as tensor;
+pub use frugal_tokenizer as tokenizer;

@@ -1,0 +1,97 @@
+//! `frugal run`: generate text from a prompt (optionally in the chat template), streamed to
+//! stdout, then the speed and the memory report.
+
+use crate::ModelArgs;
+use anyhow::{bail, Result};
+use clap::Args;
+use frugal_engine::generate::{self, sampler::SamplerConfig, GenerateOptions};
+use frugal_engine::session::{prompt_tokens_bound, Session};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt.
+    #[arg(short = 'p', long = "prompt")]
+    pub prompt: String,
+    /// Most tokens to generate.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
+    pub n: usize,
+    /// Wrap the prompt in Gemma's chat template and stop at <end_of_turn>.
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: a system message, put at the start of the user turn.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long = "temp", default_value_t = 0.0)]
+    pub temp: f32,
+    /// Sample among the k most likely tokens (0 = all).
+    #[arg(long = "top-k", default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample among the tokens whose probabilities sum to p.
+    #[arg(long = "top-p", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn sampler_config(a: &RunArgs) -> Result<SamplerConfig> {
+    if !(a.temp >= 0.0 && a.temp.is_finite()) {
+        bail!("--temp must be a finite number >= 0, got {}", a.temp);
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1], got {}", a.top_p);
+    }
+    Ok(SamplerConfig {
+        temperature: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    })
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    let sampler = sampler_config(&a)?;
+    if a.system.is_some() && !a.chat {
+        bail!("--system needs --chat: a system message only exists in the chat template");
+    }
+    let prompt_bytes = a.prompt.len() + a.system.as_ref().map_or(0, |s| s.len() + 2);
+    let bound = prompt_tokens_bound(prompt_bytes, a.chat);
+    let s = Session::open(a.model.settings(), |w| w.with_tokens(bound, a.n))?;
+    let tok = s.tokenizer()?;
+    let model = s.model()?;
+    let prompt = if a.chat {
+        tok.chat_prompt_with_system(a.system.as_deref(), &a.prompt, model.cfg.bos_token_id)?
+    } else {
+        if a.prompt.is_empty() {
+            bail!("the prompt is empty: give some text with -p");
+        }
+        let mut ids = vec![model.cfg.bos_token_id];
+        ids.extend(tok.encode(&a.prompt)?);
+        ids
+    };
+    let mut stop_ids = model.cfg.eos_token_ids.clone();
+    stop_ids.extend(tok.end_of_turn);
+    let opts = GenerateOptions {
+        max_new_tokens: a.n,
+        ctx: a.model.ctx,
+        sampler,
+        stop_ids,
+        sample_limit: generate::sample_limit(&model, tok.vocab_size),
+    };
+    if !a.chat {
+        print!("{}", a.prompt);
+    }
+    let stats = generate::generate_to_stdout(&model, &prompt, &opts, tok)?;
+    eprintln!(
+        "{} prompt tokens at {:.1} tok/s, {} new tokens at {:.2} tok/s",
+        stats.prompt_tokens,
+        stats.prefill_tok_s(),
+        stats.new_tokens,
+        stats.decode_tok_s()
+    );
+    eprintln!("{}", s.report(stats.kv_cache_bytes as u64).text());
+    Ok(())
+}

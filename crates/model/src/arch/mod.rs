@@ -1,0 +1,329 @@
+//! Architectures: one file per Gemma generation, each holding everything that differs between
+//! generations (its config from config.json and from GGUF metadata, its real variants, its one
+//! tensor table, its layer composition), behind the [`Architecture`] trait. Everything else
+//! (binding, conversion in both directions, synthesis, variant inference, streaming, budgets,
+//! the memory plan) asks the architecture through this trait and its table.
+//!
+//! Adding an architecture: one new file implementing [`Architecture`], and its line in
+//! [`ALL`].
+
+pub mod gemma1;
+pub mod gemma2;
+pub mod gemma3;
+pub mod gguf;
+pub mod hf;
+
+use crate::bind::Bound;
+use crate::config::GemmaConfig;
+use crate::model::Layer;
+use crate::tensors::{PtName, TensorSpec, EMBED_NAMES};
+use anyhow::{bail, Context, Result};
+use frugal_formats::gguf::Gguf;
+use frugal_formats::gguf_write::Value as GgufValue;
+use frugal_formats::TensorIndex;
+use serde_json::{Map, Value};
+
+/// Every architecture frugal runs, in the order their names are listed to users.
+pub const ALL: [&'static dyn Architecture; 3] = [&gemma1::Gemma1, &gemma2::Gemma2, &gemma3::Gemma3];
+
+/// One generation of models: what differs between generations, as data and small functions.
+pub trait Architecture: Sync + Send + 'static {
+    /// The name users know ("Gemma 2").
+    fn name(&self) -> &'static str;
+
+    /// The config.json `model_type`s this architecture reads.
+    fn model_types(&self) -> &'static [&'static str];
+
+    /// GGUF's `general.architecture` for it (llama.cpp's name).
+    fn gguf_arch(&self) -> &'static str;
+
+    /// Resolves a config.json whose `model_type` is one of [`Architecture::model_types`], with
+    /// transformers' defaults for absent keys; `path` names the source in errors.
+    fn config_from_json(
+        &self,
+        model_type: &str,
+        top: &Map<String, Value>,
+        path: &str,
+    ) -> Result<GemmaConfig>;
+
+    /// A Hugging Face config.json for the text model (keys transformers reads back).
+    fn config_to_json(&self, cfg: &GemmaConfig) -> Value;
+
+    /// The config a GGUF file's metadata describes, resolved as llama.cpp resolves it
+    /// (including the values it hard-codes per architecture).
+    fn config_from_gguf(&self, g: &Gguf, index: &TensorIndex) -> Result<GemmaConfig>;
+
+    /// The hyper-parameter metadata llama.cpp's converter writes for `cfg` (after
+    /// `general.architecture`), with `ctx_len` as the context length; an error where GGUF
+    /// cannot say what the model does.
+    fn gguf_hparams(
+        &self,
+        cfg: &GemmaConfig,
+        ctx_len: u32,
+        source: &str,
+    ) -> Result<Vec<(String, GgufValue)>>;
+
+    /// The context length written to GGUF when the source config does not give one.
+    fn default_context_length(&self) -> u32;
+
+    /// The real variants' shapes (and small ones for tests).
+    fn variants(&self) -> Vec<Variant>;
+
+    /// The config.json of a variant (the older, widely read keys).
+    fn variant_json(&self, v: &Variant) -> Value;
+
+    /// The vocabulary of a gemma_pytorch checkpoint of variant `v` whose embedding has `rows`
+    /// rows, if the two agree (an exact match, or fewer rows where the published files
+    /// trimmed the vocabulary).
+    fn pytorch_vocab(&self, v: &Variant, rows: usize) -> Option<usize> {
+        (rows == v.vocab).then_some(rows)
+    }
+
+    /// The tensor table: every tensor the model reads, under every naming, in binding order.
+    fn tensors(&self, cfg: &GemmaConfig) -> Vec<TensorSpec>;
+
+    /// Buffers a gemma_pytorch checkpoint stores beside the weights (precomputed RoPE tables):
+    /// (name, rotary base), ignored when binding, written by `synth --format ckpt`.
+    fn pytorch_buffers(&self, cfg: &GemmaConfig) -> Vec<(&'static str, f64)>;
+
+    /// The decoder layers, composed from the shared blocks over the bound weights.
+    fn layers<'a>(&self, cfg: &GemmaConfig, w: &mut Bound<'a>) -> Result<Vec<Box<dyn Layer + 'a>>>;
+}
+
+/// A known model shape.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub name: &'static str,
+    /// The config.json `model_type` it is written with.
+    pub model_type: &'static str,
+    pub vocab: usize,
+    pub hidden: usize,
+    pub inter: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv: usize,
+    pub head_dim: usize,
+    /// `query_pre_attn_scalar`.
+    pub qpas: usize,
+    pub window: Option<usize>,
+    /// Attention and final logit softcaps.
+    pub softcaps: Option<(f64, f64)>,
+    /// Linear rope scaling of global layers.
+    pub rope_factor: Option<f64>,
+}
+
+/// A table row: positional arguments keep each architecture's list one line per model.
+#[allow(clippy::too_many_arguments)]
+pub const fn variant(
+    name: &'static str,
+    model_type: &'static str,
+    vocab: usize,
+    hidden: usize,
+    inter: usize,
+    layers: usize,
+    heads: usize,
+    kv: usize,
+    head_dim: usize,
+    qpas: usize,
+) -> Variant {
+    Variant {
+        name,
+        model_type,
+        vocab,
+        hidden,
+        inter,
+        layers,
+        heads,
+        kv,
+        head_dim,
+        qpas,
+        window: None,
+        softcaps: None,
+        rope_factor: None,
+    }
+}
+
+impl Variant {
+    /// The architecture this variant belongs to.
+    pub fn arch(&self) -> &'static dyn Architecture {
+        by_model_type(self.model_type).expect("variants name a registered model_type")
+    }
+
+    /// The config.json of this variant.
+    pub fn config_json(&self) -> Value {
+        self.arch().variant_json(self)
+    }
+
+    /// The resolved config of this variant.
+    pub fn config(&self) -> GemmaConfig {
+        GemmaConfig::from_json(&self.config_json(), self.name).expect("built-in variants are valid")
+    }
+
+    /// Looks a variant up by name (as `synth --shape` and `--variant` take it).
+    pub fn by_name(name: &str) -> Result<Variant> {
+        let all = variants();
+        all.iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .with_context(|| {
+                let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+                format!(
+                    "--shape: unknown shape `{name}`; known shapes: {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Every known variant of every architecture.
+pub fn variants() -> Vec<Variant> {
+    ALL.iter().flat_map(|a| a.variants()).collect()
+}
+
+/// The architecture that reads config.json's `model_type`.
+pub fn by_model_type(model_type: &str) -> Option<&'static dyn Architecture> {
+    ALL.iter()
+        .copied()
+        .find(|a| a.model_types().contains(&model_type))
+}
+
+/// The architecture of GGUF's `general.architecture`.
+pub fn by_gguf_arch(name: &str) -> Option<&'static dyn Architecture> {
+    ALL.iter().copied().find(|a| a.gguf_arch() == name)
+}
+
+/// Every `model_type` read, as a list ending in `last` ("a, b or c").
+pub fn model_types_list(last: &str) -> String {
+    let all: Vec<&str> = ALL
+        .iter()
+        .flat_map(|a| a.model_types().iter().copied())
+        .collect();
+    match all.split_last() {
+        Some((l, rest)) if !rest.is_empty() => format!("{}{last}{l}", rest.join(", ")),
+        _ => all.join(""),
+    }
+}
+
+/// The config of a GGUF file, by the architecture its metadata names.
+pub fn config_from_gguf(g: &Gguf, index: &TensorIndex) -> Result<GemmaConfig> {
+    let name = g.architecture()?;
+    let Some(a) = by_gguf_arch(name) else {
+        let known: Vec<&str> = ALL.iter().map(|a| a.gguf_arch()).collect();
+        bail!(
+            "{}: architecture `{name}` is not supported; frugal runs {} (text) GGUF files",
+            g.path,
+            known.join(", ")
+        );
+    };
+    a.config_from_gguf(g, index)
+}
+
+/// Whether `index` holds a gemma_pytorch checkpoint (its embedding's name).
+pub fn is_gemma_pytorch(index: &TensorIndex) -> bool {
+    index.tensors.contains_key(EMBED_NAMES[1])
+}
+
+/// The rows of the token embedding under gemma_pytorch's or Hugging Face's name.
+pub fn embedding_rows(index: &TensorIndex) -> Option<usize> {
+    index
+        .tensors
+        .get(EMBED_NAMES[1])
+        .or_else(|| index.tensors.get(EMBED_NAMES[0]))
+        .map(|t| t.shape[0])
+}
+
+/// Infers the variant of a gemma_pytorch checkpoint (no config.json) from its tensors: the
+/// first known variant whose tensor table, under gemma_pytorch's names, is exactly what the
+/// checkpoint holds (names and shapes, the RoPE buffers aside). Returns its config (vocabulary
+/// from the embedding) and name; no match is an error listing the nearest variants.
+pub fn infer_pytorch_variant(
+    index: &TensorIndex,
+    source: &str,
+) -> Result<(GemmaConfig, &'static str)> {
+    let shape = |n: &str| index.tensors.get(n).map(|t| t.shape.clone());
+    let name = EMBED_NAMES[1];
+    let emb = shape(name)
+        .with_context(|| format!("{source}: no `{name}`: not a gemma_pytorch checkpoint"))?;
+    if emb.len() != 2 {
+        bail!("{source}: `{name}` has shape {emb:?}, expected 2 dimensions");
+    }
+    let (rows, hidden) = (emb[0], emb[1]);
+    let all = variants();
+    for v in &all {
+        let a = v.arch();
+        let Some(vocab) = a.pytorch_vocab(v, rows) else {
+            continue;
+        };
+        let mut c = v.config_json();
+        c["vocab_size"] = serde_json::json!(vocab);
+        let cfg = GemmaConfig::from_json(&c, &format!("{source} (inferred {})", v.name))?;
+        if pytorch_table_matches(&cfg, index) {
+            return Ok((cfg, v.name));
+        }
+    }
+    let layers = (0..)
+        .take_while(|l| {
+            index
+                .tensors
+                .contains_key(&format!("model.layers.{l}.input_layernorm.weight"))
+        })
+        .count();
+    let inter = shape("model.layers.0.mlp.gate_proj.weight")
+        .map(|s| s[0])
+        .unwrap_or(0);
+    let qkv = shape("model.layers.0.self_attn.qkv_proj.weight")
+        .map(|s| s[0])
+        .unwrap_or(0);
+    let mut near: Vec<&Variant> = all.iter().filter(|s| !s.name.starts_with("tiny")).collect();
+    near.sort_by_key(|s| s.layers.abs_diff(layers) * 4096 + s.hidden.abs_diff(hidden));
+    let list: Vec<String> = near
+        .iter()
+        .take(3)
+        .map(|s| {
+            format!(
+                "{} ({}, {} layers, hidden {}, intermediate {})",
+                s.name, s.model_type, s.layers, s.hidden, s.inter
+            )
+        })
+        .collect();
+    bail!(
+        "{source}: no known Gemma variant has this shape ({layers} layers, hidden {hidden}, intermediate {inter}, qkv rows {qkv}, vocab {rows}); nearest: {}. Name it with --variant NAME or give a Hugging Face style --config FILE",
+        list.join("; ")
+    )
+}
+
+/// Whether `index` holds exactly `cfg`'s tensor table under gemma_pytorch's names (the fused
+/// qkv as one tensor; its RoPE buffers and int8 scales aside).
+fn pytorch_table_matches(cfg: &GemmaConfig, index: &TensorIndex) -> bool {
+    let mut want: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for t in cfg.arch.tensors(cfg) {
+        match &t.pytorch {
+            PtName::Plain(n) => {
+                want.insert(n.clone(), t.shape.clone());
+            }
+            PtName::Rows { fused, rows } => {
+                let e = want
+                    .entry(fused.clone())
+                    .or_insert_with(|| vec![0, t.shape[1]]);
+                e[0] = e[0].max(rows.end);
+            }
+        }
+    }
+    let buffers: Vec<&str> = cfg.arch.pytorch_buffers(cfg).iter().map(|b| b.0).collect();
+    let held = index
+        .tensors
+        .iter()
+        .filter(|(n, _)| !buffers.contains(&n.as_str()))
+        .filter(|(n, _)| {
+            !n.strip_suffix("_scaler")
+                .is_some_and(|m| want.contains_key(m))
+        });
+    let mut count = 0;
+    for (n, t) in held {
+        if want.get(n) != Some(&t.shape) {
+            return false;
+        }
+        count += 1;
+    }
+    count == want.len()
+}

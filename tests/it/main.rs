@@ -1,0 +1,18 @@
+//! The integration tests, one binary (one link) with a module per area. Fixtures are made by
+//! the scripts named in each module, from reference implementations (transformers,
+//! sentencepiece, gguf-py, llama.cpp); see tests/fixtures/README.md.
+
+mod bad_input;
+mod budget;
+mod cli;
+mod common;
+mod convert_gguf;
+mod gguf_export;
+mod gguf_read;
+mod perplexity;
+mod plan;
+mod pytorch;
+mod quant;
+mod quantize_load;
+mod reference;
+mod tokenizer;

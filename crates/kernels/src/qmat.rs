@@ -22,11 +22,11 @@
 //! Every instruction-set level computes these same integers (the SIMD paths split a block's
 //! sum across lanes, exactly) and differs only in the order in which the f32 block results are
 //! added. This file holds the activation layouts, the portable scalar kernels the SIMD ones are
-//! tested against, and the driver that splits the rows over the rayon pool.
+//! tested against, and the driver that runs a job over the row split (`split.rs`).
 
-use super::{rows_per_task, DType, Isa, MatRef};
+use super::split::par_row_tasks;
+use super::{DType, Isa, MatRef};
 use half::f16;
-use rayon::prelude::*;
 
 /// One activation block of 32 for Q8_0 and Q4_0 weights, in natural order.
 #[repr(C)]
@@ -482,30 +482,17 @@ pub(crate) trait QJob: Sync {
     fn rows(&self, r0: usize, outs: &mut [&mut [f32]]);
 }
 
-/// Runs `job` over all `rows` for `n` tokens into `y` (`n * rows`, token-major).
+/// Runs `job` over all `rows` for `n` tokens into `y` (`n * rows`, token-major), in parallel
+/// over the row split (tasks of a multiple of `job.row_align()` rows): `matvec` for one token,
+/// `rows` for more.
 pub(crate) fn drive<J: QJob>(job: &J, rows: usize, cols: usize, n: usize, y: &mut [f32]) {
-    if rows == 0 || n == 0 {
-        return;
-    }
-    let al = job.row_align();
-    let rpt = rows_per_task(rows, cols, n).div_ceil(al) * al;
-    if n == 1 {
-        y.par_chunks_mut(rpt)
-            .enumerate()
-            .for_each(|(b, ys)| job.matvec(b * rpt, ys));
-        return;
-    }
-    let ntasks = rows.div_ceil(rpt);
-    let mut per_task: Vec<Vec<&mut [f32]>> = (0..ntasks).map(|_| Vec::with_capacity(n)).collect();
-    for yt in y.chunks_mut(rows) {
-        for (b, s) in yt.chunks_mut(rpt).enumerate() {
-            per_task[b].push(s);
+    par_row_tasks(rows, cols, n, job.row_align(), y, |r0, outs| {
+        if n == 1 {
+            job.matvec(r0, outs[0])
+        } else {
+            job.rows(r0, outs)
         }
-    }
-    per_task
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(b, mut outs)| job.rows(b * rpt, &mut outs));
+    });
 }
 
 /// The portable job: every output one scalar dot.

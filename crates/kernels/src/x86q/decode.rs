@@ -1,0 +1,461 @@
+//! Decode (one token) on AVX-512: each row of the file's (GGUF) blocks is streamed once, in
+//! place, with few operations per byte:
+//!
+//! - Q4_0: 4 blocks (72 bytes) per step. One 64-byte load and one 8-byte load cover them;
+//!   `vpermt2w` gathers their 64 nibble bytes into one register and their four f16 scales,
+//!   each repeated over the block's four lanes, into another. Low nibbles meet the first halves
+//!   of the four activation blocks, high nibbles the second halves
+//!   ([`crate::qmat::A4Group`]); the `-8` is the activation lane's precomputed `-8 * sum(x)`,
+//!   the start of the `vpdpbusd` accumulation. Two f32 accumulators alternate between steps.
+//! - Q8_0: 4 blocks (136 bytes) per step, two per register; the scales by one `vpermt2w` from
+//!   two 64-byte loads. VNNI: weights made unsigned by `^ 0x80`, corrected by the lane's
+//!   `-128 * sum(x)`; AVX-512BW: `|w|` times `x` with `w`'s sign.
+//! - Q4_K, Q6_K: one super-block (256 values) per step; `vpmaddubsw` products (`q` unsigned)
+//!   weighted by the sub-block scales with `vpdpwssd` (`vpmaddwd` + add without VNNI); Q4_K's
+//!   mins and Q6_K's `-32` through the activations' per-sub-block sums.
+//! - Long rows (the activation layout past 16 KB, e.g. the MLP down projection): 4 adjacent
+//!   rows per pass, so each activation load, from L2 at that size, serves 4 rows.
+//!
+//! Every row is prefetched a page ahead ([`super::tables::PREFETCH`]). The kernels are in
+//! `avx512_decode!`, which `avx512_quant!` (mod.rs) expands once per feature set; the job's
+//! `matvec` there picks one per row. The x4 layouts' decode is in `x4.rs`.
+
+/// The AVX-512 decode kernels of one feature set (the arguments of `avx512_quant!`): one row,
+/// or `R` rows sharing each activation load, times one token.
+macro_rules! avx512_decode {
+    ($feat:literal, $vnni:literal, $dp:ident, $dpw:ident) => {
+        /// The exact integer products of 64 int8 weights `q` (two blocks of 32) with the
+        /// pair at `a`, per 32-bit lane (4 products each): with VNNI on `q ^ 0x80` plus the
+        /// pair's correction, without it `|q|` times `x` with the sign of `q`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_pair(q: __m512i, a: *const A8Pair) -> __m512i {
+            // SAFETY: the caller guarantees a pair at a.
+            unsafe {
+                let ap = &*a;
+                let x = _mm512_load_si512(ap.qs.as_ptr() as *const _);
+                if $vnni {
+                    let corr = _mm512_load_si512(ap.corr.as_ptr() as *const _);
+                    $dp!(corr, _mm512_xor_si512(q, _mm512_set1_epi8(-128)), x)
+                } else {
+                    let neg = _mm512_movepi8_mask(q);
+                    let s = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+                    $dp!(_mm512_setzero_si512(), _mm512_abs_epi8(q), s)
+                }
+            }
+        }
+
+        /// Q8_0 times one activation pair per 2 blocks: 4 blocks (136 bytes at `p`) into
+        /// `acc[0]` and `acc[1]`. `I8`: int8 blocks of 32 bytes without scales (128 bytes
+        /// at `p`; the rows' scales are applied by the caller).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn step_q8_0<const I8: bool>(
+            p: *const u8,
+            a: *const A8Pair,
+            idx_d: __m512i,
+            acc: &mut [__m512; 2],
+        ) {
+            // SAFETY: the caller guarantees 136 (I8: 128) readable bytes at p and two
+            // pairs at a.
+            unsafe {
+                if I8 {
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let q = _mm512_loadu_si512(p.add(64 * h) as *const _);
+                        let i = dot_pair(q, a.add(h));
+                        let dx = _mm512_load_ps((*a.add(h)).d.as_ptr());
+                        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), dx, *acc);
+                    }
+                    return;
+                }
+                let w0 = _mm512_loadu_si512(p as *const _);
+                let w1 = _mm512_loadu_si512(p.add(64) as *const _);
+                let dh = _mm512_permutex2var_epi16(w0, idx_d, w1);
+                let dw = [
+                    _mm512_cvtph_ps(_mm512_castsi512_si256(dh)),
+                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dh)),
+                ];
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let q = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_loadu_si256(
+                            p.add(68 * h + 2) as *const __m256i
+                        )),
+                        _mm256_loadu_si256(p.add(68 * h + 36) as *const __m256i),
+                    );
+                    let i = dot_pair(q, a.add(h));
+                    let dx = _mm512_load_ps((*a.add(h)).d.as_ptr());
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw[h], dx), *acc);
+                }
+            }
+        }
+
+        /// One Q8_0 row (`nb` blocks at `p`) times one token in the [`A8Pair`] layout (at
+        /// least `2 * ceil(nb / 4)` pairs).
+        #[target_feature(enable = $feat)]
+        unsafe fn row_q8_0(p: *const u8, nb: usize, a: *const A8Pair) -> f32 {
+            // SAFETY: the caller guarantees the row's `nb` blocks and the pairs; the tail
+            // group is copied into a zeroed buffer first.
+            unsafe {
+                let idx_d = _mm512_loadu_si512(IDX_Q8_D.as_ptr() as *const _);
+                let mut acc = [_mm512_setzero_ps(); 2];
+                let ng = nb / 4;
+                for g in 0..ng {
+                    prefetch_lines(p.add(136 * g), 3);
+                    step_q8_0::<false>(p.add(136 * g), a.add(2 * g), idx_d, &mut acc);
+                }
+                if nb % 4 != 0 {
+                    let mut buf = [0u8; 136];
+                    std::ptr::copy_nonoverlapping(p.add(136 * ng), buf.as_mut_ptr(), 34 * (nb % 4));
+                    step_q8_0::<false>(buf.as_ptr(), a.add(2 * ng), idx_d, &mut acc);
+                }
+                _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+            }
+        }
+
+        /// `R` Q8_0 rows (`nb` blocks each at `p[r]`) times one token, each group of
+        /// activations used for all `R` rows while it is in L1: for long rows, whose
+        /// activations do not stay in L1 from one row to the next. `I8`: int8 rows in
+        /// blocks of 32 bytes without scales (see [`step_q8_0`]).
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_q8_0<const R: usize, const I8: bool>(
+            p: [*const u8; R],
+            nb: usize,
+            a: *const A8Pair,
+        ) -> [f32; R] {
+            let bb = if I8 { 32 } else { 34 };
+            // SAFETY: as in row_q8_0, for every row.
+            unsafe {
+                let idx_d = _mm512_loadu_si512(IDX_Q8_D.as_ptr() as *const _);
+                let mut acc = [[_mm512_setzero_ps(); 2]; R];
+                let ng = nb / 4;
+                for g in 0..ng {
+                    for r in 0..R {
+                        let pg = p[r].add(4 * bb * g);
+                        prefetch_lines(pg, 3);
+                        step_q8_0::<I8>(pg, a.add(2 * g), idx_d, &mut acc[r]);
+                    }
+                }
+                if nb % 4 != 0 {
+                    for r in 0..R {
+                        let mut buf = [0u8; 136];
+                        std::ptr::copy_nonoverlapping(
+                            p[r].add(4 * bb * ng),
+                            buf.as_mut_ptr(),
+                            bb * (nb % 4),
+                        );
+                        step_q8_0::<I8>(buf.as_ptr(), a.add(2 * ng), idx_d, &mut acc[r]);
+                    }
+                }
+                acc.map(|a| _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1])))
+            }
+        }
+
+        /// Q4_0 times one [`A4Group`]: 4 blocks (72 bytes at `p`) into `acc`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn step_q4_0(p: *const u8, a: &A4Group, idx: &[__m512i; 2], acc: &mut __m512) {
+            // SAFETY: the caller guarantees 72 readable bytes at p.
+            unsafe {
+                let w0 = _mm512_loadu_si512(p as *const _);
+                let w1 = _mm512_zextsi128_si512(_mm_loadl_epi64(p.add(64) as *const __m128i));
+                let nib = _mm512_permutex2var_epi16(w0, idx[0], w1);
+                let dh = _mm512_permutex2var_epi16(w0, idx[1], w1);
+                let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dh));
+                let m4 = _mm512_set1_epi8(0x0F);
+                let lo = _mm512_and_si512(nib, m4);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(nib), m4);
+                let corr = _mm512_load_si512(a.corr.as_ptr() as *const _);
+                let xlo = _mm512_load_si512(a.qs.as_ptr() as *const _);
+                let xhi = _mm512_load_si512(a.qs.as_ptr().add(64) as *const _);
+                let i = $dp!($dp!(corr, lo, xlo), hi, xhi);
+                let dx = _mm512_load_ps(a.d.as_ptr());
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw, dx), *acc);
+            }
+        }
+
+        /// Q4_0 times two [`A4Group`]s: 8 blocks (144 bytes at `p`) into `acc`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn step2_q4_0(
+            p: *const u8,
+            a: &[A4Group],
+            idx: &[__m512i; 3],
+            acc: &mut [__m512; 2],
+        ) {
+            // SAFETY: the caller guarantees 144 readable bytes at p and two groups in a.
+            unsafe {
+                let w0 = _mm512_loadu_si512(p as *const _);
+                let w1 = _mm512_loadu_si512(p.add(64) as *const _);
+                let w2 = _mm512_zextsi128_si512(_mm_loadu_si128(p.add(128) as *const __m128i));
+                let nib = [
+                    _mm512_permutex2var_epi16(w0, idx[0], w1),
+                    _mm512_permutex2var_epi16(w1, idx[1], w2),
+                ];
+                let dh = _mm512_permutex2var_epi16(w0, idx[2], w1);
+                let dw = [
+                    _mm512_cvtph_ps(_mm512_castsi512_si256(dh)),
+                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dh)),
+                ];
+                let m4 = _mm512_set1_epi8(0x0F);
+                for h in 0..2 {
+                    let g = &a[h];
+                    let lo = _mm512_and_si512(nib[h], m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(nib[h]), m4);
+                    let corr = _mm512_load_si512(g.corr.as_ptr() as *const _);
+                    let xlo = _mm512_load_si512(g.qs.as_ptr() as *const _);
+                    let xhi = _mm512_load_si512(g.qs.as_ptr().add(64) as *const _);
+                    let i = $dp!($dp!(corr, lo, xlo), hi, xhi);
+                    let dx = _mm512_load_ps(g.d.as_ptr());
+                    acc[h] =
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw[h], dx), acc[h]);
+                }
+            }
+        }
+
+        /// One Q4_0 row (`nb` blocks at `p`) times one token in the [`A4Group`] layout
+        /// (`ceil(nb / 4)` groups).
+        #[target_feature(enable = $feat)]
+        unsafe fn row_q4_0(p: *const u8, nb: usize, a: &[A4Group]) -> f32 {
+            // SAFETY: the caller guarantees the row's `nb` blocks; `a` has a group per 4
+            // blocks (checked), and the tail group is copied into a zeroed buffer first.
+            unsafe {
+                assert_eq!(a.len(), nb.div_ceil(4), "activation groups");
+                let idx = [
+                    _mm512_loadu_si512(IDX_Q4_NIB.as_ptr() as *const _),
+                    _mm512_loadu_si512(IDX_Q4_D.as_ptr() as *const _),
+                ];
+                let idx2 = [
+                    idx[0],
+                    _mm512_loadu_si512(IDX_Q4_NIB2.as_ptr() as *const _),
+                    _mm512_loadu_si512(IDX_Q4_D8.as_ptr() as *const _),
+                ];
+                let mut acc = [_mm512_setzero_ps(); 2];
+                let ng = nb / 4;
+                let mut g = 0;
+                while g + 2 <= ng {
+                    prefetch_lines(p.add(72 * g), 3);
+                    step2_q4_0(p.add(72 * g), &a[g..g + 2], &idx2, &mut acc);
+                    g += 2;
+                }
+                if g < ng {
+                    step_q4_0(p.add(72 * g), &a[g], &idx, &mut acc[0]);
+                }
+                if nb % 4 != 0 {
+                    let mut buf = [0u8; 72];
+                    std::ptr::copy_nonoverlapping(p.add(72 * ng), buf.as_mut_ptr(), 18 * (nb % 4));
+                    step_q4_0(buf.as_ptr(), &a[ng], &idx, &mut acc[1]);
+                }
+                _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+            }
+        }
+
+        /// `R` Q4_0 rows (`nb` blocks each at `p[r]`) times one token, each group of
+        /// activations used for all `R` rows (see [`rows_q8_0`]).
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_q4_0<const R: usize>(
+            p: [*const u8; R],
+            nb: usize,
+            a: &[A4Group],
+        ) -> [f32; R] {
+            // SAFETY: as in row_q4_0, for every row.
+            unsafe {
+                assert_eq!(a.len(), nb.div_ceil(4), "activation groups");
+                let idx = [
+                    _mm512_loadu_si512(IDX_Q4_NIB.as_ptr() as *const _),
+                    _mm512_loadu_si512(IDX_Q4_D.as_ptr() as *const _),
+                ];
+                let mut acc = [_mm512_setzero_ps(); R];
+                let ng = nb / 4;
+                for (g, ag) in a[..ng].iter().enumerate() {
+                    for r in 0..R {
+                        prefetch_lines(p[r].add(72 * g), 2);
+                        step_q4_0(p[r].add(72 * g), ag, &idx, &mut acc[r]);
+                    }
+                }
+                if nb % 4 != 0 {
+                    for r in 0..R {
+                        let mut buf = [0u8; 72];
+                        std::ptr::copy_nonoverlapping(
+                            p[r].add(72 * ng),
+                            buf.as_mut_ptr(),
+                            18 * (nb % 4),
+                        );
+                        step_q4_0(buf.as_ptr(), &a[ng], &idx, &mut acc[r]);
+                    }
+                }
+                acc.map(|a| _mm512_reduce_add_ps(a))
+            }
+        }
+
+        /// The f16 at `p` as f32.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn f16_at(p: *const u8) -> f32 {
+            // SAFETY: the caller guarantees 2 readable bytes at p.
+            let h = unsafe { (p as *const u16).read_unaligned() };
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+        }
+
+        /// Horizontal sum of 4 lanes.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn hsum4(m: __m128) -> f32 {
+            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps::<1>(m, m)))
+        }
+
+        /// The first 16 bytes of a Q4_K block at `b` (`d`, `dmin`, 12 packed scale bytes)
+        /// decoded in registers, as [`q4k_scales`] does with general-purpose ones: the 8
+        /// scales (bytes 0..8) and 8 mins (bytes 8..16), and `[d * dx, dmin * dx]` in
+        /// lanes 0 and 1.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q4k_head(b: *const u8, dx: f32) -> (__m128i, __m128) {
+            // SAFETY: the caller guarantees 16 readable bytes at b.
+            unsafe {
+                let v = _mm_loadu_si128(b as *const __m128i);
+                // Dwords of v: [d | dmin, u0, u1, u2].
+                let a = _mm_shuffle_epi32::<0b11_10_11_01>(v); // [u0, u2, u1, u2]
+                let c = _mm_shuffle_epi32::<0b10_10_01_01>(v); // [u0, u0, u1, u1]
+                let lo = _mm_and_si128(
+                    _mm_srlv_epi32(a, _mm_set_epi32(4, 0, 0, 0)),
+                    _mm_set_epi32(0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f),
+                );
+                // ((u >> 6) & 0x03) << 4 per byte = (u >> 2) & 0x30.
+                let hi = _mm_and_si128(
+                    _mm_srli_epi32::<2>(c),
+                    _mm_set_epi32(0x3030_3030, 0, 0x3030_3030, 0),
+                );
+                let dd = _mm_mul_ps(_mm_cvtph_ps(v), _mm_set1_ps(dx));
+                (_mm_or_si128(lo, hi), dd)
+            }
+        }
+
+        /// `R` Q4_K rows (`nb` super-blocks each at `p[r]`) times one token: each block's
+        /// activations are loaded once for the `R` rows (long rows' activations do not stay
+        /// in L1 from one row to the next).
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_q4_k<const R: usize>(
+            p: [*const u8; R],
+            nb: usize,
+            x: *const AK,
+        ) -> [f32; R] {
+            // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+            // blocks.
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                let idx: [__m512i; 4] =
+                    std::array::from_fn(
+                        |i| _mm512_loadu_si512(SHUF_Q4K_SC[i].as_ptr() as *const _),
+                    );
+                let mut acc = [_mm512_setzero_ps(); R];
+                let mut accm = [_mm_setzero_ps(); R];
+                for k in 0..nb {
+                    let xb = &*x.add(k);
+                    let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                        _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                    });
+                    let bs = _mm_loadu_si128(xb.bsums32.as_ptr() as *const __m128i);
+                    for r in 0..R {
+                        let b = p[r].add(144 * k);
+                        prefetch_lines(b, 3);
+                        let (sm, dd) = q4k_head(b, xb.d);
+                        let mins = _mm_cvtepu8_epi16(_mm_srli_si128::<8>(sm));
+                        let sb = _mm512_broadcast_i32x4(sm);
+                        let v0 = _mm512_loadu_si512(b.add(16) as *const _);
+                        let v1 = _mm512_loadu_si512(b.add(80) as *const _);
+                        let q = [
+                            _mm512_and_si512(v0, m4),
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v0), m4),
+                            _mm512_and_si512(v1, m4),
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v1), m4),
+                        ];
+                        let mut i = _mm512_setzero_si512();
+                        for g in 0..4 {
+                            let sg = _mm512_shuffle_epi8(sb, idx[g]);
+                            i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv[g]), sg);
+                        }
+                        acc[r] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(i),
+                            _mm512_broadcastss_ps(dd),
+                            acc[r],
+                        );
+                        let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
+                        let dm = _mm_permute_ps::<0b01_01_01_01>(dd);
+                        accm[r] = _mm_fmadd_ps(m, dm, accm[r]);
+                    }
+                }
+                std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - hsum4(accm[r]))
+            }
+        }
+
+        /// `R` Q6_K rows (`nb` super-blocks each at `p[r]`) times one token, as
+        /// [`rows_q4_k`].
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_q6_k<const R: usize>(
+            p: [*const u8; R],
+            nb: usize,
+            x: *const AK,
+        ) -> [f32; R] {
+            // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+            // blocks.
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                let m3 = _mm512_set1_epi8(3);
+                let idx: [__m512i; 4] =
+                    std::array::from_fn(|i| _mm512_loadu_si512(IDX_Q6K_SC[i].as_ptr() as *const _));
+                let sh = [
+                    _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
+                    _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
+                ];
+                let mut acc = [_mm512_setzero_ps(); R];
+                for k in 0..nb {
+                    let xb = &*x.add(k);
+                    let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                        _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                    });
+                    let bs = _mm256_loadu_si256(xb.bsums16.as_ptr() as *const __m256i);
+                    for r in 0..R {
+                        let b = p[r].add(210 * k);
+                        prefetch_lines(b, 4);
+                        let d = f16_at(b.add(208));
+                        let sc16 =
+                            _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
+                        let sc512 = _mm512_castsi256_si512(sc16);
+                        let mut q = [_mm512_setzero_si512(); 4];
+                        for h in 0..2 {
+                            let ql = _mm512_loadu_si512(b.add(64 * h) as *const _);
+                            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                b.add(128 + 32 * h) as *const __m256i,
+                            ));
+                            let hi = |s: __m512i| {
+                                _mm512_slli_epi16::<4>(_mm512_and_si512(
+                                    _mm512_srlv_epi16(qh, s),
+                                    m3,
+                                ))
+                            };
+                            q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), hi(sh[0]));
+                            q[2 * h + 1] = _mm512_or_si512(
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                                hi(sh[1]),
+                            );
+                        }
+                        let mut i = _mm512_setzero_si512();
+                        for g in 0..4 {
+                            let sg = _mm512_permutexvar_epi16(idx[g], sc512);
+                            i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv[g]), sg);
+                        }
+                        let c = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
+                        i = _mm512_sub_epi32(i, _mm512_zextsi256_si512(c));
+                        acc[r] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(i),
+                            _mm512_set1_ps(d * xb.d),
+                            acc[r],
+                        );
+                    }
+                }
+                std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]))
+            }
+        }
+    };
+}

@@ -1,0 +1,556 @@
+//! Prefill (several tokens) on AVX-512, every dtype: each unpacked weight block is reused for
+//! several tokens. The rows are taken 16 at a time; each block of the 16 rows is unpacked once
+//! into a small per-task scratch (the levels as bytes, transposed: 16 rows x 32 columns in 8
+//! vectors whose lane `r` holds 4 consecutive weights of row `r`; about 1.1 byte per weight of
+//! the 16 rows, so 36-330 KB on gemma-2b shapes) and used for every token. One `vpdpbusd` with
+//! 4 activation bytes broadcast advances 16 rows by 4 columns; 8 of them leave one finished
+//! block (or sub-block) sum per row in each lane, so the f32 scaling is one fused multiply-add
+//! per 16 rows x 32 columns (K-quants: the sub-block scale by one `vpmulld`, the super-block's
+//! f32 scale once per 256 columns). Tokens go 8 at a time through the scratch. This is a
+//! transient tile of 16 rows, not a copy of the matrix.
+//!
+//! Here: the scratch layouts ([`TB`], [`TK`]), and `avx512_prefill!`, the unpacking, the tile
+//! products and the job's 16-row drivers, which `avx512_quant!` (mod.rs) expands once per
+//! feature set. The x4 layouts' unpacking is in `x4.rs`.
+
+/// One block of 16 rows unpacked for the prefill kernel: `w[v]` lane `r` holds weights
+/// `4v..4v + 4` of row `r` as bytes (Q4_0: `q` in `0..16`; Q8_0 with VNNI: `w ^ 0x80`; Q8_0
+/// without: `|w|`, with the negative ones marked in `neg[v]`), `d` the 16 rows' scales.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(super) struct TB {
+    pub(super) w: [[u8; 64]; 8],
+    pub(super) d: [f32; 16],
+    pub(super) neg: [u64; 8],
+}
+
+pub(super) const TB_ZERO: TB = TB {
+    w: [[0; 64]; 8],
+    d: [0.0; 16],
+    neg: [0; 8],
+};
+
+/// One super-block of 256 of 16 rows unpacked for the K-quant prefill kernel. `w[s][v]` lane
+/// `r` holds values `32s + 4v..32s + 4v + 4` of row `r` as bytes (`q`: Q4_K `0..16`, Q6_K
+/// `0..64`). Q4_K: `sc[j]` the 8 sub-block scales, `mp[i]` the mins `m[2i]`, `m[2i + 1]` as a
+/// pair of i16 per lane, `d`, `dmin`. Q6_K: `sc[j]` the 16 sub-block scales, `d`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(super) struct TK {
+    pub(super) w: [[[u8; 64]; 8]; 8],
+    pub(super) sc: [[i32; 16]; 16],
+    pub(super) mp: [[i32; 16]; 4],
+    pub(super) d: [f32; 16],
+    pub(super) dmin: [f32; 16],
+}
+
+pub(super) const TK_ZERO: TK = TK {
+    w: [[[0; 64]; 8]; 8],
+    sc: [[0; 16]; 16],
+    mp: [[0; 16]; 4],
+    d: [0.0; 16],
+    dmin: [0.0; 16],
+};
+
+/// 64 zero bytes: the block of the rows past the end of a 16-row tile.
+pub(super) static ZERO_BLOCK: [u8; 64] = [0; 64];
+
+/// The AVX-512 prefill kernels of one feature set (the arguments of `avx512_quant!`): the
+/// unpacking of plain rows into [`TB`] and [`TK`] tiles, their products with up to 8 tokens,
+/// and the job's drivers that walk a task's rows 16 at a time.
+macro_rules! avx512_prefill {
+    ($feat:literal, $vnni:literal, $dp:ident, $dpw:ident) => {
+        /// Transposes 16 rows x 4 dwords (row `4i + j` in 128-bit lane `j` of `z[i]`) into
+        /// 4 vectors of 16 dwords: output `v` lane `r` is dword `v` of row `r`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn transpose16x4(z: [__m512i; 4], idx: __m512i) -> [__m512i; 4] {
+            let p = z.map(|v| _mm512_permutexvar_epi32(idx, v));
+            let t0 = _mm512_shuffle_i32x4::<0x44>(p[0], p[1]);
+            let t1 = _mm512_shuffle_i32x4::<0xEE>(p[0], p[1]);
+            let t2 = _mm512_shuffle_i32x4::<0x44>(p[2], p[3]);
+            let t3 = _mm512_shuffle_i32x4::<0xEE>(p[2], p[3]);
+            [
+                _mm512_shuffle_i32x4::<0x88>(t0, t2),
+                _mm512_shuffle_i32x4::<0xDD>(t0, t2),
+                _mm512_shuffle_i32x4::<0x88>(t1, t3),
+                _mm512_shuffle_i32x4::<0xDD>(t1, t3),
+            ]
+        }
+
+        /// Loads 16 bytes at `rows[r] + off` for 16 rows, row `4i + j` into lane `j` of
+        /// register `i`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn load16x16(rows: &[*const u8; 16], off: usize) -> [__m512i; 4] {
+            // SAFETY: the caller guarantees 16 readable bytes at every rows[r] + off.
+            unsafe {
+                std::array::from_fn(|i| {
+                    let l = |j: usize| _mm_loadu_si128(rows[4 * i + j].add(off) as *const __m128i);
+                    let v = _mm512_castsi128_si512(l(0));
+                    let v = _mm512_inserti32x4::<1>(v, l(1));
+                    let v = _mm512_inserti32x4::<2>(v, l(2));
+                    _mm512_inserti32x4::<3>(v, l(3))
+                })
+            }
+        }
+
+        /// The f16 scales at `rows[r]` of 16 rows.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn scales16(rows: &[*const u8; 16]) -> __m512 {
+            // SAFETY: the caller guarantees 2 readable bytes at every rows[r].
+            let dh: [u16; 16] =
+                std::array::from_fn(|r| unsafe { (rows[r] as *const u16).read_unaligned() });
+            // SAFETY: dh is 32 bytes.
+            _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(dh.as_ptr() as *const __m256i) })
+        }
+
+        /// Unpacks one Q4_0 block of 16 rows (`rows[r]` at the block) into `tb`.
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q4_0(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
+            // SAFETY: the caller guarantees 18 readable bytes at every rows[r].
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                let v = transpose16x4(load16x16(rows, 2), idx);
+                for (j, vj) in v.iter().enumerate() {
+                    let lo = _mm512_and_si512(*vj, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*vj), m4);
+                    _mm512_store_si512(tb.w[j].as_mut_ptr() as *mut _, lo);
+                    _mm512_store_si512(tb.w[j + 4].as_mut_ptr() as *mut _, hi);
+                }
+                _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows));
+            }
+        }
+
+        /// Unpacks 32 int8 weights at `rows[r] + off` of 16 rows into `tb`'s weights in the
+        /// Q8_0 encoding (the scales are the caller's).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_int8(rows: &[*const u8; 16], off: usize, idx: __m512i, tb: &mut TB) {
+            // SAFETY: the caller guarantees 32 readable bytes at every rows[r] + off.
+            unsafe {
+                for h in 0..2 {
+                    let v = transpose16x4(load16x16(rows, off + 16 * h), idx);
+                    for (j, vj) in v.iter().enumerate() {
+                        let u = if $vnni {
+                            _mm512_xor_si512(*vj, _mm512_set1_epi8(-128))
+                        } else {
+                            tb.neg[4 * h + j] = _mm512_movepi8_mask(*vj);
+                            _mm512_abs_epi8(*vj)
+                        };
+                        _mm512_store_si512(tb.w[4 * h + j].as_mut_ptr() as *mut _, u);
+                    }
+                }
+            }
+        }
+
+        /// Unpacks one Q8_0 block of 16 rows (`rows[r]` at the block) into `tb`.
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q8_0(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
+            // SAFETY: the caller guarantees 34 readable bytes at every rows[r].
+            unsafe {
+                unpack_int8(rows, 2, idx, tb);
+                _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows));
+            }
+        }
+
+        /// Unpacks one int8 block of 32 of 16 rows (`rows[r]` at the block) into `tb` in
+        /// the Q8_0 encoding, with unit scales (the rows' own are applied by the caller).
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_i8(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
+            // SAFETY: the caller guarantees 32 readable bytes at every rows[r].
+            unsafe {
+                unpack_int8(rows, 0, idx, tb);
+                _mm512_store_ps(tb.d.as_mut_ptr(), _mm512_set1_ps(1.0));
+            }
+        }
+
+        /// 16 unpacked rows (`nb` blocks at `s`) times `T` tokens: lane `r` of result `t`
+        /// is row `r` . token `t`. `Q8` selects the Q8_0 encoding of [`TB`] (and its
+        /// correction, `-128 * sum(x)` with VNNI, none without) over Q4_0's (`-8 * sum`).
+        #[target_feature(enable = $feat)]
+        unsafe fn tgemm<const Q8: bool, const T: usize>(
+            s: &[TB],
+            x: [*const B32; T],
+        ) -> [__m512; T] {
+            let mut acc = [_mm512_setzero_ps(); T];
+            for (k, tb) in s.iter().enumerate() {
+                // SAFETY: every token has `s.len()` activation blocks (checked by the
+                // caller); the scratch is 64-byte aligned.
+                unsafe {
+                    let w: [__m512i; 8] =
+                        std::array::from_fn(|v| _mm512_load_si512(tb.w[v].as_ptr() as *const _));
+                    let dw = _mm512_load_ps(tb.d.as_ptr());
+                    for t in 0..T {
+                        let xb = &*x[t].add(k);
+                        let c = if Q8 {
+                            if $vnni {
+                                -128 * xb.sum
+                            } else {
+                                0
+                            }
+                        } else {
+                            -8 * xb.sum
+                        };
+                        let mut i = _mm512_set1_epi32(c);
+                        let xq = xb.qs.as_ptr() as *const i32;
+                        for (v, wv) in w.iter().enumerate() {
+                            let xv = _mm512_set1_epi32(xq.add(v).read_unaligned());
+                            let xv = if Q8 && !$vnni {
+                                _mm512_mask_sub_epi8(xv, tb.neg[v], _mm512_setzero_si512(), xv)
+                            } else {
+                                xv
+                            };
+                            i = $dp!(i, *wv, xv);
+                        }
+                        let sc = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
+                        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), sc, acc[t]);
+                    }
+                }
+            }
+            acc
+        }
+
+        /// The 256 levels `q` of one Q4_K super-block at `b`, in order, into `out`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn levels_q4_k(b: *const u8, out: &mut [u8; 256]) {
+            // SAFETY: the caller guarantees 144 readable bytes at b; out is 256 bytes.
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                for h in 0..2 {
+                    let v = _mm512_loadu_si512(b.add(16 + 64 * h) as *const _);
+                    let lo = _mm512_and_si512(v, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                    // Chunk c = 2h + e: low nibbles are values 64c.., high ones 64c + 32...
+                    let o = out.as_mut_ptr().add(128 * h) as *mut __m256i;
+                    _mm256_storeu_si256(o, _mm512_castsi512_si256(lo));
+                    _mm256_storeu_si256(o.add(1), _mm512_castsi512_si256(hi));
+                    _mm256_storeu_si256(o.add(2), _mm512_extracti64x4_epi64::<1>(lo));
+                    _mm256_storeu_si256(o.add(3), _mm512_extracti64x4_epi64::<1>(hi));
+                }
+            }
+        }
+
+        /// The 256 levels `q` (`0..64`) of one Q6_K super-block at `b`, in order.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn levels_q6_k(b: *const u8, out: &mut [u8; 256]) {
+            // SAFETY: the caller guarantees 210 readable bytes at b; out is 256 bytes.
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                let m3 = _mm512_set1_epi8(3);
+                let sh = [
+                    _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
+                    _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
+                ];
+                for h in 0..2 {
+                    let ql = _mm512_loadu_si512(b.add(64 * h) as *const _);
+                    let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        b.add(128 + 32 * h) as *const __m256i
+                    ));
+                    let hi = |s: __m512i| {
+                        _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srlv_epi16(qh, s), m3))
+                    };
+                    let o = out.as_mut_ptr().add(128 * h) as *mut __m512i;
+                    _mm512_storeu_si512(
+                        o as *mut _,
+                        _mm512_or_si512(_mm512_and_si512(ql, m4), hi(sh[0])),
+                    );
+                    _mm512_storeu_si512(
+                        o.add(1) as *mut _,
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                            hi(sh[1]),
+                        ),
+                    );
+                }
+            }
+        }
+
+        /// Unpacks super-block `k` of the 16 rows `rows[r]` (`None` past the tile's end)
+        /// of a Q4_K (`q4k`) or Q6_K matrix into `tk`.
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_k(rows: &[Option<*const u8>; 16], q4k: bool, idx: __m512i, tk: &mut TK) {
+            // SAFETY: the caller guarantees a whole super-block at every Some(row).
+            unsafe {
+                let mut lv = [[0u8; 256]; 16];
+                for (r, row) in rows.iter().enumerate() {
+                    let Some(b) = *row else {
+                        for j in 0..16 {
+                            tk.sc[j][r] = 0;
+                        }
+                        for i in 0..4 {
+                            tk.mp[i][r] = 0;
+                        }
+                        tk.d[r] = 0.0;
+                        tk.dmin[r] = 0.0;
+                        continue;
+                    };
+                    if q4k {
+                        levels_q4_k(b, &mut lv[r]);
+                        let sm: [u8; 16] = std::mem::transmute(q4k_scales(b.add(4)));
+                        for j in 0..8 {
+                            tk.sc[j][r] = sm[j] as i32;
+                        }
+                        for i in 0..4 {
+                            tk.mp[i][r] = sm[8 + 2 * i] as i32 | (sm[9 + 2 * i] as i32) << 16;
+                        }
+                        tk.d[r] = f16_at(b);
+                        tk.dmin[r] = f16_at(b.add(2));
+                    } else {
+                        levels_q6_k(b, &mut lv[r]);
+                        for j in 0..16 {
+                            tk.sc[j][r] = *b.add(192 + j) as i8 as i32;
+                        }
+                        tk.d[r] = f16_at(b.add(208));
+                    }
+                }
+                let ptrs: [*const u8; 16] = std::array::from_fn(|r| lv[r].as_ptr());
+                for s in 0..8 {
+                    for h in 0..2 {
+                        let v = transpose16x4(load16x16(&ptrs, 32 * s + 16 * h), idx);
+                        for (j, vj) in v.iter().enumerate() {
+                            _mm512_store_si512(tk.w[s][4 * h + j].as_mut_ptr() as *mut _, *vj);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// 16 unpacked K-quant rows (`s`, one [`TK`] per super-block) times `T` tokens:
+        /// lane `r` of result `t` is row `r` . token `t`.
+        #[target_feature(enable = $feat)]
+        unsafe fn tgemm_k<const Q4K: bool, const T: usize>(
+            s: &[TK],
+            x: [*const AK; T],
+        ) -> [__m512; T] {
+            let mut acc = [_mm512_setzero_ps(); T];
+            for (k, tk) in s.iter().enumerate() {
+                // SAFETY: every token has `s.len()` activation blocks (checked by the
+                // caller); the scratch is 64-byte aligned.
+                unsafe {
+                    let xb: [&AK; T] = std::array::from_fn(|t| &*x[t].add(k));
+                    let mut isum = [_mm512_setzero_si512(); T];
+                    // Sub-blocks of 32 (Q4_K) or pairs of sub-blocks of 16 (Q6_K).
+                    for (sb, ws) in tk.w.iter().enumerate() {
+                        let w: [__m512i; 8] =
+                            std::array::from_fn(|v| _mm512_load_si512(ws[v].as_ptr() as *const _));
+                        if Q4K {
+                            let sc = _mm512_load_si512(tk.sc[sb].as_ptr() as *const _);
+                            let off = 32 * k_pos(sb);
+                            for t in 0..T {
+                                let xq = xb[t].qs.as_ptr().add(off) as *const i32;
+                                let mut i = _mm512_setzero_si512();
+                                for (v, wv) in w.iter().enumerate() {
+                                    i = $dp!(i, *wv, _mm512_set1_epi32(xq.add(v).read_unaligned()));
+                                }
+                                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(i, sc));
+                            }
+                        } else {
+                            for h in 0..2 {
+                                let j = 2 * sb + h;
+                                let sc = _mm512_load_si512(tk.sc[j].as_ptr() as *const _);
+                                for t in 0..T {
+                                    let xq = xb[t].qs.as_ptr().add(16 * j) as *const i32;
+                                    let mut i = _mm512_set1_epi32(xb[t].c6[j]);
+                                    for v in 0..4 {
+                                        let xv = _mm512_set1_epi32(xq.add(v).read_unaligned());
+                                        i = $dp!(i, w[4 * h + v], xv);
+                                    }
+                                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(i, sc));
+                                }
+                            }
+                        }
+                    }
+                    let d = _mm512_load_ps(tk.d.as_ptr());
+                    for t in 0..T {
+                        let dx = _mm512_set1_ps(xb[t].d);
+                        acc[t] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(isum[t]),
+                            _mm512_mul_ps(d, dx),
+                            acc[t],
+                        );
+                        if Q4K {
+                            let bs = xb[t].bsums32.as_ptr() as *const i32;
+                            let mut m = _mm512_setzero_si512();
+                            for i in 0..4 {
+                                let mp = _mm512_load_si512(tk.mp[i].as_ptr() as *const _);
+                                m = $dpw!(m, mp, _mm512_set1_epi32(bs.add(i).read_unaligned()));
+                            }
+                            let dmin = _mm512_load_ps(tk.dmin.as_ptr());
+                            acc[t] = _mm512_fnmadd_ps(
+                                _mm512_cvtepi32_ps(m),
+                                _mm512_mul_ps(dmin, dx),
+                                acc[t],
+                            );
+                        }
+                    }
+                }
+            }
+            acc
+        }
+
+        impl Job<'_> {
+            /// Rows `r0..` of every token for K-quants, 16 rows at a time through the
+            /// unpacked scratch.
+            fn rows16_k(&self, r0: usize, outs: &mut [&mut [f32]]) {
+                let (nb, bb) = (self.a.nb, self.w.dtype.block_bytes());
+                let q4k = self.w.dtype == DType::Q4_K;
+                let nrows = outs[0].len();
+                let mut scratch = vec![TK_ZERO; nb];
+                // SAFETY: IDX_TR is 64 bytes.
+                let idx = unsafe { _mm512_loadu_si512(IDX_TR.as_ptr() as *const _) };
+                let mut rt = 0;
+                while rt < nrows {
+                    let nr = 16.min(nrows - rt);
+                    for (k, tk) in scratch.iter_mut().enumerate() {
+                        let rows: [Option<*const u8>; 16] = std::array::from_fn(|r| {
+                            (r < nr).then(|| self.w.row_bytes(r0 + rt + r)[k * bb..].as_ptr())
+                        });
+                        // SAFETY: the token proves the features; every Some pointer is at
+                        // a whole super-block of its row.
+                        unsafe { unpack_k(&rows, q4k, idx, tk) };
+                    }
+                    let mut t0 = 0;
+                    while t0 < self.n {
+                        let nt = [8, 4, 2, 1]
+                            .into_iter()
+                            .find(|&s| s <= self.n - t0)
+                            .unwrap_or(1);
+                        macro_rules! go {
+                            ($T:literal) => {{
+                                let x: [*const AK; $T] =
+                                    std::array::from_fn(|t| self.a.k(t0 + t).as_ptr());
+                                // SAFETY: the token proves the features; every token has
+                                // `nb` activation blocks (check_job).
+                                let acc = unsafe {
+                                    if q4k {
+                                        tgemm_k::<true, $T>(&scratch, x)
+                                    } else {
+                                        tgemm_k::<false, $T>(&scratch, x)
+                                    }
+                                };
+                                for (t, a) in acc.iter().enumerate() {
+                                    // SAFETY: a __m512 is 16 f32 (a plain move, where
+                                    // the store intrinsic would be a call out of this
+                                    // non-AVX-512 function).
+                                    let lanes: [f32; 16] = unsafe { std::mem::transmute(*a) };
+                                    outs[t0 + t][rt..rt + nr].copy_from_slice(&lanes[..nr]);
+                                }
+                            }};
+                        }
+                        match nt {
+                            8 => go!(8),
+                            4 => go!(4),
+                            2 => go!(2),
+                            _ => go!(1),
+                        }
+                        t0 += nt;
+                    }
+                    rt += nr;
+                }
+            }
+
+            /// Rows `r0..` of every token, 16 rows at a time through the unpacked scratch.
+            fn rows16(&self, r0: usize, outs: &mut [&mut [f32]]) {
+                let (nb, bb) = (self.a.nb, weight_block_bytes(self.w.dtype));
+                let i8 = self.w.dtype == DType::I8;
+                let q8 = self.w.dtype == DType::Q8_0 || i8;
+                let x4 = self.w.dtype.is_x4();
+                let q8 = q8 || self.w.dtype == DType::Q8_0X4;
+                let nrows = outs[0].len();
+                let mut scratch = vec![TB_ZERO; nb];
+                // SAFETY: IDX_TR is 64 bytes.
+                let idx = unsafe { _mm512_loadu_si512(IDX_TR.as_ptr() as *const _) };
+                let mut rt = 0;
+                while rt < nrows {
+                    let nr = 16.min(nrows - rt);
+                    if x4 {
+                        // Whole quads: rows and r0 are multiples of 4.
+                        let stride = self.w.row_stride();
+                        let base = self.w.data[(r0 + rt) * stride..].as_ptr();
+                        for (g, tb) in scratch.chunks_mut(16).enumerate() {
+                            // SAFETY: the token proves the features; the tile's nr rows
+                            // are whole rows of the matrix (MatRef checked the quads).
+                            unsafe {
+                                if q8 {
+                                    unpack_x4::<true>(base, stride, nr, g, tb)
+                                } else {
+                                    unpack_x4::<false>(base, stride, nr, g, tb)
+                                }
+                            };
+                        }
+                    } else {
+                        let base: [*const u8; 16] = std::array::from_fn(|r| {
+                            if r < nr {
+                                self.w.row_bytes(r0 + rt + r).as_ptr()
+                            } else {
+                                ZERO_BLOCK.as_ptr()
+                            }
+                        });
+                        for (k, tb) in scratch.iter_mut().enumerate() {
+                            // Rows past the tile's end stay on the zero block.
+                            let rows: [*const u8; 16] = std::array::from_fn(|r| {
+                                if r < nr {
+                                    base[r].wrapping_add(k * bb)
+                                } else {
+                                    base[r]
+                                }
+                            });
+                            // SAFETY: the token proves the features; each pointer is at a
+                            // whole block of its row (or at the 64-byte zero block).
+                            unsafe {
+                                if i8 {
+                                    unpack_i8(&rows, idx, tb);
+                                } else if q8 {
+                                    unpack_q8_0(&rows, idx, tb);
+                                } else {
+                                    unpack_q4_0(&rows, idx, tb);
+                                }
+                            }
+                        }
+                    }
+                    let mut t0 = 0;
+                    while t0 < self.n {
+                        let nt = [8, 4, 2, 1]
+                            .into_iter()
+                            .find(|&s| s <= self.n - t0)
+                            .unwrap_or(1);
+                        macro_rules! go {
+                            ($T:literal) => {{
+                                let x: [*const B32; $T] =
+                                    std::array::from_fn(|t| self.a.b32(t0 + t).as_ptr());
+                                // SAFETY: the token proves the features; every token has
+                                // `nb` activation blocks (check_job).
+                                let acc = unsafe {
+                                    if q8 {
+                                        tgemm::<true, $T>(&scratch, x)
+                                    } else {
+                                        tgemm::<false, $T>(&scratch, x)
+                                    }
+                                };
+                                for (t, a) in acc.iter().enumerate() {
+                                    // SAFETY: a __m512 is 16 f32 (a plain move, where
+                                    // the store intrinsic would be a call out of this
+                                    // non-AVX-512 function).
+                                    let lanes: [f32; 16] = unsafe { std::mem::transmute(*a) };
+                                    outs[t0 + t][rt..rt + nr].copy_from_slice(&lanes[..nr]);
+                                }
+                            }};
+                        }
+                        match nt {
+                            8 => go!(8),
+                            4 => go!(4),
+                            2 => go!(2),
+                            _ => go!(1),
+                        }
+                        t0 += nt;
+                    }
+                    rt += nr;
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,141 @@
+//! The constants of the AVX-512 kernels: how far ahead the decode kernels prefetch, and the
+//! index and shuffle tables their permutations load (built at compile time). Shared by the
+//! decode, x4 and prefill kernels, which are expanded once per feature set.
+
+use std::arch::x86_64::*;
+
+/// How far ahead (bytes) the in-place decode kernels prefetch the rows they read
+/// ([`prefetch_lines`]): one row at a time (`row_q4_0`, `row_q8_0`, `rows_q4_k::<1>`,
+/// `rows_q6_k::<1>`) or four interleaved (`rows_*::<4>`). The hardware prefetchers stop at
+/// every 4 KiB page and leave these kernels short of the memory bandwidth (the 34-, 18-, 144-
+/// and 210-byte blocks are not line-aligned, and each step spends more instructions per byte
+/// than a plain read); a software prefetch a page ahead keeps the lines coming across page
+/// boundaries. One page: measured faster than less for every block type, and farther gains
+/// nothing. The x4 kernels of `--quant` and the read-rate probe ([`crate::read_rate`])
+/// prefetch as far.
+pub(crate) const PREFETCH: usize = 4096;
+
+/// Prefetches the `n` cache lines from `p + PREFETCH` into L1.
+#[inline(always)]
+pub(super) fn prefetch_lines(p: *const u8, n: usize) {
+    for i in 0..n {
+        // SAFETY: a prefetch never faults; the address is only computed (wrapping), so it may
+        // lie past the row or the mapping.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64 * i) as *const i8) };
+    }
+}
+
+/// `vpermt2w` indices gathering the nibble bytes of 4 Q4_0 blocks (72 bytes, as 36 words
+/// across two registers): output words `8k..8k + 8` are block `k`'s words `9k + 1..9k + 9`.
+pub(super) static IDX_Q4_NIB: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (9 * (j / 8) + 1 + j % 8) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// [`IDX_Q4_NIB`] for the second group of 4 blocks of a 144-byte pair of groups, taken from
+/// the registers holding bytes 64..128 and 128..144: block `k`'s nibbles are words `5 + 9k..`.
+pub(super) static IDX_Q4_NIB2: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (9 * (j / 8) + 5 + j % 8) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// `vpermt2w` indices of the 8 Q4_0 scales of a 144-byte pair of groups (words `9k` of bytes
+/// 0..128), each repeated 4 times.
+pub(super) static IDX_Q4_D8: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (9 * (j / 4)) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// `vpermt2w` indices of the 4 Q4_0 scales, each repeated 4 times (words 0..16).
+pub(super) static IDX_Q4_D: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 16 {
+        a[j] = (9 * (j / 4)) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// `vpermt2w` indices of the 4 Q8_0 scales of a 136-byte group (words 0, 17, 34, 51), each
+/// repeated 8 times.
+pub(super) static IDX_Q8_D: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (17 * (j / 8)) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// `vpshufb` controls spreading Q4_K's scales (bytes 0..8 of `[sc0..sc7, m0..m7]`, in every
+/// 128-bit lane) over the `vpmaddubsw` words of the four 64-value groups as zero-extended words:
+/// group `i` holds sub-blocks `a` (lanes 0-1) and `b` (lanes 2-3) with `(a, b)` = (0, 2),
+/// (1, 3), (4, 6), (5, 7).
+pub(super) static SHUF_Q4K_SC: [[i8; 64]; 4] = {
+    let pairs = [(0, 2), (1, 3), (4, 6), (5, 7)];
+    let mut a = [[0i8; 64]; 4];
+    let mut i = 0;
+    while i < 4 {
+        let mut j = 0;
+        while j < 64 {
+            a[i][j] = if j % 2 == 1 {
+                -128
+            } else if j < 32 {
+                pairs[i].0
+            } else {
+                pairs[i].1
+            };
+            j += 1;
+        }
+        i += 1;
+    }
+    a
+};
+
+/// `vpermw` indices spreading Q6_K's 16 scales over the `vpmaddubsw` words of the four
+/// 64-value groups: group `i` holds sub-blocks `4i..4i + 4`, 8 words each.
+pub(super) static IDX_Q6K_SC: [[i16; 32]; 4] = {
+    let mut a = [[0i16; 32]; 4];
+    let mut i = 0;
+    while i < 4 {
+        let mut j = 0;
+        while j < 32 {
+            a[i][j] = (4 * i + j / 8) as i16;
+            j += 1;
+        }
+        i += 1;
+    }
+    a
+};
+
+/// Per-128-bit-lane shift counts of Q6_K's high bits: lanes 0-1 by `a`, lanes 2-3 by `b`.
+pub(super) static Q6K_SHIFTS: [[i16; 32]; 2] = {
+    let mut a = [[0i16; 32]; 2];
+    let mut j = 0;
+    while j < 32 {
+        a[0][j] = if j < 16 { 0 } else { 2 };
+        a[1][j] = if j < 16 { 4 } else { 6 };
+        j += 1;
+    }
+    a
+};
+
+/// `vpermd` indices grouping dword `v` of the four 128-bit lanes: `[0, 4, 8, 12, 1, 5, ..]`.
+pub(super) static IDX_TR: [i32; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];

@@ -289,7 +289,7 @@ pub struct Gguf {
     pub version: u32,
     pub meta: BTreeMap<String, Meta>,
     /// Every metadata entry in file order: key, value type and the value's bytes in the map
-    /// (for copying entries verbatim, [`Gguf::raw_metadata`]).
+    /// (for copying entries verbatim: `gguf_write::metadata_of`).
     pub raw: Vec<(String, u32, std::ops::Range<usize>)>,
     /// Absolute offset of the data section.
     pub data_offset: usize,
@@ -452,23 +452,6 @@ impl Gguf {
     pub fn architecture(&self) -> Result<&str> {
         self.str("general.architecture")?
             .with_context(|| format!("{}: missing metadata `general.architecture`", self.path()))
-    }
-
-    /// Every metadata entry as it is in the file (`map` is the file's map), for a writer to
-    /// copy: the tokenizer, chat template and hyper-parameters travel unchanged.
-    pub fn raw_metadata(&self, map: &[u8]) -> Vec<(String, super::gguf_write::Value)> {
-        self.raw
-            .iter()
-            .map(|(k, t, r)| {
-                (
-                    k.clone(),
-                    super::gguf_write::Value::Raw {
-                        vtype: *t,
-                        bytes: map[r.clone()].to_vec(),
-                    },
-                )
-            })
-            .collect()
     }
 
     /// A metadata value, or None.

@@ -114,6 +114,23 @@ fn put_value(w: &mut impl Write, v: &Value) -> std::io::Result<()> {
     }
 }
 
+/// Every metadata entry of `g` as it is in the file (`map` is the file's map), for a writer to
+/// copy: the tokenizer, chat template and hyper-parameters travel unchanged.
+pub fn metadata_of(g: &super::gguf::Gguf, map: &[u8]) -> Vec<(String, Value)> {
+    g.raw
+        .iter()
+        .map(|(k, t, r)| {
+            (
+                k.clone(),
+                Value::Raw {
+                    vtype: *t,
+                    bytes: map[r.clone()].to_vec(),
+                },
+            )
+        })
+        .collect()
+}
+
 /// Writes a GGUF file at `out`: `kv` metadata, then `tensors`, whose data `fill(i, w)` writes
 /// (exactly `tensors[i].bytes()` bytes, checked). Refuses an existing `out` unless `force`.
 /// Returns the file's size.

@@ -2,9 +2,9 @@
 //! detected once, and what follows from it for the loader (the x4 layouts) and the fast path
 //! (the bf16 dot product).
 
-use crate::DType;
 #[cfg(target_arch = "x86_64")]
-use crate::{x86, x86q};
+use crate::x86;
+use crate::DType;
 use std::sync::OnceLock;
 
 /// The dtype the loader gives a `rows x cols` matrix of `plain` blocks: its x4 layout
@@ -51,7 +51,7 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => x86::Avx512::detect().is_some(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86q::Avx512Vnni::detect().is_some(),
+            Isa::Avx512Vnni => x86::Avx512Vnni::detect().is_some(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }

@@ -92,7 +92,7 @@ pub fn matmul(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
 pub fn matmul_with(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     check_shapes(w, x.len(), n, y.len());
     if w.dtype.is_quantized() {
-        qmat::matmul_quant(level, w, x, n, y);
+        quant_product(level, w, x, n, y);
     } else {
         product(level, w, x, n, y);
     }
@@ -105,11 +105,25 @@ pub fn matmul_with(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
 pub fn matmul_fast_with(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     check_shapes(w, x.len(), n, y.len());
     if w.dtype.is_quantized() || qmat::int8_blocks(w) {
-        qmat::matmul_quant(level, w, x, n, y);
+        quant_product(level, w, x, n, y);
     } else {
         product(level, w, x, n, y);
     }
     apply_scale(w, y);
+}
+
+/// The product of quantized `w` (or int8 in blocks) at `level`, unscaled: the x86 kernels, or
+/// the portable job at the scalar level and for the x4 layouts below AVX-512 (which have
+/// AVX-512 kernels only).
+fn quant_product(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+    let portable = level == Isa::Scalar || (level == Isa::Avx2 && w.dtype.is_x4());
+    if portable || w.rows == 0 || n == 0 {
+        return qmat::matmul_portable(w, x, n, y);
+    }
+    #[cfg(target_arch = "x86_64")]
+    x86q::matmul_quant(level, w, x, n, y);
+    #[cfg(not(target_arch = "x86_64"))]
+    panic!("{} is not available on this architecture", level.name());
 }
 
 /// The unscaled product at `level`.

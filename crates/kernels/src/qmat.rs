@@ -25,7 +25,7 @@
 //! tested against, and the driver that runs a job over the row split (`split.rs`).
 
 use super::split::par_row_tasks;
-use super::{DType, Isa, MatRef};
+use super::{DType, MatRef};
 use half::f16;
 
 /// One activation block of 32 for Q8_0 and Q4_0 weights, in natural order.
@@ -153,7 +153,7 @@ pub(crate) fn quantize_b32_impl(x: &[f32], out: &mut [B32]) {
 /// [`quantize_b32_impl`] at the best instruction set.
 pub(crate) fn quantize_b32(x: &[f32], out: &mut [B32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::x86q::quantize_b32_simd(x, out) {
+    if quantize_b32_simd(x, out) {
         return;
     }
     quantize_b32_impl(x, out)
@@ -257,7 +257,7 @@ pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
 /// [`quantize_k_impl`] at the best instruction set.
 pub(crate) fn quantize_k(x: &[f32], dtype: DType, out: &mut [AK]) {
     #[cfg(target_arch = "x86_64")]
-    if super::x86q::quantize_k_simd(x, dtype, out) {
+    if quantize_k_simd(x, dtype, out) {
         return;
     }
     quantize_k_impl(x, dtype, out)
@@ -381,6 +381,69 @@ pub(crate) fn dot_q6_k(row: &[u8], a: &[AK]) -> f32 {
         acc += (f16_at(b, 208) * x.d) * isum as f32;
     }
     acc
+}
+
+// ---------------------------------------------------------------------------------------------
+// The activation quantizers compiled per instruction set
+
+/// [`quantize_b32_impl`] compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn quantize_b32_512(x: &[f32], out: &mut [B32]) {
+    quantize_b32_impl(x, out)
+}
+
+/// [`quantize_b32_impl`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_b32_256(x: &[f32], out: &mut [B32]) {
+    quantize_b32_impl(x, out)
+}
+
+/// [`quantize_k_impl`] compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn quantize_k_512(x: &[f32], dtype: DType, out: &mut [AK]) {
+    quantize_k_impl(x, dtype, out)
+}
+
+/// [`quantize_k_impl`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_k_256(x: &[f32], dtype: DType, out: &mut [AK]) {
+    quantize_k_impl(x, dtype, out)
+}
+
+/// Runs the activation quantizer compiled for the best available instruction set; false if
+/// there is none (the caller then runs the portable build). Plain Rust in every build (IEEE
+/// operations, never contracted), so the results are identical.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn quantize_b32_simd(x: &[f32], out: &mut [B32]) -> bool {
+    if crate::x86::Avx512::detect().is_some() {
+        // SAFETY: the CPU has the features (just detected).
+        unsafe { quantize_b32_512(x, out) };
+    } else if crate::x86::Avx2::detect().is_some() {
+        // SAFETY: as above.
+        unsafe { quantize_b32_256(x, out) };
+    } else {
+        return false;
+    }
+    true
+}
+
+/// [`quantize_b32_simd`] for blocks of 256.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn quantize_k_simd(x: &[f32], dtype: DType, out: &mut [AK]) -> bool {
+    if crate::x86::Avx512::detect().is_some() {
+        // SAFETY: the CPU has the features (just detected).
+        unsafe { quantize_k_512(x, dtype, out) };
+    } else if crate::x86::Avx2::detect().is_some() {
+        // SAFETY: as above.
+        unsafe { quantize_k_256(x, dtype, out) };
+    } else {
+        return false;
+    }
+    true
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -541,26 +604,16 @@ impl QJob for ScalarJob<'_> {
     }
 }
 
-/// The product of quantized `w` (or int8 in blocks, [`int8_blocks`]) with `n` tokens of `x` at
-/// `level`, unscaled (shapes checked by the caller).
-pub(crate) fn matmul_quant(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+/// The product of quantized `w` (or int8 in blocks, [`int8_blocks`]) with `n` tokens of `x` by
+/// the portable job (the scalar level, and the x4 layouts below AVX-512), unscaled.
+pub(crate) fn matmul_portable(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     debug_assert!(w.dtype.is_quantized() || int8_blocks(w));
     if w.rows == 0 || n == 0 {
         return;
     }
-    // The x4 layouts have AVX-512 kernels only: below that they take the portable job.
-    let portable = level == Isa::Scalar || (level == Isa::Avx2 && w.dtype.is_x4());
-    match level {
-        _ if portable => {
-            let job = ScalarJob {
-                w,
-                a: QActs::new(w.dtype, x, n, w.cols, false),
-            };
-            drive(&job, w.rows, w.cols, n, y);
-        }
-        #[cfg(target_arch = "x86_64")]
-        _ => super::x86q::matmul_quant(level, w, x, n, y),
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => panic!("{} is not available on this architecture", level.name()),
-    }
+    let job = ScalarJob {
+        w,
+        a: QActs::new(w.dtype, x, n, w.cols, false),
+    };
+    drive(&job, w.rows, w.cols, n, y);
 }

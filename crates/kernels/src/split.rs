@@ -4,9 +4,11 @@
 //! the block size ([`rows_per_task`]) decides which rows each task computes, so it is kept
 //! unchanged (results are bit-identical across builds only if the tasks are).
 
-use crate::tile::TILE_R;
 use crate::MatRef;
 use rayon::prelude::*;
+
+/// Rows of a register tile: tasks are whole tiles (the float kernels' tiles, [`crate::tile`]).
+pub(crate) const TILE_R: usize = 4;
 
 /// Rows per rayon task, a multiple of [`TILE_R`]: enough tasks to balance, not so many that
 /// scheduling costs show.

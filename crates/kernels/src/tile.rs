@@ -4,10 +4,10 @@
 //! `Kernel::TMAX` tokens.
 
 use crate::split::par_row_tasks;
+pub(crate) use crate::split::TILE_R;
 use crate::MatRef;
 
 /// Largest register tile: rows x tokens. Every kernel's `TMAX` is at most `TILE_T`.
-pub(crate) const TILE_R: usize = 4;
 pub(crate) const TILE_T: usize = 8;
 
 /// Accumulator block a kernel adds one tile's dot products into: `acc[r][t]`.

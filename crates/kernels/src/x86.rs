@@ -7,9 +7,29 @@
 //! Weights are read with unaligned loads (the memory map only guarantees element alignment).
 
 use super::scalar;
-use super::x86q::PREFETCH;
 use super::{Acc, DType, Kernel, MatRef, TILE_R, TILE_T};
 use std::arch::x86_64::*;
+
+/// How far ahead (bytes) the in-place decode kernels prefetch the rows they read
+/// ([`prefetch_lines`]): one row at a time (`row_q4_0`, `row_q8_0`, `rows_q4_k::<1>`,
+/// `rows_q6_k::<1>`) or four interleaved (`rows_*::<4>`). The hardware prefetchers stop at
+/// every 4 KiB page and leave these kernels short of the memory bandwidth (the 34-, 18-, 144-
+/// and 210-byte blocks are not line-aligned, and each step spends more instructions per byte
+/// than a plain read); a software prefetch a page ahead keeps the lines coming across page
+/// boundaries. One page: measured faster than less for every block type, and farther gains
+/// nothing. The x4 kernels of `--quant` and the read-rate probe ([`crate::read_rate`])
+/// prefetch as far.
+pub(crate) const PREFETCH: usize = 4096;
+
+/// Prefetches the `n` cache lines from `p + PREFETCH` into L1.
+#[inline(always)]
+pub(crate) fn prefetch_lines(p: *const u8, n: usize) {
+    for i in 0..n {
+        // SAFETY: a prefetch never faults; the address is only computed (wrapping), so it may
+        // lie past the row or the mapping.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64 * i) as *const i8) };
+    }
+}
 
 /// Weight dtype as a const-generic parameter, so the conversion is chosen at compile time.
 const F32: u8 = 0;
@@ -151,6 +171,19 @@ fn reduce_tile<const R: usize, const T: usize>(acc: [[__m512; T]; R]) -> [[f32; 
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512F
+
+/// Proof that the CPU has AVX-512F/BW/VL and AVX512_VNNI.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Vnni {
+    _private: (),
+}
+
+impl Avx512Vnni {
+    pub(crate) fn detect() -> Option<Self> {
+        (Avx512::detect().is_some() && is_x86_feature_detected!("avx512vnni"))
+            .then_some(Avx512Vnni { _private: () })
+    }
+}
 
 /// Proof that the CPU has AVX-512F.
 #[derive(Clone, Copy, Debug)]

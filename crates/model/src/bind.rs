@@ -1,4 +1,4 @@
-//! Binding a checkpoint's tensors to a config through the architecture's tensor table: every
+//! Binding a checkpoint's tensors to a config through a tensor table: every
 //! tensor's presence, shape and dtype is checked before any data is read ([`check`]); matrices
 //! are then bound in place as [`MatRef`]s borrowing the map (gemma_pytorch's fused qkv split by
 //! row ranges, no copy) and only norm vectors (a few KB) are read into f32 ([`bind`]). The same
@@ -113,6 +113,16 @@ impl Scheme {
     }
 }
 
+/// What a config's architecture wants bound (`crate::arch::wanted`): its tensor table, the
+/// tensors a checkpoint may hold that the model does not read, and gemma_pytorch's buffers.
+pub struct Wanted {
+    /// The architecture's name, for errors.
+    pub arch_name: &'static str,
+    pub specs: Vec<TensorSpec>,
+    pub unread: Vec<TensorSpec>,
+    pub pytorch_buffers: Vec<String>,
+}
+
 /// A tensor as stored: one per stored name (gemma_pytorch's fused qkv once).
 #[derive(Clone, Debug)]
 pub struct Stored {
@@ -170,11 +180,11 @@ impl Binding {
     }
 }
 
-/// Checks every tensor of `cfg`'s table against the index (presence, shape, dtype), listing
+/// Checks every tensor `w` wants of `cfg` against the index (presence, shape, dtype), listing
 /// missing and unexpected tensors; reads no tensor data. `source` names the checkpoint.
-pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Binding> {
+pub fn check(cfg: &GemmaConfig, w: &Wanted, index: &TensorIndex, source: &str) -> Result<Binding> {
     let scheme = Scheme::detect(cfg, index);
-    let specs = cfg.arch.tensors(cfg);
+    let specs = w.specs.clone();
     let mut stored: Vec<Stored> = Vec::new();
     for t in &specs {
         let name = scheme.stored_name(t);
@@ -200,24 +210,9 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Bin
             }
         }
     }
-    let mut ignored: BTreeSet<String> = BTreeSet::new();
-    if cfg.tie_word_embeddings {
-        // An untied head stored although the config ties it is harmless: it is ignored.
-        let mut untied = cfg.clone();
-        untied.tie_word_embeddings = false;
-        for o in untied.arch.tensors(&untied) {
-            if o.role == Role::Output {
-                ignored.insert(scheme.stored_name(&o));
-            }
-        }
-    }
+    let mut ignored: BTreeSet<String> = w.unread.iter().map(|t| scheme.stored_name(t)).collect();
     if scheme == Scheme::GemmaPytorch {
-        ignored.extend(
-            cfg.arch
-                .pytorch_buffers(cfg)
-                .into_iter()
-                .map(|b| b.0.to_string()),
-        );
+        ignored.extend(w.pytorch_buffers.iter().cloned());
     }
     let optional: BTreeSet<String> = specs
         .iter()
@@ -251,8 +246,7 @@ pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Bin
     if !missing.is_empty() || !extra.is_empty() {
         let mut msg = format!(
             "{source}: the checkpoint does not match its config ({} {} layers)",
-            cfg.arch.name(),
-            cfg.num_layers
+            w.arch_name, cfg.num_layers
         );
         if !missing.is_empty() {
             msg += &format!(
@@ -381,16 +375,17 @@ impl<'a> Bound<'a> {
     }
 }
 
-/// Checks (as [`check`]) and binds every tensor of `cfg`'s table in place, except that the
-/// matrices named in `replaced` (stored names, as [`Binding::matrix_names`] lists them) are
-/// taken from there: the quantized copies made while loading.
+/// Checks (as [`check`]) and binds every tensor `w` wants in place, except that the matrices
+/// named in `replaced` (stored names, as [`Binding::matrix_names`] lists them) are taken from
+/// there: the quantized copies made while loading.
 pub fn bind<'a>(
     cfg: &GemmaConfig,
+    w: &Wanted,
     index: &'a TensorIndex,
     source: &str,
     replaced: &BTreeMap<String, MatRef<'a>>,
 ) -> Result<Bound<'a>> {
-    let b = check(cfg, index, source)?;
+    let b = check(cfg, w, index, source)?;
     let mat = |n: &str| -> MatRef<'a> {
         if let Some(m) = replaced.get(n) {
             return *m;
@@ -450,15 +445,16 @@ pub struct Source<'a> {
     pub plus_one: bool,
 }
 
-/// Every tensor of `cfg`'s table under its Hugging Face name (gemma_pytorch's fused qkv split
-/// by row ranges; GGUF's norms marked [`Source::plus_one`]), in table order, after the same
-/// checks as [`bind`]. For conversion: nothing is copied here.
+/// Every tensor `w` wants under its Hugging Face name (gemma_pytorch's fused qkv split by row
+/// ranges; GGUF's norms marked [`Source::plus_one`]), in table order, after the same checks as
+/// [`bind`]. For conversion: nothing is copied here.
 pub fn hf_sources<'a>(
     cfg: &GemmaConfig,
+    w: &Wanted,
     index: &'a TensorIndex,
     source: &str,
 ) -> Result<Vec<Source<'a>>> {
-    let b = check(cfg, index, source)?;
+    let b = check(cfg, w, index, source)?;
     if let Some((n, _)) = index
         .tensors
         .iter()

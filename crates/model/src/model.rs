@@ -104,8 +104,13 @@ pub struct Model<'a> {
 }
 
 impl<'a> Model<'a> {
-    /// The model of `cfg` over its bound weights: the architecture composes the layers.
-    pub fn new(cfg: GemmaConfig, mut w: Bound<'a>) -> Result<Self> {
+    /// The model of `cfg` over its bound weights and the layers its architecture composed of
+    /// them.
+    pub fn new(
+        cfg: GemmaConfig,
+        mut w: Bound<'a>,
+        layers: Vec<Box<dyn Layer + 'a>>,
+    ) -> Result<Self> {
         let matrices = w.matrices();
         let mut layer_mats = vec![Vec::new(); cfg.num_layers];
         for (role, _, m) in &matrices {
@@ -113,11 +118,9 @@ impl<'a> Model<'a> {
                 layer_mats[*l].push(*m);
             }
         }
-        let layers = cfg.arch.layers(&cfg, &mut w)?;
         if layers.len() != cfg.num_layers {
             bail!(
-                "{} built {} layers for a config of {}",
-                cfg.arch.name(),
+                "{} layers composed for a config of {}",
                 layers.len(),
                 cfg.num_layers
             );

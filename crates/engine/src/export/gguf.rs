@@ -12,7 +12,7 @@ use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use frugal_formats::gguf::file_type;
 use frugal_formats::gguf_write::{self, OutTensor, Value};
-use frugal_model::bind::{self, Source};
+use frugal_model::bind::Source;
 use frugal_model::tensors::key;
 use frugal_model::GemmaConfig;
 use frugal_tensor::DType;
@@ -142,7 +142,7 @@ fn vocab(sp: &SentencePiece, cfg: &GemmaConfig, dir: &Path) -> Result<Vec<(Strin
 pub fn export(ck: &Checkpoint, out: &Path, force: bool, quant: Option<QuantKind>) -> Result<u64> {
     let source = ck.source();
     let cfg = &ck.cfg;
-    let sources = bind::hf_sources(cfg, &ck.index, &source)?;
+    let sources = frugal_model::arch::hf_sources(cfg, &ck.index, &source)?;
     let items = plan(&sources, quant)?;
     // llama.cpp's file type names the feed-forward's up projections' dtype.
     let main_dtype = items
@@ -154,8 +154,7 @@ pub fn export(ck: &Checkpoint, out: &Path, force: bool, quant: Option<QuantKind>
             // From a GGUF file: its metadata as it is (tokenizer, chat template,
             // hyper-parameters), but the file type when the matrices change and the alignment,
             // which the writer's is.
-            let mut kv: Vec<(String, Value)> = g
-                .raw_metadata(&ck.index.files[0].map)
+            let mut kv: Vec<(String, Value)> = gguf_write::metadata_of(g, &ck.index.files[0].map)
                 .into_iter()
                 .filter(|(k, _)| k != "general.alignment")
                 .collect();

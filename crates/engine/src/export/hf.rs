@@ -8,7 +8,8 @@ use crate::load::Checkpoint;
 use crate::progress::Progress;
 use anyhow::{Context, Result};
 use frugal_formats::safetensors::{write_shards, OutTensor};
-use frugal_model::bind::{self, Source};
+use frugal_model::arch;
+use frugal_model::bind::Source;
 use frugal_tensor::DType;
 use std::path::Path;
 
@@ -42,7 +43,7 @@ fn out_tensor(s: &Source) -> OutTensor {
 /// Writes `ck` as a Hugging Face folder at `out` (atomically: a temporary sibling renamed when
 /// complete); refuses an existing, non-empty `out` unless `force`.
 pub fn export(ck: &Checkpoint, out: &Path, force: bool) -> Result<Written> {
-    let sources = bind::hf_sources(&ck.cfg, &ck.index, &ck.source())?;
+    let sources = arch::hf_sources(&ck.cfg, &ck.index, &ck.source())?;
     let tensors: Vec<OutTensor> = sources.iter().map(out_tensor).collect();
     let total: u64 = tensors.iter().map(|t| t.bytes()).sum();
     crate::trace::info(crate::trace::Info {

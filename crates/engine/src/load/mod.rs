@@ -8,7 +8,7 @@ pub mod stream;
 
 use anyhow::{bail, Result};
 use frugal_formats::{gguf, pytorch, safetensors, StoredDType, TensorIndex};
-use frugal_model::bind::{self, Binding};
+use frugal_model::bind::Binding;
 use frugal_model::{arch, GemmaConfig, Model};
 use std::path::{Path, PathBuf};
 
@@ -97,7 +97,7 @@ impl Checkpoint {
             }
             let (g, index) = gguf::open(path)?;
             let cfg = arch::config_from_gguf(&g, &index)?;
-            let binding = bind::check(&cfg, &index, &g.path)?;
+            let binding = arch::check(&cfg, &index, &g.path)?;
             return Ok(Checkpoint {
                 dir,
                 cfg,
@@ -119,7 +119,7 @@ impl Checkpoint {
         };
         let cfg = Self::resolve_config(&dir, &index, opts)?;
         // Validate the whole binding now, so errors surface before any data is read.
-        let binding = bind::check(&cfg, &index, &dir.display().to_string())?;
+        let binding = arch::check(&cfg, &index, &dir.display().to_string())?;
         Ok(Checkpoint {
             dir,
             cfg,
@@ -220,7 +220,7 @@ impl Checkpoint {
             // The weights are about to be read in place: in 2 MiB folios from here on.
             self.index.files.iter().for_each(|f| f.advise_hugepage());
         }
-        let w = bind::bind(&self.cfg, &self.index, &self.source(), &replaced)?;
+        let model = arch::model(&self.cfg, &self.index, &self.source(), &replaced)?;
         // Reading the small tensors (norms) from the map faults in whole folios around them,
         // most of it bytes of the quantized matrices' sources: give those pages back.
         for name in replaced.keys() {
@@ -228,7 +228,7 @@ impl Checkpoint {
                 self.index.release(self.index.bytes(t));
             }
         }
-        Model::new(self.cfg.clone(), w)
+        Ok(model)
     }
 
     /// The checkpoint's name in errors (a GGUF file's path, else the folder).

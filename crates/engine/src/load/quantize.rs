@@ -375,7 +375,7 @@ impl Quantized {
         }
     }
 
-    /// The quantized matrices by stored name, for [`bind::bind`].
+    /// The quantized matrices by stored name, for `frugal_model::arch::model`.
     pub fn matrices(&self) -> BTreeMap<String, MatRef<'_>> {
         self.entries
             .iter()

@@ -32,30 +32,15 @@ mod tables;
 mod x4;
 
 use super::qmat::{
-    act_block_len, drive, k_pos, quantize_b32_impl, quantize_k_impl, weight_block_bytes, A4Group,
-    A8Pair, QActs, QJob, A16, AK, B32,
+    act_block_len, drive, k_pos, weight_block_bytes, A4Group, A8Pair, QActs, QJob, A16, AK, B32,
 };
-use super::x86::{Avx2, Avx512};
+use super::x86::{Avx2, Avx512, Avx512Vnni};
 use super::{DType, Isa, MatRef};
 use avx2::Avx2Job;
 use frugal_quant::x4::piece_at;
 use prefill::{TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
 use std::arch::x86_64::*;
-pub(crate) use tables::PREFETCH;
 use tables::*;
-
-/// Proof that the CPU has AVX-512F/BW/VL and AVX512_VNNI.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Avx512Vnni {
-    _private: (),
-}
-
-impl Avx512Vnni {
-    pub(crate) fn detect() -> Option<Self> {
-        (Avx512::detect().is_some() && is_x86_feature_detected!("avx512vnni"))
-            .then_some(Avx512Vnni { _private: () })
-    }
-}
 
 /// The product of quantized `w` with `n` tokens of `x` at `level` (not `Scalar`).
 pub(crate) fn matmul_quant(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
@@ -77,60 +62,6 @@ pub(crate) fn matmul_quant(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut 
         }
         Isa::Scalar => unreachable!("the scalar level is in qmat.rs"),
     }
-}
-
-/// [`quantize_b32_impl`] compiled for AVX-512.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn quantize_b32_512(x: &[f32], out: &mut [B32]) {
-    quantize_b32_impl(x, out)
-}
-
-/// [`quantize_b32_impl`] compiled for AVX2.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn quantize_b32_256(x: &[f32], out: &mut [B32]) {
-    quantize_b32_impl(x, out)
-}
-
-/// [`quantize_k_impl`] compiled for AVX-512.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn quantize_k_512(x: &[f32], dtype: DType, out: &mut [AK]) {
-    quantize_k_impl(x, dtype, out)
-}
-
-/// [`quantize_k_impl`] compiled for AVX2.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn quantize_k_256(x: &[f32], dtype: DType, out: &mut [AK]) {
-    quantize_k_impl(x, dtype, out)
-}
-
-/// Runs the activation quantizer compiled for the best available instruction set; false if
-/// there is none (the caller then runs the portable build). Plain Rust in every build (IEEE
-/// operations, never contracted), so the results are identical.
-pub(crate) fn quantize_b32_simd(x: &[f32], out: &mut [B32]) -> bool {
-    if Avx512::detect().is_some() {
-        // SAFETY: the CPU has the features (just detected).
-        unsafe { quantize_b32_512(x, out) };
-    } else if Avx2::detect().is_some() {
-        // SAFETY: as above.
-        unsafe { quantize_b32_256(x, out) };
-    } else {
-        return false;
-    }
-    true
-}
-
-/// [`quantize_b32_simd`] for blocks of 256.
-pub(crate) fn quantize_k_simd(x: &[f32], dtype: DType, out: &mut [AK]) -> bool {
-    if Avx512::detect().is_some() {
-        // SAFETY: the CPU has the features (just detected).
-        unsafe { quantize_k_512(x, dtype, out) };
-    } else if Avx2::detect().is_some() {
-        // SAFETY: as above.
-        unsafe { quantize_k_256(x, dtype, out) };
-    } else {
-        return false;
-    }
-    true
 }
 
 /// Checks what every kernel relies on: `w` holds `rows` whole rows of its dtype and the

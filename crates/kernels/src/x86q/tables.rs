@@ -1,29 +1,8 @@
-//! The constants of the AVX-512 kernels: how far ahead the decode kernels prefetch, and the
-//! index and shuffle tables their permutations load (built at compile time). Shared by the
-//! decode, x4 and prefill kernels, which are expanded once per feature set.
+//! The index and shuffle tables the AVX-512 kernels' permutations load (built at compile
+//! time), shared by the decode, x4 and prefill kernels, which are expanded once per feature
+//! set; and the prefetch they share with the float kernels (`crate::x86`).
 
-use std::arch::x86_64::*;
-
-/// How far ahead (bytes) the in-place decode kernels prefetch the rows they read
-/// ([`prefetch_lines`]): one row at a time (`row_q4_0`, `row_q8_0`, `rows_q4_k::<1>`,
-/// `rows_q6_k::<1>`) or four interleaved (`rows_*::<4>`). The hardware prefetchers stop at
-/// every 4 KiB page and leave these kernels short of the memory bandwidth (the 34-, 18-, 144-
-/// and 210-byte blocks are not line-aligned, and each step spends more instructions per byte
-/// than a plain read); a software prefetch a page ahead keeps the lines coming across page
-/// boundaries. One page: measured faster than less for every block type, and farther gains
-/// nothing. The x4 kernels of `--quant` and the read-rate probe ([`crate::read_rate`])
-/// prefetch as far.
-pub(crate) const PREFETCH: usize = 4096;
-
-/// Prefetches the `n` cache lines from `p + PREFETCH` into L1.
-#[inline(always)]
-pub(super) fn prefetch_lines(p: *const u8, n: usize) {
-    for i in 0..n {
-        // SAFETY: a prefetch never faults; the address is only computed (wrapping), so it may
-        // lie past the row or the mapping.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64 * i) as *const i8) };
-    }
-}
+pub(super) use crate::x86::prefetch_lines;
 
 /// `vpermt2w` indices gathering the nibble bytes of 4 Q4_0 blocks (72 bytes, as 36 words
 /// across two registers): output words `8k..8k + 8` are block `k`'s words `9k + 1..9k + 9`.

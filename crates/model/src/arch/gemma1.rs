@@ -57,7 +57,16 @@ impl Architecture for Gemma1 {
         top: &Map<String, Value>,
         path: &str,
     ) -> Result<GemmaConfig> {
-        hf::resolve(Arch(&Gemma1), &HF, model_type, top, top, "", false, path)
+        hf::resolve(
+            Arch::of(&Gemma1),
+            &HF,
+            model_type,
+            top,
+            top,
+            "",
+            false,
+            path,
+        )
     }
 
     fn config_to_json(&self, cfg: &GemmaConfig) -> Value {

@@ -63,7 +63,16 @@ impl Architecture for Gemma2 {
         top: &Map<String, Value>,
         path: &str,
     ) -> Result<GemmaConfig> {
-        hf::resolve(Arch(&Gemma2), &HF, model_type, top, top, "", false, path)
+        hf::resolve(
+            Arch::of(&Gemma2),
+            &HF,
+            model_type,
+            top,
+            top,
+            "",
+            false,
+            path,
+        )
     }
 
     fn config_to_json(&self, cfg: &GemmaConfig) -> Value {

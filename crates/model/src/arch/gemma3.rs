@@ -73,7 +73,7 @@ impl Architecture for Gemma3 {
                     format!("{path}: model_type gemma3 needs an object `text_config`")
                 })?;
             hf::resolve(
-                Arch(&Gemma3),
+                Arch::of(&Gemma3),
                 &HF,
                 model_type,
                 top,
@@ -83,7 +83,16 @@ impl Architecture for Gemma3 {
                 path,
             )?
         } else {
-            hf::resolve(Arch(&Gemma3), &HF, model_type, top, top, "", false, path)?
+            hf::resolve(
+                Arch::of(&Gemma3),
+                &HF,
+                model_type,
+                top,
+                top,
+                "",
+                false,
+                path,
+            )?
         };
         c.text_vocab_size = c.vocab_size.min(TEXT_VOCAB);
         Ok(c)

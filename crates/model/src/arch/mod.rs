@@ -6,6 +6,10 @@
 //!
 //! Adding an architecture: one new file implementing [`Architecture`], and its line in
 //! [`ALL`].
+//!
+//! This module is the model crate's front door: the generic binder ([`crate::bind`]) and the
+//! model ([`crate::model`]) know no architecture; [`check`], [`model`] and [`hf_sources`] join
+//! them with a config's architecture.
 
 pub mod gemma1;
 pub mod gemma2;
@@ -13,18 +17,150 @@ pub mod gemma3;
 pub mod gguf;
 pub mod hf;
 
-use crate::bind::Bound;
-use crate::config::GemmaConfig;
-use crate::model::Layer;
-use crate::tensors::{PtName, TensorSpec, EMBED_NAMES};
+use crate::bind::{self, Binding, Bound, Source, Wanted};
+use crate::config::{Arch, GemmaConfig};
+use crate::model::{Layer, Model};
+use crate::tensors::{PtName, Role, TensorSpec, EMBED_NAMES};
 use anyhow::{bail, Context, Result};
 use frugal_formats::gguf::Gguf;
 use frugal_formats::gguf_write::Value as GgufValue;
 use frugal_formats::TensorIndex;
+use frugal_tensor::MatRef;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Every architecture frugal runs, in the order their names are listed to users.
 pub const ALL: [&'static dyn Architecture; 3] = [&gemma1::Gemma1, &gemma2::Gemma2, &gemma3::Gemma3];
+
+impl Arch {
+    /// The handle of `a` (one of [`ALL`]).
+    pub fn of(a: &dyn Architecture) -> Arch {
+        Arch(
+            ALL.iter()
+                .position(|x| x.name() == a.name())
+                .expect("architectures are registered in arch::ALL"),
+        )
+    }
+}
+
+impl std::ops::Deref for Arch {
+    type Target = dyn Architecture;
+    fn deref(&self) -> &Self::Target {
+        ALL[self.0]
+    }
+}
+
+impl GemmaConfig {
+    /// Reads and resolves `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "{}: cannot read the model's config.json (a Hugging Face model folder holds one)",
+                path.display()
+            )
+        })?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not valid JSON", path.display()))?;
+        Self::from_json(&v, &path.display().to_string())
+    }
+
+    /// Resolves a parsed config.json by the architecture its `model_type` names; `path` names
+    /// the source in errors.
+    pub fn from_json(v: &Value, path: &str) -> Result<Self> {
+        let top = v
+            .as_object()
+            .with_context(|| format!("{path}: the config is not a JSON object"))?;
+        let model_type = top
+            .get("model_type")
+            .and_then(|m| m.as_str())
+            .with_context(|| {
+                format!(
+                    "{path}: missing key `model_type` (expected {})",
+                    model_types_list(" or ")
+                )
+            })?;
+        let a = by_model_type(model_type).with_context(|| {
+            format!(
+                "{path}: unknown model_type `{model_type}`: frugal runs {} models",
+                model_types_list(" and ")
+            )
+        })?;
+        a.config_from_json(model_type, top, path)
+    }
+
+    /// A Hugging Face config.json for the text model.
+    pub fn to_hf_json(&self) -> Value {
+        self.arch.config_to_json(self)
+    }
+
+    /// Number of parameters in the text model: the elements of its tensor table (an untied
+    /// output projection counted, a tied one not).
+    pub fn num_params(&self) -> u64 {
+        self.arch
+            .tensors(self)
+            .iter()
+            .map(|t| t.shape.iter().product::<usize>() as u64)
+            .sum()
+    }
+}
+
+/// What binding `cfg` looks for: its architecture's table, the tensors a checkpoint may hold
+/// that the model does not read (an untied output of a tied model), and gemma_pytorch's
+/// buffers.
+pub fn wanted(cfg: &GemmaConfig) -> Wanted {
+    let mut unread = Vec::new();
+    if cfg.tie_word_embeddings {
+        // An untied head stored although the config ties it is harmless: it is ignored.
+        let mut untied = cfg.clone();
+        untied.tie_word_embeddings = false;
+        unread.extend(
+            untied
+                .arch
+                .tensors(&untied)
+                .into_iter()
+                .filter(|t| t.role == Role::Output),
+        );
+    }
+    Wanted {
+        arch_name: cfg.arch.name(),
+        specs: cfg.arch.tensors(cfg),
+        unread,
+        pytorch_buffers: cfg
+            .arch
+            .pytorch_buffers(cfg)
+            .into_iter()
+            .map(|b| b.0.to_string())
+            .collect(),
+    }
+}
+
+/// Checks `index` against `cfg`'s table (see [`bind::check`]); reads no tensor data.
+pub fn check(cfg: &GemmaConfig, index: &TensorIndex, source: &str) -> Result<Binding> {
+    bind::check(cfg, &wanted(cfg), index, source)
+}
+
+/// Binds `cfg`'s table in place (the matrices in `replaced` taken from there, see
+/// [`bind::bind`]) and composes the model's layers.
+pub fn model<'a>(
+    cfg: &GemmaConfig,
+    index: &'a TensorIndex,
+    source: &str,
+    replaced: &BTreeMap<String, MatRef<'a>>,
+) -> Result<Model<'a>> {
+    let mut w = bind::bind(cfg, &wanted(cfg), index, source, replaced)?;
+    let layers = cfg.arch.layers(cfg, &mut w)?;
+    Model::new(cfg.clone(), w, layers)
+}
+
+/// Every tensor of `cfg`'s table under its Hugging Face name (see [`bind::hf_sources`]).
+pub fn hf_sources<'a>(
+    cfg: &GemmaConfig,
+    index: &'a TensorIndex,
+    source: &str,
+) -> Result<Vec<Source<'a>>> {
+    bind::hf_sources(cfg, &wanted(cfg), index, source)
+}
 
 /// One generation of models: what differs between generations, as data and small functions.
 pub trait Architecture: Sync + Send + 'static {
@@ -326,4 +462,103 @@ fn pytorch_table_matches(cfg: &GemmaConfig, index: &TensorIndex) -> bool {
         count += 1;
     }
     count == want.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bind::Scheme;
+    use crate::config::{LayerKind, Rope};
+    use serde_json::json;
+
+    /// Streaming and budgets group tensors by the table's roles, never by parsing names: every
+    /// naming of every architecture's table agrees with those roles.
+    #[test]
+    fn names_agree_with_roles() {
+        for v in ["tiny-gemma", "tiny-gemma2", "tiny-gemma3"] {
+            let mut cfg = Variant::by_name(v).unwrap().config();
+            cfg.tie_word_embeddings = false;
+            let table = cfg.arch.tensors(&cfg);
+            assert!(table.iter().any(|t| t.role == Role::Output), "{v}");
+            for t in &table {
+                let names = [
+                    Scheme::hf().stored_name(t),
+                    Scheme::GemmaPytorch.stored_name(t),
+                    Scheme::Gguf.stored_name(t),
+                ];
+                let layer = |n: &str| {
+                    ["model.layers.", "blk."]
+                        .iter()
+                        .find_map(|p| n.strip_prefix(p))
+                        .and_then(|r| r.split('.').next()?.parse::<usize>().ok())
+                };
+                for n in &names {
+                    match t.role {
+                        Role::Layer(l) => assert_eq!(layer(n), Some(l), "{v}: {n}"),
+                        _ => assert_eq!(layer(n), None, "{v}: {n}"),
+                    }
+                }
+            }
+            // One spec per (role, key), and a layer's keys the same in every layer.
+            let mut seen = std::collections::BTreeSet::new();
+            for t in &table {
+                assert!(seen.insert((t.role, t.key)), "{v}: {:?} {}", t.role, t.key);
+            }
+            let keys = |l| -> Vec<&str> {
+                table
+                    .iter()
+                    .filter(|t| t.role == Role::Layer(l))
+                    .map(|t| t.key)
+                    .collect()
+            };
+            for l in 1..cfg.num_layers {
+                assert_eq!(keys(l), keys(0), "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn gemma3_old_keys() {
+        let c = GemmaConfig::from_json(
+            &json!({"model_type":"gemma3_text","hidden_size":64,"intermediate_size":128,"num_hidden_layers":7,
+                "num_attention_heads":4,"num_key_value_heads":2,"head_dim":32,"sliding_window":8,
+                "rope_theta":1e6,"rope_local_base_freq":1e4,"rope_scaling":{"rope_type":"linear","factor":8.0},
+                "vocab_size":100}),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.layer_kinds[5], LayerKind::Global);
+        assert_eq!(c.layer_kinds[4], LayerKind::Local);
+        assert_eq!(
+            c.rope(5),
+            Rope {
+                theta: 1e6,
+                factor: 8.0
+            }
+        );
+        assert_eq!(
+            c.rope(0),
+            Rope {
+                theta: 1e4,
+                factor: 1.0
+            }
+        );
+        assert_eq!(c.attn_softcap, None);
+    }
+
+    #[test]
+    fn unknown_type_and_missing_key() {
+        let e =
+            GemmaConfig::from_json(&json!({"model_type":"llama"}), "x/config.json").unwrap_err();
+        assert!(e.to_string().contains("unknown model_type `llama`"), "{e}");
+        let e = GemmaConfig::from_json(
+            &json!({"model_type":"gemma","hidden_size":64}),
+            "x/config.json",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("missing key `intermediate_size`"),
+            "{e}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# frugal and llama.cpp side by side on the same GGUF files; writes docs/BENCHMARKS.md.
+# frugal and llama.cpp side by side on the same GGUF files: a dated markdown table for
+# docs/BENCHMARKS.md.
 #
 #   scripts/bench_gguf.sh [MODEL_DIR] [ROUNDS]
 #
@@ -13,7 +14,8 @@
 #   - load: wall time to the first token of a 1-token generation (page cache warm);
 #   - memory: a 16-token greedy generation with --ctx 256 under /usr/bin/time -v (peak RSS)
 #     while /proc/PID/status is sampled (peak anonymous memory).
-# Medians. The table goes to stdout and to docs/BENCHMARKS.md (OUT to change).
+# Medians. The table goes to stdout and to $OUT (default /tmp/bench_gguf.md), to be pasted into
+# docs/BENCHMARKS.md under its date (the file holds the whole diary: never overwrite it).
 set -euo pipefail
 MODEL_DIR="${1:-/work/models/gemma-2b}"
 ROUNDS="${2:-3}"
@@ -21,7 +23,7 @@ THREADS="${THREADS:-2}"
 TYPES="${TYPES:-Q8_0 Q8_0+q8 Q4_0 Q4_0+q4 Q4_K_M}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
-OUT="${OUT:-$ROOT/docs/BENCHMARKS.md}"
+OUT="${OUT:-/tmp/bench_gguf.md}"
 FRUGAL="$ROOT/target/release/frugal"
 BIN="$("$HERE/build_llamacpp.sh" | tail -1)"
 (cd "$ROOT" && cargo build --release -q)

@@ -9,7 +9,7 @@ Writes tests/fixtures/tiny/:
                   of tests/common (tokens, logits_shape, prompt, greedy)
   logits.f32      float32 logits of `tokens` (little-endian, [len(tokens), vocab])
 
-Perplexity is defined exactly as frugal's (src/generate/perplexity.rs): the text is tokenized
+Perplexity is defined exactly as frugal's (crates/engine/src/generate/perplexity.rs): the text is tokenized
 without BOS, cut into consecutive pieces of ctx - 1 tokens, each evaluated as its own window
 [BOS, piece...]; every text token is scored once; the mean NLL comes from the float32 logits
 by log-softmax in float64; perplexity = exp(mean NLL).

@@ -2,6 +2,7 @@
 //! the scripts named in each module, from reference implementations (transformers,
 //! sentencepiece, gguf-py, llama.cpp); see tests/fixtures/README.md.
 
+mod arrows;
 mod bad_input;
 mod budget;
 mod cli;

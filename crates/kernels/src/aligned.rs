@@ -2,8 +2,7 @@
 //!
 //! The decode kernels load the activations once per 64 bytes of weights, so an activation
 //! vector that starts off a cache line (a `Vec` of 4 KB from the allocator is 16-byte aligned)
-//! makes every one of those loads straddle two lines. Measured on the bf16 decode kernel (a
-//! 600 MB matrix, 2 threads): 34 GB/s with the allocator's address, 41 GB/s aligned.
+//! makes every one of those loads straddle two lines (docs/BENCHMARKS.md has the cost).
 //! Over-allocating by one line and starting at the first boundary inside needs no `unsafe`.
 
 use std::ops::{Deref, DerefMut};

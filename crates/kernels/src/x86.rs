@@ -158,8 +158,8 @@ macro_rules! dispatch {
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw")]
 fn reduce_tile<const R: usize, const T: usize>(acc: [[__m512; T]; R]) -> [[f32; T]; R] {
-    // A transposing tree of shuffles (45 ops per 16 sums instead of 112) was tried here and
-    // measured 5-10% slower on gemma shapes, so each accumulator is reduced on its own.
+    // A transposing tree of shuffles (45 ops per 16 sums instead of 112) was slower on gemma
+    // shapes, so each accumulator is reduced on its own.
     let mut out = [[0f32; T]; R];
     for (o, a) in out.iter_mut().zip(&acc) {
         for (ov, av) in o.iter_mut().zip(a) {
@@ -828,8 +828,8 @@ impl Avx512Bf16 {
 /// XOR of all little-endian u64 words of `p` (`len` bytes, a multiple of 256), as
 /// [`scalar::xor_fold`]: every byte is loaded with full-width vector loads, four independent
 /// chains, each line prefetched [`PREFETCH`] bytes (a page) ahead as the quantized decode kernels do: the
-/// access pattern of the decode kernels without their arithmetic. (Without the prefetch this
-/// probe read 5-10 % slower than those kernels run, and was no ceiling.)
+/// access pattern of the decode kernels without their arithmetic (without the prefetch the
+/// probe read slower than those kernels run, and was no ceiling).
 #[target_feature(enable = "avx512f")]
 unsafe fn xor_lines512(p: *const u8, len: usize) -> u64 {
     let mut a = [_mm512_setzero_si512(); 4];

@@ -147,19 +147,6 @@ pub struct Binding {
 }
 
 impl Binding {
-    /// Every stored tensor the model reads (matrices, norm vectors, int8 matrices' per-row
-    /// scales, the scales first): what the memory plan counts.
-    pub fn read_names(&self, index: &TensorIndex) -> Vec<String> {
-        let mut names = Vec::new();
-        for s in &self.stored {
-            if is_int8(index, &s.name) {
-                names.push(scaler_name(&s.name));
-            }
-            names.push(s.name.clone());
-        }
-        names
-    }
-
     /// The stored matrices (what quantize-on-load converts).
     pub fn matrix_names(&self) -> Vec<String> {
         self.stored

@@ -14,9 +14,9 @@
 //! words: byte `2n + 4n * k + 4j + m` is byte `4k + m` of block `j`'s quant bytes. So a 64-byte
 //! load `k` of a full piece holds word `k` of all 16 blocks, one block per 32-bit lane, and the
 //! integer dot products of a whole piece sum per block in place; its scales are one 32-byte
-//! load (a short piece: the same with masked loads). Measured for Q4_0 on this machine's 2 cores streaming
-//! 1.3 GB: 97-100 % of a plain read's rate, against 75-80 % for plain Q4_0 rows (72-byte steps,
-//! two shuffles per 4 blocks) and 68 % for four plain rows read side by side.
+//! load (a short piece: the same with masked loads). A product then streams at nearly a plain
+//! read's rate, which plain rows (Q4_0's 72-byte steps, two shuffles per 4 blocks) do not reach
+//! (docs/BENCHMARKS.md, "the x4 layouts").
 
 pub use frugal_tensor::x4::{fits, plain_of, row_span, x4_of, PIECE_BLOCKS, QUAD};
 use frugal_tensor::DType;

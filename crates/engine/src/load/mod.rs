@@ -148,7 +148,7 @@ impl Checkpoint {
     /// After a quantized load: block matrices left in place (a GGUF file's Q6_K embedding
     /// beside Q4_0 ones, say) are read whole, so their ranges go back to normal read-ahead and
     /// are read ahead now, or the first product would fault them in one page at a time
-    /// (measured: a 64-token prompt 8x slower); when `drop`, everything else the chunked reads
+    /// (several times slower); when `drop`, everything else the chunked reads
     /// left cached (pages straddling chunk edges) is dropped, so the norms read next fault in
     /// single pages (MADV_RANDOM), not the large folios around them.
     fn advise_in_place(&self, plan: &quantize::QuantPlan, drop: bool) {

@@ -21,7 +21,7 @@ use super::Checkpoint;
 use crate::memory::human;
 use anyhow::Result;
 use frugal_formats::TensorIndex;
-use frugal_model::bind::Binding;
+use frugal_model::bind::{self, Binding};
 use frugal_model::{GemmaConfig, KvCache, PREFILL_CHUNK};
 use serde::Serialize;
 
@@ -124,25 +124,34 @@ pub struct WeightEntry {
 /// (read only when running), norm vectors read once when binding (their stored pages) and kept
 /// as f32 (owned). Reads headers only.
 pub fn weight_entries(binding: &Binding, index: &TensorIndex) -> Vec<WeightEntry> {
-    let mut out = Vec::new();
-    for name in binding.read_names(index) {
-        let t = &index.tensors[&name];
-        let span = Some(Span {
-            file: t.file,
-            offset: t.offset as u64,
-            len: t.len as u64,
-        });
-        let vector = t.shape.len() == 1 && !name.ends_with("_scaler");
-        out.push(WeightEntry {
-            name: name.clone(),
+    let mapped = |name: &str, at_load: bool| {
+        let t = &index.tensors[name];
+        WeightEntry {
+            name: name.to_string(),
             storage: Storage::Mapped,
             bytes: t.len as u64,
-            span,
-            at_load: vector,
-        });
-        if vector {
+            span: Some(Span {
+                file: t.file,
+                offset: t.offset as u64,
+                len: t.len as u64,
+            }),
+            at_load,
+        }
+    };
+    let mut out = Vec::new();
+    for s in &binding.stored {
+        let Some(t) = index.tensors.get(&s.name) else {
+            continue; // optional and absent
+        };
+        // An int8 matrix's per-row scales are read with it.
+        let scales = bind::scaler_name(&s.name);
+        if s.matrix && index.tensors.contains_key(&scales) {
+            out.push(mapped(&scales, false));
+        }
+        out.push(mapped(&s.name, !s.matrix));
+        if !s.matrix {
             out.push(WeightEntry {
-                name,
+                name: s.name.clone(),
                 storage: Storage::Owned,
                 bytes: t.numel() as u64 * 4,
                 span: None,

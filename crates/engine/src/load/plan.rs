@@ -380,10 +380,8 @@ fn header_spans(index: &TensorIndex) -> Vec<Span> {
 /// fast path and each worker's attention scores.
 fn activation_bytes(cfg: &GemmaConfig, w: &Workload) -> u64 {
     let n = w.chunk.max(1) as u64;
-    let h = cfg.hidden_size as u64;
-    let qd = (cfg.num_heads * cfg.head_dim) as u64;
-    let kvd = (cfg.num_kv_heads * cfg.head_dim) as u64;
-    let inter = cfg.intermediate_size as u64;
+    let wd = frugal_model::arch::widths(cfg);
+    let (h, qd, kvd, inter) = (wd.hidden as u64, wd.q as u64, wd.kv as u64, wd.ffn as u64);
     // Alive through the layer: x, its normed copy, q, k, v.
     let base = 2 * h + qd + 2 * kvd;
     // Attention: + its output and the output projection's result (and a bf16 copy of the
@@ -402,7 +400,7 @@ fn activation_bytes(cfg: &GemmaConfig, w: &Workload) -> u64 {
 /// covers what was measured (0-3 MiB on gemma-2b and gemma-7b, whose gate buffers are 4 and
 /// 6 MiB).
 fn allocator_slack_bytes(cfg: &GemmaConfig, w: &Workload) -> u64 {
-    4 * w.chunk.max(1) as u64 * cfg.intermediate_size as u64
+    4 * w.chunk.max(1) as u64 * frugal_model::arch::widths(cfg).ffn as u64
 }
 
 /// Bytes of logits held: for generation the chunk's row, its copy, the previous step's and the

@@ -105,6 +105,37 @@ impl GemmaConfig {
     }
 }
 
+/// The widest activations a layer of `cfg` makes, from its tensor table (what the memory plan
+/// sizes a prefill chunk's buffers by): the residual stream, the queries, the keys (and values),
+/// the feed-forward's gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Widths {
+    pub hidden: usize,
+    pub q: usize,
+    pub kv: usize,
+    pub ffn: usize,
+}
+
+/// The [`Widths`] of `cfg`: the largest output rows of each kind of layer matrix.
+pub fn widths(cfg: &GemmaConfig) -> Widths {
+    use crate::tensors::key;
+    let rows = |k: &str| {
+        cfg.arch
+            .tensors(cfg)
+            .iter()
+            .filter(|t| matches!(t.role, Role::Layer(_)) && t.key == k)
+            .map(|t| t.shape[0])
+            .max()
+            .unwrap_or(0)
+    };
+    Widths {
+        hidden: cfg.hidden_size,
+        q: rows(key::ATTN_Q),
+        kv: rows(key::ATTN_K),
+        ffn: rows(key::FFN_GATE),
+    }
+}
+
 /// What binding `cfg` looks for: its architecture's table, the tensors a checkpoint may hold
 /// that the model does not read (an untied output of a tied model), and gemma_pytorch's
 /// buffers.
@@ -397,19 +428,38 @@ pub fn infer_pytorch_variant(
             return Ok((cfg, v.name));
         }
     }
+    // What the file holds, read through a known table's names, for the message.
+    use crate::tensors::key;
     let layers = (0..)
-        .take_while(|l| {
-            index
-                .tensors
-                .contains_key(&format!("model.layers.{l}.input_layernorm.weight"))
+        .take_while(|&l| {
+            pytorch_name(l, key::ATTN_NORM).is_some_and(|n| index.tensors.contains_key(&n))
         })
         .count();
-    let inter = shape("model.layers.0.mlp.gate_proj.weight")
-        .map(|s| s[0])
-        .unwrap_or(0);
-    let qkv = shape("model.layers.0.self_attn.qkv_proj.weight")
-        .map(|s| s[0])
-        .unwrap_or(0);
+    let rows0 = |k: &str| {
+        pytorch_name(0, k)
+            .and_then(|n| shape(&n))
+            .map_or(0, |s| s[0])
+    };
+    let (inter, qkv) = (rows0(key::FFN_GATE), rows0(key::ATTN_Q));
+    // The architecture whose layer holds the most tensors, all of them present in layer 0.
+    let like = ALL
+        .iter()
+        .filter_map(|a| {
+            let cfg = a.variants().first()?.config();
+            let names: Vec<String> = cfg
+                .arch
+                .tensors(&cfg)
+                .iter()
+                .filter(|t| t.role == Role::Layer(0))
+                .map(|t| t.pytorch.stored().to_string())
+                .collect();
+            names
+                .iter()
+                .all(|n| index.tensors.contains_key(n))
+                .then_some((names.len(), a.model_types()[0]))
+        })
+        .max()
+        .map_or(String::new(), |(_, m)| format!("{m}-like, "));
     let mut near: Vec<&Variant> = all.iter().filter(|s| !s.name.starts_with("tiny")).collect();
     near.sort_by_key(|s| s.layers.abs_diff(layers) * 4096 + s.hidden.abs_diff(hidden));
     let list: Vec<String> = near
@@ -423,9 +473,22 @@ pub fn infer_pytorch_variant(
         })
         .collect();
     bail!(
-        "{source}: no known Gemma variant has this shape ({layers} layers, hidden {hidden}, intermediate {inter}, qkv rows {qkv}, vocab {rows}); nearest: {}. Name it with --variant NAME or give a Hugging Face style --config FILE",
+        "{source}: no known Gemma variant has this shape ({like}{layers} layers, hidden {hidden}, intermediate {inter}, qkv rows {qkv}, vocab {rows}); nearest: {}. Name it with --variant NAME or give a Hugging Face style --config FILE",
         list.join("; ")
     )
+}
+
+/// The gemma_pytorch name of tensor `key` of layer `l` in the first registered architecture's
+/// table (the stored name: a fused tensor's for Q, K and V).
+fn pytorch_name(l: usize, key: &str) -> Option<String> {
+    let mut cfg = ALL[0].variants().first()?.config();
+    cfg.num_layers = l + 1;
+    cfg.layer_kinds = vec![crate::config::LayerKind::Global; l + 1];
+    cfg.arch
+        .tensors(&cfg)
+        .into_iter()
+        .find(|t| t.role == Role::Layer(l) && t.key == key)
+        .map(|t| t.pytorch.stored().to_string())
 }
 
 /// Whether `index` holds exactly `cfg`'s tensor table under gemma_pytorch's names (the fused

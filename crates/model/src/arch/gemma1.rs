@@ -3,11 +3,11 @@
 //! `post_attention_layernorm` is the feed-forward's pre-norm, GGUF's `ffn_norm`).
 
 use super::gguf::{self, Common};
-use super::hf::{self, HfRules};
+use super::hf::HfRules;
 use super::{variant, Architecture, Variant};
 use crate::bind::Bound;
 use crate::blocks::{self, Attention, Mlp, Ops};
-use crate::config::{Arch, GemmaConfig, LayerKind};
+use crate::config::{GemmaConfig, LayerKind};
 use crate::kv::LayerCache;
 use crate::model::Layer;
 use crate::tensors::{key, Role, Table, TensorSpec};
@@ -16,7 +16,7 @@ use frugal_formats::gguf::Gguf;
 use frugal_formats::gguf_write::Value as GgufValue;
 use frugal_formats::TensorIndex;
 use frugal_kernels::ops;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// transformers' `GemmaConfig` defaults.
 const HF: HfRules = HfRules {
@@ -51,26 +51,8 @@ impl Architecture for Gemma1 {
         "gemma"
     }
 
-    fn config_from_json(
-        &self,
-        model_type: &str,
-        top: &Map<String, Value>,
-        path: &str,
-    ) -> Result<GemmaConfig> {
-        hf::resolve(
-            Arch::of(&Gemma1),
-            &HF,
-            model_type,
-            top,
-            top,
-            "",
-            false,
-            path,
-        )
-    }
-
-    fn config_to_json(&self, cfg: &GemmaConfig) -> Value {
-        hf::to_json(&HF, cfg)
+    fn hf_rules(&self) -> &'static HfRules {
+        &HF
     }
 
     fn config_from_gguf(&self, g: &Gguf, index: &TensorIndex) -> Result<GemmaConfig> {

@@ -4,11 +4,11 @@
 
 use super::gemma1::{attention, base_json, mlp};
 use super::gguf::{self, Common};
-use super::hf::{self, HfRules};
+use super::hf::HfRules;
 use super::{variant, Architecture, Variant};
 use crate::bind::Bound;
 use crate::blocks::{self, Attention, Mlp, Ops};
-use crate::config::{Arch, GemmaConfig, Rope};
+use crate::config::{GemmaConfig, Rope};
 use crate::kv::LayerCache;
 use crate::model::Layer;
 use crate::tensors::{key, Role, Table, TensorSpec};
@@ -17,7 +17,7 @@ use frugal_formats::gguf::Gguf;
 use frugal_formats::gguf_write::Value as GgufValue;
 use frugal_formats::TensorIndex;
 use frugal_kernels::ops;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// transformers' `Gemma2Config` defaults.
 const HF: HfRules = HfRules {
@@ -57,30 +57,10 @@ impl Architecture for Gemma2 {
         "gemma2"
     }
 
-    fn config_from_json(
-        &self,
-        model_type: &str,
-        top: &Map<String, Value>,
-        path: &str,
-    ) -> Result<GemmaConfig> {
-        hf::resolve(
-            Arch::of(&Gemma2),
-            &HF,
-            model_type,
-            top,
-            top,
-            "",
-            false,
-            path,
-        )
+    fn hf_rules(&self) -> &'static HfRules {
+        &HF
     }
 
-    fn config_to_json(&self, cfg: &GemmaConfig) -> Value {
-        hf::to_json(&HF, cfg)
-    }
-
-    /// As llama.cpp's `gemma2`: window 4096 unless given; local layers use the global rope
-    /// (base overridable by `rope.freq_base_swa`); period 2; softcaps 50 and 30 when absent.
     fn config_from_gguf(&self, g: &Gguf, index: &TensorIndex) -> Result<GemmaConfig> {
         let c = Common::read(g, index, self.gguf_arch())?;
         let window = g.uint(&c.key("attention.sliding_window"))?.unwrap_or(4096) as usize;

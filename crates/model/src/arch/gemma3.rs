@@ -64,6 +64,7 @@ impl Architecture for Gemma3 {
         top: &Map<String, Value>,
         path: &str,
     ) -> Result<GemmaConfig> {
+        let arch = Arch::named(self.name());
         let mut c = if model_type == "gemma3" {
             // The multimodal checkpoint: the text model's keys are in `text_config`.
             let tc = top
@@ -72,34 +73,16 @@ impl Architecture for Gemma3 {
                 .with_context(|| {
                     format!("{path}: model_type gemma3 needs an object `text_config`")
                 })?;
-            hf::resolve(
-                Arch::of(&Gemma3),
-                &HF,
-                model_type,
-                top,
-                tc,
-                "text_config.",
-                true,
-                path,
-            )?
+            hf::resolve(arch, &HF, model_type, top, tc, "text_config.", true, path)?
         } else {
-            hf::resolve(
-                Arch::of(&Gemma3),
-                &HF,
-                model_type,
-                top,
-                top,
-                "",
-                false,
-                path,
-            )?
+            hf::resolve(arch, &HF, model_type, top, top, "", false, path)?
         };
         c.text_vocab_size = c.vocab_size.min(TEXT_VOCAB);
         Ok(c)
     }
 
-    fn config_to_json(&self, cfg: &GemmaConfig) -> Value {
-        hf::to_json(&HF, cfg)
+    fn hf_rules(&self) -> &'static HfRules {
+        &HF
     }
 
     /// As llama.cpp's `gemma3`: sliding only if a window is given; local base 10000 unless

@@ -26,6 +26,7 @@ use frugal_formats::gguf::Gguf;
 use frugal_formats::gguf_write::Value as GgufValue;
 use frugal_formats::TensorIndex;
 use frugal_tensor::MatRef;
+use hf::HfRules;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,11 +35,11 @@ use std::path::Path;
 pub const ALL: [&'static dyn Architecture; 3] = [&gemma1::Gemma1, &gemma2::Gemma2, &gemma3::Gemma3];
 
 impl Arch {
-    /// The handle of `a` (one of [`ALL`]).
-    pub fn of(a: &dyn Architecture) -> Arch {
+    /// The handle of the registered architecture called `name` (see [`Architecture::name`]).
+    pub fn named(name: &str) -> Arch {
         Arch(
             ALL.iter()
-                .position(|x| x.name() == a.name())
+                .position(|x| x.name() == name)
                 .expect("architectures are registered in arch::ALL"),
         )
     }
@@ -204,6 +205,9 @@ pub trait Architecture: Sync + Send + 'static {
     /// GGUF's `general.architecture` for it (llama.cpp's name).
     fn gguf_arch(&self) -> &'static str;
 
+    /// transformers' defaults for its config class and the keys only it reads.
+    fn hf_rules(&self) -> &'static HfRules;
+
     /// Resolves a config.json whose `model_type` is one of [`Architecture::model_types`], with
     /// transformers' defaults for absent keys; `path` names the source in errors.
     fn config_from_json(
@@ -211,10 +215,15 @@ pub trait Architecture: Sync + Send + 'static {
         model_type: &str,
         top: &Map<String, Value>,
         path: &str,
-    ) -> Result<GemmaConfig>;
+    ) -> Result<GemmaConfig> {
+        let arch = Arch::named(self.name());
+        hf::resolve(arch, self.hf_rules(), model_type, top, top, "", false, path)
+    }
 
     /// A Hugging Face config.json for the text model (keys transformers reads back).
-    fn config_to_json(&self, cfg: &GemmaConfig) -> Value;
+    fn config_to_json(&self, cfg: &GemmaConfig) -> Value {
+        hf::to_json(self.hf_rules(), cfg)
+    }
 
     /// The config a GGUF file's metadata describes, resolved as llama.cpp resolves it
     /// (including the values it hard-codes per architecture).

@@ -23,7 +23,12 @@ use std::path::PathBuf;
 
 /// Run Gemma models on a CPU in the least memory possible.
 #[derive(Parser, Debug)]
-#[command(name = "frugal", version, about, propagate_version = true)]
+#[command(
+    name = "frugal",
+    version,
+    about = "Run Google's Gemma language models on a CPU in the least memory possible: weights used in place from the mapped file.",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -12,7 +12,7 @@ set -euo pipefail
 
 PEER_DIR="${FRUGAL_PEER_DIR:-$HOME/.cache/frugal/llamacpp}"
 JOBS="${JOBS:-$(nproc)}"
-TARGETS=(llama-bench llama-completion llama-simple llama-quantize)
+TARGETS=(llama-bench llama-completion llama-simple llama-quantize llama-tokenize)
 log() { echo "[build_llamacpp] $*" >&2; }
 
 mkdir -p "$PEER_DIR"

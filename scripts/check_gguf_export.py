@@ -8,7 +8,7 @@ For the tiny fixture models (with the bundled tokenizer.model beside them) in bf
   2. gguf-py's dequantization of frugal's Q8_0/Q4_0 blocks equals gguf-py's dequantization of
      gguf-py's own quantization of the same source weights, exactly (the blocks are the same
      bytes), and bf16/f16/f32 matrices are the source bytes unchanged; norms are 1 + w in f32;
-  3. if llama.cpp is built (scripts/build_llamacpp.sh), llama-completion's greedy text from each
+  3. if llama.cpp is built (scripts/build_llamacpp.sh), llama-simple's greedy text from each
      file next to frugal's from the source folder (`--exact` for float files, `--quant q8/q4` for
      quantized ones: both then multiply int8 blocks with activations quantized per block) (the random tiny models have
      near-ties, so the length of the common prefix is reported);
@@ -146,12 +146,15 @@ def run(cmd, **kw):
 
 
 def llama_text(gguf_path, prompt, n):
-    exe = os.path.join(LLAMA, "llama-completion")
+    """llama.cpp's greedy continuation: `llama-simple` prints the prompt's pieces, the new
+    tokens and a newline, synchronously (llama-completion's logger can lose its output at exit).
+    """
+    exe = os.path.join(LLAMA, "llama-simple")
     if not os.path.exists(exe):
         return None
-    out = run([exe, "-m", gguf_path, "-t", "2", "-p", prompt, "-n", str(n), "--temp", "0", "--ignore-eos",
-               "-no-cnv", "--no-display-prompt", "--simple-io"], stdin=subprocess.DEVNULL)
-    return out.stdout
+    out = run([exe, "-m", gguf_path, "-n", str(n), prompt], stdin=subprocess.DEVNULL).stdout
+    out = out.split(prompt, 1)[1] if prompt in out else out
+    return out[:-1] if out.endswith("\n") else out
 
 
 def main():

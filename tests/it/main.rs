@@ -8,6 +8,7 @@ mod budget;
 mod cli;
 mod common;
 mod convert_gguf;
+mod convert_tokenizer;
 mod gguf_export;
 mod gguf_read;
 mod perplexity;

@@ -55,11 +55,19 @@ fn vocab(sp: &SentencePiece, cfg: &GemmaConfig, dir: &Path) -> Result<Vec<(Strin
         tokens[i] = p.clone();
         scores[i] = *sc;
         types[i] = match k {
+            PieceKind::Normal => 1,
             PieceKind::Unknown => 2,
             PieceKind::Control => 3,
+            // llama.cpp's converter writes these as normal tokens unless tokenizer_config.json
+            // lists them, and llama.cpp then splits `<start_of_turn>` where SentencePiece (and
+            // frugal on the source) matches it whole: as user-defined tokens (spaces
+            // pre-normalized, as the converter writes added ones) llama.cpp matches them too.
+            PieceKind::UserDefined => {
+                tokens[i] = p.replace('\u{2581}', " ");
+                4
+            }
             PieceKind::Unused => 5,
             PieceKind::Byte => 6,
-            PieceKind::Normal | PieceKind::UserDefined => 1,
         };
     }
     let read = |name: &str| -> Option<serde_json::Value> {
@@ -131,10 +139,48 @@ fn vocab(sp: &SentencePiece, cfg: &GemmaConfig, dir: &Path) -> Result<Vec<(Strin
             kv.push((key.into(), Value::U32(i as u32)));
         }
     }
-    kv.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)));
-    kv.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)));
+    // As llama.cpp's SpecialVocab: whether to add BOS / EOS and the chat template, from the
+    // folder's tokenizer_config.json (or chat_template.jinja / .json), Gemma's defaults
+    // otherwise.
+    let config = read("tokenizer_config.json").unwrap_or_default();
+    let flag = |k: &str, dflt: bool| config.get(k).and_then(|v| v.as_bool()).unwrap_or(dflt);
+    kv.push((
+        "tokenizer.ggml.add_bos_token".into(),
+        Value::Bool(flag("add_bos_token", true)),
+    ));
+    kv.push((
+        "tokenizer.ggml.add_eos_token".into(),
+        Value::Bool(flag("add_eos_token", false)),
+    ));
+    if let Some(t) = chat_template(dir, &config) {
+        kv.push(("tokenizer.chat_template".into(), Value::Str(t)));
+    }
     kv.push(("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false)));
     Ok(kv)
+}
+
+/// A folder's chat template: `chat_template.jinja`, `chat_template.json`'s `chat_template`, or
+/// tokenizer_config.json's (a string, or the one named `default` of a list).
+fn chat_template(dir: &Path, config: &serde_json::Value) -> Option<String> {
+    if let Ok(t) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
+        return Some(t);
+    }
+    let from_json = |v: &serde_json::Value| -> Option<String> {
+        match v.get("chat_template")? {
+            serde_json::Value::String(t) => Some(t.clone()),
+            serde_json::Value::Array(list) => list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str())
+                .map(str::to_string),
+            _ => None,
+        }
+    };
+    std::fs::read(dir.join("chat_template.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| from_json(&v))
+        .or_else(|| from_json(config))
 }
 
 /// Writes `ck` as a GGUF file at `out` (see the module doc); `quant` quantizes the matrices.

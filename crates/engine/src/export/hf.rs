@@ -2,7 +2,8 @@
 //! every tensor of the table under its Hugging Face name, copied from the source's map a chunk
 //! at a time (the chunk's pages released once written), so memory stays at one chunk whatever
 //! the model's size. A GGUF file's blocks become f32 (exact: every block value is an f32) and
-//! its `1 + w` norms `w`; its vocabulary becomes tokenizer.model.
+//! its `1 + w` norms `w`; its vocabulary becomes tokenizer.model; the tokenizer's configuration
+//! goes with it ([`hf_tokenizer`]), so transformers uses the model as its source intended.
 
 use crate::load::Checkpoint;
 use crate::progress::Progress;
@@ -11,6 +12,9 @@ use frugal_formats::safetensors::{write_shards, OutTensor};
 use frugal_model::arch;
 use frugal_model::bind::Source;
 use frugal_tensor::DType;
+use frugal_tokenizer::sentencepiece::SentencePiece;
+
+use super::hf_tokenizer;
 use std::path::Path;
 
 /// Largest shard written.
@@ -20,6 +24,85 @@ const SHARD_BYTES: u64 = 4 << 30;
 pub struct Written {
     pub tensors: usize,
     pub bytes: u64,
+}
+
+/// The tokenizer's files of the folder: a GGUF file's vocabulary as `tokenizer.model` with the
+/// metadata's facts ([`hf_tokenizer`]); a folder's own tokenizer files copied, and those it
+/// lacks written from its tokenizer with Gemma's defaults (a gemma_pytorch checkpoint has none).
+/// The folder beside a GGUF file may hold another model's tokenizer: it is not copied.
+fn tokenizer_files(ck: &Checkpoint) -> Result<Vec<(String, Vec<u8>)>> {
+    let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON values print");
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    if let Some(g) = &ck.gguf {
+        let map = &ck.index.files[0].map;
+        let Some(sp) = frugal_tokenizer::gguf::sentencepiece(g, map)? else {
+            return Ok(out);
+        };
+        let id =
+            |k: &str| -> Result<Option<u32>> { Ok(g.uint(k)?.and_then(|v| u32::try_from(v).ok())) };
+        out.push((
+            "tokenizer.model".into(),
+            sp.to_model_proto(
+                id("tokenizer.ggml.bos_token_id")?,
+                id("tokenizer.ggml.eos_token_id")?,
+                id("tokenizer.ggml.padding_token_id")?,
+            ),
+        ));
+        let usage = hf_tokenizer::Usage {
+            add_bos: g.bool("tokenizer.ggml.add_bos_token")?.unwrap_or(true),
+            add_eos: g.bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
+            chat_template: g.str("tokenizer.chat_template")?.map(str::to_string),
+            pad: id("tokenizer.ggml.padding_token_id")?,
+        };
+        for (name, v) in hf_tokenizer::files_for(&sp, &ck.cfg, &usage)? {
+            out.push((name, json(&v)));
+        }
+        return Ok(out);
+    }
+    for name in [
+        "tokenizer.json",
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+        "chat_template.jinja",
+        "chat_template.json",
+    ] {
+        let src = ck.dir.join(name);
+        if src.is_file() {
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("{}: cannot read", src.display()))?;
+            out.push((name.to_string(), bytes));
+        }
+    }
+    // What the folder's own tokenizer_config.json says, else Gemma's defaults.
+    let read = |name: &str| -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(ck.dir.join(name)).ok()?).ok()
+    };
+    let mut usage = hf_tokenizer::Usage::default();
+    if let Some(c) = read("tokenizer_config.json") {
+        usage.add_bos = c["add_bos_token"].as_bool().unwrap_or(usage.add_bos);
+        usage.add_eos = c["add_eos_token"].as_bool().unwrap_or(usage.add_eos);
+    }
+    let written = if ck.dir.join("tokenizer.model").is_file() {
+        let sp = SentencePiece::from_file(&ck.dir.join("tokenizer.model"))?;
+        hf_tokenizer::files_for(&sp, &ck.cfg, &usage)?
+    } else if let Some(t) = read("tokenizer.json") {
+        hf_tokenizer::files_for_json(&t, &ck.cfg, &usage)
+    } else {
+        Vec::new()
+    };
+    for (name, v) in written {
+        if !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, json(&v)));
+        }
+    }
+    if !out.iter().any(|(n, _)| n == "generation_config.json") {
+        let mut g = serde_json::json!({"bos_token_id": ck.cfg.bos_token_id});
+        g["eos_token_id"] = serde_json::json!(ck.cfg.eos_token_ids);
+        out.push(("generation_config.json".into(), json(&g)));
+    }
+    Ok(out)
 }
 
 /// The dtype a source tensor is written in: blocks and `1 + w` norms as f32, the rest as
@@ -88,34 +171,9 @@ pub fn export(ck: &Checkpoint, out: &Path, force: bool) -> Result<Written> {
             tmp.join("config.json"),
             serde_json::to_vec_pretty(&ck.cfg.to_hf_json())?,
         )?;
-        if let Some(g) = &ck.gguf {
-            // The vocabulary the file carries, as a SentencePiece model (the folder beside a
-            // GGUF file may hold another model's tokenizer: not copied).
-            if let Some(sp) = frugal_tokenizer::gguf::sentencepiece(g, &ck.index.files[0].map)? {
-                let id = |k: &str| -> Result<Option<u32>> {
-                    Ok(g.uint(k)?.and_then(|v| u32::try_from(v).ok()))
-                };
-                let proto = sp.to_model_proto(
-                    id("tokenizer.ggml.bos_token_id")?,
-                    id("tokenizer.ggml.eos_token_id")?,
-                    id("tokenizer.ggml.padding_token_id")?,
-                );
-                std::fs::write(tmp.join("tokenizer.model"), proto)?;
-            }
-            return Ok(n);
-        }
-        for name in [
-            "tokenizer.json",
-            "tokenizer.model",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-            "generation_config.json",
-        ] {
-            let src = ck.dir.join(name);
-            if src.is_file() {
-                std::fs::copy(&src, tmp.join(name))
-                    .with_context(|| format!("copying {}", src.display()))?;
-            }
+        for (name, bytes) in tokenizer_files(ck)? {
+            std::fs::write(tmp.join(&name), bytes)
+                .with_context(|| format!("{}: cannot write", tmp.join(&name).display()))?;
         }
         Ok(n)
     })?;

@@ -46,90 +46,114 @@ pub mod vt {
     pub const F64: u32 = 12;
 }
 
-/// ggml tensor types: (id, name, elements per block, bytes per block), as gguf-py's
-/// `GGML_QUANT_SIZES`. frugal computes with the ones [`dtype_of_ggml`] maps; the others are
-/// known so that a file holding them is still indexed and refused by name.
-const GGML_TYPES: &[(u32, &str, usize, usize)] = &[
-    (0, "F32", 1, 4),
-    (1, "F16", 1, 2),
-    (2, "Q4_0", 32, 18),
-    (3, "Q4_1", 32, 20),
-    (6, "Q5_0", 32, 22),
-    (7, "Q5_1", 32, 24),
-    (8, "Q8_0", 32, 34),
-    (9, "Q8_1", 32, 36),
-    (10, "Q2_K", 256, 84),
-    (11, "Q3_K", 256, 110),
-    (12, "Q4_K", 256, 144),
-    (13, "Q5_K", 256, 176),
-    (14, "Q6_K", 256, 210),
-    (15, "Q8_K", 256, 292),
-    (16, "IQ2_XXS", 256, 66),
-    (17, "IQ2_XS", 256, 74),
-    (18, "IQ3_XXS", 256, 98),
-    (19, "IQ1_S", 256, 50),
-    (20, "IQ4_NL", 32, 18),
-    (21, "IQ3_S", 256, 110),
-    (22, "IQ2_S", 256, 82),
-    (23, "IQ4_XS", 256, 136),
-    (24, "I8", 1, 1),
-    (25, "I16", 1, 2),
-    (26, "I32", 1, 4),
-    (27, "I64", 1, 8),
-    (28, "F64", 1, 8),
-    (29, "IQ1_M", 256, 56),
-    (30, "BF16", 1, 2),
-    (34, "TQ1_0", 256, 54),
-    (35, "TQ2_0", 256, 66),
-    (39, "MXFP4", 32, 17),
+/// ggml's tensor types frugal knows: (id, name, the dtype it reads them as), as
+/// `ggml/include/ggml.h` numbers them. Their block sizes are the dtypes' ([`DType::block_len`],
+/// [`DType::block_bytes`]); ids not here are refused by name or number.
+const GGML_TYPES: &[(u32, &str, Option<DType>)] = &[
+    (0, "F32", Some(DType::F32)),
+    (1, "F16", Some(DType::F16)),
+    (2, "Q4_0", Some(DType::Q4_0)),
+    (3, "Q4_1", Some(DType::Q4_1)),
+    (6, "Q5_0", Some(DType::Q5_0)),
+    (7, "Q5_1", Some(DType::Q5_1)),
+    (8, "Q8_0", Some(DType::Q8_0)),
+    (9, "Q8_1", None),
+    (10, "Q2_K", Some(DType::Q2_K)),
+    (11, "Q3_K", Some(DType::Q3_K)),
+    (12, "Q4_K", Some(DType::Q4_K)),
+    (13, "Q5_K", Some(DType::Q5_K)),
+    (14, "Q6_K", Some(DType::Q6_K)),
+    (15, "Q8_K", None),
+    (16, "IQ2_XXS", Some(DType::IQ2_XXS)),
+    (17, "IQ2_XS", Some(DType::IQ2_XS)),
+    (18, "IQ3_XXS", Some(DType::IQ3_XXS)),
+    (19, "IQ1_S", Some(DType::IQ1_S)),
+    (20, "IQ4_NL", Some(DType::IQ4_NL)),
+    (21, "IQ3_S", Some(DType::IQ3_S)),
+    (22, "IQ2_S", Some(DType::IQ2_S)),
+    (23, "IQ4_XS", Some(DType::IQ4_XS)),
+    (24, "I8", None),
+    (25, "I16", None),
+    (26, "I32", None),
+    (27, "I64", None),
+    (28, "F64", None),
+    (29, "IQ1_M", Some(DType::IQ1_M)),
+    (30, "BF16", Some(DType::BF16)),
+    (34, "TQ1_0", Some(DType::TQ1_0)),
+    (35, "TQ2_0", Some(DType::TQ2_0)),
+    (39, "MXFP4", Some(DType::MXFP4)),
+    (40, "NVFP4", Some(DType::NVFP4)),
+    (41, "Q1_0", Some(DType::Q1_0)),
+    (42, "Q2_0", Some(DType::Q2_0)),
 ];
+
+/// Elements per block and bytes per block of the ggml types frugal does not read (activation
+/// types, plain integers), so a file holding them is still indexed and refused by name.
+fn other_layout(id: u32) -> Option<(usize, usize)> {
+    Some(match id {
+        9 => (32, 36),    // Q8_1
+        15 => (256, 292), // Q8_K
+        24 => (1, 1),
+        25 => (1, 2),
+        26 => (1, 4),
+        27 | 28 => (1, 8),
+        _ => return None,
+    })
+}
 
 /// ggml's type id for a dtype GGUF can hold.
 pub fn ggml_type(d: DType) -> Result<u32> {
-    Ok(match d {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::Q4_0 => 2,
-        DType::Q8_0 => 8,
-        DType::Q4_K => 12,
-        DType::Q6_K => 14,
-        DType::BF16 => 30,
-        DType::I8 => bail!("int8 with per-row scales has no GGUF type: quantize it (--quant q8)"),
-        DType::Q4_0X4 | DType::Q8_0X4 => {
-            bail!(
+    if d == DType::I8 {
+        bail!("int8 with per-row scales has no GGUF type: quantize it (--quant q8)");
+    }
+    GGML_TYPES
+        .iter()
+        .find(|t| t.2 == Some(d))
+        .map(|t| t.0)
+        .with_context(|| {
+            format!(
                 "{} is an in-memory layout of frugal's, not a GGUF type",
                 d.name()
             )
-        }
-    })
+        })
 }
 
 /// The dtype frugal computes with for a ggml type id, if any.
 pub fn dtype_of_ggml(id: u32) -> Option<DType> {
-    [
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4_K,
-        DType::Q6_K,
-    ]
-    .into_iter()
-    .find(|&d| ggml_type(d).ok() == Some(id))
+    GGML_TYPES.iter().find(|t| t.0 == id).and_then(|t| t.2)
 }
 
-/// llama.cpp's `general.file_type` for the dtype most matrices have.
+/// llama.cpp's `general.file_type` (`llama_ftype`) for the dtype most matrices have.
 pub fn file_type(d: DType) -> u32 {
     match d {
         DType::F32 => 0,
         DType::F16 => 1,
         DType::Q4_0 | DType::Q4_0X4 => 2,
-        DType::Q8_0 | DType::Q8_0X4 => 7,
+        DType::Q4_1 => 3,
+        DType::Q8_0 | DType::Q8_0X4 | DType::I8 => 7,
+        DType::Q5_0 => 8,
+        DType::Q5_1 => 9,
+        DType::Q2_K => 10,
+        DType::Q3_K => 12,
         DType::Q4_K => 14,
+        DType::Q5_K => 16,
         DType::Q6_K => 18,
+        DType::IQ2_XXS => 19,
+        DType::IQ2_XS => 20,
+        DType::IQ3_XXS => 23,
+        DType::IQ1_S => 24,
+        DType::IQ4_NL => 25,
+        DType::IQ3_S => 26,
+        DType::IQ2_S => 28,
+        DType::IQ4_XS => 30,
+        DType::IQ1_M => 31,
         DType::BF16 => 32,
-        DType::I8 => 7,
+        DType::TQ1_0 => 36,
+        DType::TQ2_0 => 37,
+        DType::MXFP4 => 38,
+        DType::NVFP4 => 39,
+        DType::Q1_0 => 40,
+        DType::Q2_0 => 41,
     }
 }
 
@@ -390,10 +414,14 @@ fn parse(b: &[u8]) -> Result<Parsed> {
         let ty = c.u32(&|| w("the type"))?;
         let off = c.u64(&|| w("the data offset"))?;
         dims.reverse(); // GGUF lists ne[0] (the row length) first.
-        let Some(&(_, tname, blk, bytes)) = GGML_TYPES.iter().find(|t| t.0 == ty) else {
-            bail!("tensor `{name}` has unknown ggml type id {ty}");
+        let Some(&(_, tname, dtype)) = GGML_TYPES.iter().find(|t| t.0 == ty) else {
+            bail!("tensor `{name}` has unknown ggml type id {ty}, newer than the types this frugal reads: requantize the file with llama.cpp's `llama-quantize --allow-requantize IN OUT Q4_K_M` (or Q8_0), or use a newer frugal");
         };
-        let dtype = match dtype_of_ggml(ty) {
+        let (blk, bytes) = match dtype {
+            Some(d) => (d.block_len(), d.block_bytes()),
+            None => other_layout(ty).expect("every listed type has a layout"),
+        };
+        let dtype = match dtype {
             Some(d) => StoredDType::Known(d),
             None => StoredDType::Other(tname.to_string()),
         };

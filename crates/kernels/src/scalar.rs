@@ -32,7 +32,8 @@ pub fn dot(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
                 acc += (b as i8 as f32) * xv;
             }
         }
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K => {
+        d if d.is_x4() => panic!("x4 rows are interleaved: take one with MatRef::row_to_f32"),
+        _ => {
             let (bl, bb) = (dtype.block_len(), dtype.block_bytes());
             let mut buf = [0f32; 256];
             for (blk, xb) in row.chunks_exact(bb).zip(x.chunks_exact(bl)) {
@@ -41,9 +42,6 @@ pub fn dot(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
                     acc += w * xv;
                 }
             }
-        }
-        DType::Q4_0X4 | DType::Q8_0X4 => {
-            panic!("x4 rows are interleaved: take one with MatRef::row_to_f32")
         }
     }
     acc

@@ -61,10 +61,8 @@ pub fn to_f32(bytes: &[u8], dtype: DType, out: &mut [f32]) {
                 *o = b as i8 as f32;
             }
         }
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K => dequantize_row(bytes, dtype, out),
-        DType::Q4_0X4 | DType::Q8_0X4 => {
-            panic!("x4 rows are interleaved: take one with row_to_f32")
-        }
+        d if d.is_x4() => panic!("x4 rows are interleaved: take one with row_to_f32"),
+        d => dequantize_row(bytes, d, out),
     }
 }
 
@@ -113,6 +111,12 @@ pub fn quantize_row(src: &[f32], dtype: DType, dst: &mut [u8]) {
         DType::Q6_K => q6_k::quantize_row(src, dst),
         d => panic!("{} is not a quantized dtype", d.name()),
     }
+}
+
+/// Whether [`dequantize_row`] reads `dtype` (the block dtypes a checkpoint may hold that frugal
+/// can compute with).
+pub fn dequantizes(dtype: DType) -> bool {
+    matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K)
 }
 
 /// Dequantizes `src` (whole blocks of `dtype`) into `dst` (as many values as the blocks hold).

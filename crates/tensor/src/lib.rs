@@ -11,8 +11,9 @@ pub mod x4;
 ///
 /// Element dtypes (`F32`, `F16`, `BF16`, `I8`) store one value per element; the quantized
 /// dtypes store blocks of [`DType::block_len`] elements in [`DType::block_bytes`] bytes, laid out
-/// exactly as GGUF's types of the same name (see `frugal_quant`). A row is always a whole
-/// number of blocks: use [`DType::row_bytes`] rather than multiplying by an element size.
+/// exactly as GGUF's types of the same name (`frugal_quant` reads and writes them). A row is
+/// always a whole number of blocks: use [`DType::row_bytes`] rather than multiplying by an
+/// element size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types)] // GGUF's names
 pub enum DType {
@@ -21,22 +22,104 @@ pub enum DType {
     BF16,
     /// Signed 8-bit integers, scaled per row (gemma_pytorch's int8 checkpoints): see [`Scale`].
     I8,
-    /// GGUF Q8_0: blocks of 32 int8 with one f16 scale (34 bytes).
+    /// GGUF Q8_0: blocks of 32 int8 with one f16 scale.
     Q8_0,
-    /// GGUF Q4_0: blocks of 32 4-bit values with one f16 scale (18 bytes).
+    /// GGUF Q4_0: blocks of 32 4-bit values with one f16 scale.
     Q4_0,
-    /// GGUF Q4_K: super-blocks of 256 4-bit values, 8 sub-blocks with 6-bit scales and mins
-    /// (144 bytes).
+    /// GGUF Q4_1: Q4_0 with an f16 minimum per block.
+    Q4_1,
+    /// GGUF Q5_0: blocks of 32 5-bit values (the high bits apart) with one f16 scale.
+    Q5_0,
+    /// GGUF Q5_1: Q5_0 with an f16 minimum per block.
+    Q5_1,
+    /// GGUF Q2_K: super-blocks of 256 2-bit values, 16 sub-blocks with 4-bit scales and mins.
+    Q2_K,
+    /// GGUF Q3_K: super-blocks of 256 3-bit values, 16 sub-blocks with 6-bit scales.
+    Q3_K,
+    /// GGUF Q4_K: super-blocks of 256 4-bit values, 8 sub-blocks with 6-bit scales and mins.
     Q4_K,
-    /// GGUF Q6_K: super-blocks of 256 6-bit values, 16 sub-blocks with int8 scales (210 bytes).
+    /// GGUF Q5_K: Q4_K with a fifth bit per value.
+    Q5_K,
+    /// GGUF Q6_K: super-blocks of 256 6-bit values, 16 sub-blocks with int8 scales.
     Q6_K,
+    /// GGUF IQ2_XXS: 2.06 bits per weight, 8-value groups from a 256-entry lattice with signs.
+    IQ2_XXS,
+    /// GGUF IQ2_XS: 2.31 bits per weight, a 512-entry lattice and 4-bit sub-block scales.
+    IQ2_XS,
+    /// GGUF IQ2_S: 2.5 bits per weight, a 1024-entry lattice.
+    IQ2_S,
+    /// GGUF IQ3_XXS: 3.06 bits per weight, 4-value groups from a 256-entry lattice.
+    IQ3_XXS,
+    /// GGUF IQ3_S: 3.44 bits per weight, a 512-entry lattice.
+    IQ3_S,
+    /// GGUF IQ1_S: 1.56 bits per weight, a 2048-entry ternary lattice.
+    IQ1_S,
+    /// GGUF IQ1_M: 1.75 bits per weight, IQ1_S with per-group deltas and no f16 scale field.
+    IQ1_M,
+    /// GGUF IQ4_NL: blocks of 32 4-bit indices into a non-linear table, one f16 scale.
+    IQ4_NL,
+    /// GGUF IQ4_XS: IQ4_NL's table in super-blocks of 256 with 6-bit sub-block scales.
+    IQ4_XS,
+    /// GGUF TQ1_0: ternary values, 5 a byte in base 3.
+    TQ1_0,
+    /// GGUF TQ2_0: ternary values in 2 bits.
+    TQ2_0,
+    /// GGUF MXFP4: blocks of 32 FP4 (E2M1) values with a shared E8M0 exponent.
+    MXFP4,
+    /// GGUF NVFP4: blocks of 64 FP4 (E2M1) values, an E4M3 scale per 16.
+    NVFP4,
+    /// GGUF Q1_0: blocks of 128 sign bits with one f16 scale.
+    Q1_0,
+    /// GGUF Q2_0: blocks of 64 2-bit values with one f16 scale.
+    Q2_0,
     /// Q4_0's blocks in frugal's in-memory layout for the AVX-512 kernels: rows interleaved in
-    /// quads, blocks transposed in groups of 16 ([`x4`]). Made only by the
-    /// loader (`--quant q4`, from float or Q4_0 sources), never read from or written to a file; a row is not contiguous, so
-    /// [`MatRef::row_bytes`] does not apply (see [`MatRef::row_span`]).
+    /// quads, blocks transposed in groups of 16 ([`x4`]). Made only by the loader (`--quant
+    /// q4`, from float or Q4_0 sources), never read from or written to a file; a row is not
+    /// contiguous, so [`MatRef::row_bytes`] does not apply (see [`MatRef::row_span`]).
     Q4_0X4,
     /// Q8_0's blocks in the same layout ([`x4`]), made by `--quant q8`.
     Q8_0X4,
+}
+
+/// Every dtype's layout: (dtype, name, elements per block, bytes per block), in the enum's
+/// order (indexed by the discriminant; `layouts_follow_the_enum` checks it).
+const LAYOUTS: [(DType, &str, usize, usize); 31] = [
+    (DType::F32, "f32", 1, 4),
+    (DType::F16, "f16", 1, 2),
+    (DType::BF16, "bf16", 1, 2),
+    (DType::I8, "int8", 1, 1),
+    (DType::Q8_0, "q8_0", 32, 34),
+    (DType::Q4_0, "q4_0", 32, 18),
+    (DType::Q4_1, "q4_1", 32, 20),
+    (DType::Q5_0, "q5_0", 32, 22),
+    (DType::Q5_1, "q5_1", 32, 24),
+    (DType::Q2_K, "q2_k", 256, 84),
+    (DType::Q3_K, "q3_k", 256, 110),
+    (DType::Q4_K, "q4_k", 256, 144),
+    (DType::Q5_K, "q5_k", 256, 176),
+    (DType::Q6_K, "q6_k", 256, 210),
+    (DType::IQ2_XXS, "iq2_xxs", 256, 66),
+    (DType::IQ2_XS, "iq2_xs", 256, 74),
+    (DType::IQ2_S, "iq2_s", 256, 82),
+    (DType::IQ3_XXS, "iq3_xxs", 256, 98),
+    (DType::IQ3_S, "iq3_s", 256, 110),
+    (DType::IQ1_S, "iq1_s", 256, 50),
+    (DType::IQ1_M, "iq1_m", 256, 56),
+    (DType::IQ4_NL, "iq4_nl", 32, 18),
+    (DType::IQ4_XS, "iq4_xs", 256, 136),
+    (DType::TQ1_0, "tq1_0", 256, 54),
+    (DType::TQ2_0, "tq2_0", 256, 66),
+    (DType::MXFP4, "mxfp4", 32, 17),
+    (DType::NVFP4, "nvfp4", 64, 36),
+    (DType::Q1_0, "q1_0", 128, 18),
+    (DType::Q2_0, "q2_0", 64, 18),
+    (DType::Q4_0X4, "q4_0x4", 32, 18),
+    (DType::Q8_0X4, "q8_0x4", 32, 34),
+];
+
+#[inline]
+fn layout(d: DType) -> &'static (DType, &'static str, usize, usize) {
+    &LAYOUTS[d as usize]
 }
 
 /// A row length or tensor shape that a dtype cannot store.
@@ -55,40 +138,27 @@ pub enum LayoutError {
 impl DType {
     /// Every dtype a file can hold, element dtypes first (the in-memory layouts
     /// [`DType::Q4_0X4`] and [`DType::Q8_0X4`] are not among them).
-    pub const ALL: [DType; 8] = [
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::I8,
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4_K,
-        DType::Q6_K,
-    ];
-
-    /// Elements per block: 1 for element dtypes, 32 (Q8_0, Q4_0) or 256 (Q4_K, Q6_K).
-    pub fn block_len(self) -> usize {
-        match self {
-            DType::F32 | DType::F16 | DType::BF16 | DType::I8 => 1,
-            DType::Q8_0 | DType::Q4_0 | DType::Q4_0X4 | DType::Q8_0X4 => 32,
-            DType::Q4_K | DType::Q6_K => 256,
+    pub const ALL: [DType; 29] = {
+        let mut a = [DType::F32; 29];
+        let mut i = 0;
+        while i < 29 {
+            a[i] = LAYOUTS[i].0;
+            i += 1;
         }
+        a
+    };
+
+    /// Elements per block: 1 for element dtypes, 32 to 256 for GGUF's blocks.
+    pub fn block_len(self) -> usize {
+        layout(self).2
     }
 
     /// Bytes per block (per element for element dtypes).
     pub fn block_bytes(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
-            DType::I8 => 1,
-            DType::Q8_0 | DType::Q8_0X4 => 34,
-            DType::Q4_0 | DType::Q4_0X4 => 18,
-            DType::Q4_K => 144,
-            DType::Q6_K => 210,
-        }
+        layout(self).3
     }
 
-    /// Whether this is a block-quantized dtype (`Q8_0`, `Q4_0`, `Q4_K`, `Q6_K`).
+    /// Whether this is a block-quantized dtype.
     pub fn is_quantized(self) -> bool {
         self.block_len() > 1
     }
@@ -134,18 +204,7 @@ impl DType {
 
     /// Lower-case name as used on the command line and in reports.
     pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-            DType::I8 => "int8",
-            DType::Q8_0 => "q8_0",
-            DType::Q4_0 => "q4_0",
-            DType::Q4_0X4 => "q4_0x4",
-            DType::Q8_0X4 => "q8_0x4",
-            DType::Q4_K => "q4_k",
-            DType::Q6_K => "q6_k",
-        }
+        layout(self).1
     }
 
     /// The dtype of a [`DType::name`] (case-insensitive).
@@ -288,5 +347,22 @@ impl<'a> MatRef<'a> {
             }),
             stride: n,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_follow_the_enum() {
+        for (i, l) in LAYOUTS.iter().enumerate() {
+            assert_eq!(l.0 as usize, i, "{}", l.1);
+            assert_eq!(
+                DType::from_name(l.1).filter(|d| !d.is_x4()),
+                (!l.0.is_x4()).then_some(l.0)
+            );
+        }
+        assert!(!DType::ALL.iter().any(|d| d.is_x4()));
     }
 }

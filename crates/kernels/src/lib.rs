@@ -42,6 +42,7 @@
 
 pub mod aligned;
 mod cpu;
+mod dequant;
 pub mod ops;
 mod probe;
 mod qmat;
@@ -116,6 +117,9 @@ pub fn matmul_fast_with(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f3
 /// the portable job at the scalar level and for the x4 layouts below AVX-512 (which have
 /// AVX-512 kernels only).
 fn quant_product(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
+    if !qmat::has_int_kernel(w.dtype) {
+        return dequant::matmul(w, x, n, y);
+    }
     let portable = level == Isa::Scalar || (level == Isa::Avx2 && w.dtype.is_x4());
     if portable || w.rows == 0 || n == 0 {
         return qmat::matmul_portable(w, x, n, y);

@@ -282,6 +282,20 @@ pub(crate) fn int8_blocks(w: &MatRef) -> bool {
     w.dtype == DType::I8 && w.cols > 0 && w.cols.is_multiple_of(32)
 }
 
+/// Whether the integer kernels multiply `dtype` (else `crate::dequant` does, through f32).
+pub(crate) fn has_int_kernel(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::I8
+            | DType::Q8_0
+            | DType::Q4_0
+            | DType::Q4_K
+            | DType::Q6_K
+            | DType::Q4_0X4
+            | DType::Q8_0X4
+    )
+}
+
 /// Values per activation block for weights of `dtype`: 32, or 256 for the K-quants.
 pub(crate) fn act_block_len(dtype: DType) -> usize {
     match dtype {

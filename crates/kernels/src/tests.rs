@@ -679,3 +679,33 @@ fn read_probe_simd_fold_matches_scalar() {
     assert!(r.is_finite() && r > 0.0, "{r}");
     assert_ne!(scalar::xor_fold(&data), 0);
 }
+
+/// The f32 path of block types without an integer kernel equals the float reference
+/// (`scalar::dot` on the same blocks) up to the order of additions, decode and prefill, on
+/// ragged row counts (exercised here on the block types it can quantize).
+#[test]
+fn dequant_path_equals_the_float_reference() {
+    let mut rng = Rng(41);
+    for dtype in [DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q4_0] {
+        for (rows, cols, n) in [(5, 256, 1), (13, 512, 3), (1, 256, 70)] {
+            let (buf, off) = random_matrix(&mut rng, dtype, rows, cols, true);
+            let w = MatRef::new(&buf[off..], dtype, rows, cols);
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
+            let mut got = vec![0f32; n * rows];
+            dequant::matmul(&w, &x, n, &mut got);
+            let want: Vec<f32> = (0..n)
+                .flat_map(|t| {
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    (0..rows).map(move |r| scalar::dot(w.row_bytes(r), dtype, xt))
+                })
+                .collect();
+            let scale = abs_scale(&w, &x, n);
+            assert_close(
+                &got,
+                &want,
+                &scale,
+                &format!("{} {rows}x{cols} n={n}", dtype.name()),
+            );
+        }
+    }
+}

@@ -269,7 +269,10 @@ pub fn check(cfg: &GemmaConfig, w: &Wanted, index: &TensorIndex, source: &str) -
             StoredDType::Known(DType::I8) if s.shape.len() == 2 => {
                 let sn = scaler_name(&s.name);
                 let Some(sc) = index.tensors.get(&sn) else {
-                    bail!("{file}: tensor `{}` is int8 but its per-row scales `{sn}` are missing", s.name);
+                    bail!(
+                        "{file}: tensor `{}` is int8 but its per-row scales `{sn}` are missing",
+                        s.name
+                    );
                 };
                 if sc.shape != [s.shape[0]] || !is_float(&sc.dtype) {
                     bail!(
@@ -283,12 +286,20 @@ pub fn check(cfg: &GemmaConfig, w: &Wanted, index: &TensorIndex, source: &str) -
                 }
             }
             ref d if is_float(d) => {}
-            StoredDType::Known(DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K)
-                if s.shape.len() == 2 => {}
-            ref d => bail!(
-                "{file}: tensor `{}` is stored as {d}; frugal reads bf16, f16 and f32 weights in place, int8 matrices with per-row `weight_scaler`, and GGUF matrices in Q8_0, Q4_0, Q4_K or Q6_K: requantize the file to one of those (llama.cpp's `llama-quantize --allow-requantize IN OUT Q4_K_M`, or `Q8_0` for the least loss), or give frugal the model's bf16 or f16 weights",
-                s.name,
-            ),
+            StoredDType::Known(d)
+                if d.is_quantized() && frugal_quant::dequantizes(d) && s.shape.len() == 2 => {}
+            ref d => {
+                let read: Vec<&str> = DType::ALL
+                    .iter()
+                    .filter(|d| d.is_quantized() && frugal_quant::dequantizes(**d))
+                    .map(|d| d.name())
+                    .collect();
+                bail!(
+                    "{file}: tensor `{}` is stored as {d}; frugal reads bf16, f16 and f32 weights in place, int8 matrices with per-row `weight_scaler`, and GGUF matrices in {}: requantize the file to one of those (llama.cpp's `llama-quantize --allow-requantize IN OUT Q4_K_M`, or `Q8_0` for the least loss), or give frugal the model's bf16 or f16 weights",
+                    s.name,
+                    read.join(", ")
+                )
+            }
         }
     }
     Ok(Binding {

@@ -15,6 +15,29 @@
 //! `tests/quant.rs`); Q4_K and Q6_K follow llama.cpp's reference quantizers; dequantization of
 //! all four equals gguf-py's.
 //!
+//! Every other block type a GGUF file can hold is read (dequantized) only, bit for bit as
+//! llama.cpp's `dequantize_row_*` (the same f32 operations in the same order; gguf-py's
+//! `dequantize` gives the same values where it has the type), see [`dequantize_row`]:
+//!
+//! | dtype | elements / block | bytes / block | file |
+//! |---|---|---|---|
+//! | [`DType::Q4_1`] | 32 | 20 | [`q4_1`] |
+//! | [`DType::Q5_0`], [`DType::Q5_1`] | 32 | 22, 24 | [`q5`] |
+//! | [`DType::Q2_K`] | 256 | 84 | [`q2_k`] |
+//! | [`DType::Q3_K`] | 256 | 110 | [`q3_k`] |
+//! | [`DType::Q5_K`] | 256 | 176 | [`q5_k`] |
+//! | [`DType::IQ2_XXS`], [`DType::IQ2_XS`], [`DType::IQ2_S`] | 256 | 66, 74, 82 | [`iq2`] |
+//! | [`DType::IQ3_XXS`], [`DType::IQ3_S`] | 256 | 98, 110 | [`iq3`] |
+//! | [`DType::IQ1_S`], [`DType::IQ1_M`] | 256 | 50, 56 | [`iq1`] |
+//! | [`DType::IQ4_NL`], [`DType::IQ4_XS`] | 32, 256 | 18, 136 | [`iq4`] |
+//! | [`DType::TQ1_0`], [`DType::TQ2_0`] | 256 | 54, 66 | [`tq`] |
+//! | [`DType::MXFP4`], [`DType::NVFP4`] | 32, 64 | 17, 36 | [`fp4`] |
+//! | [`DType::Q1_0`] | 128 | 18 | [`q1_0`] |
+//! | [`DType::Q2_0`] | 64 | 18 | [`q2_0`] |
+//!
+//! Their lattice and level tables are generated from llama.cpp's `ggml-common.h` into
+//! [`tables`] by `scripts/gen_quant_tables.py`.
+//!
 //! For the loader: [`quantize_rows`] turns whole rows of a float tensor's stored bytes (f32,
 //! f16 or bf16, straight from the memory map) into blocks, with a few KB of stack scratch and no
 //! allocation, so disjoint row chunks can be quantized in parallel into disjoint parts of the
@@ -23,10 +46,24 @@
 //! The products of these blocks with activations are in [`crate::kernels`]: activations are
 //! quantized per block to int8 once per call and multiplied with integer dot products.
 
+pub mod fp4;
+pub mod iq1;
+pub mod iq2;
+pub mod iq3;
+pub mod iq4;
+pub mod q1_0;
+pub mod q2_0;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
+pub mod q4_1;
 pub mod q4_k;
+pub mod q5;
+pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
+pub mod tables;
+pub mod tq;
 pub mod x4;
 
 #[cfg(test)]
@@ -114,21 +151,72 @@ pub fn quantize_row(src: &[f32], dtype: DType, dst: &mut [u8]) {
 }
 
 /// Whether [`dequantize_row`] reads `dtype` (the block dtypes a checkpoint may hold that frugal
-/// can compute with).
+/// can compute with): every GGUF block dtype, not frugal's in-memory x4 layouts.
 pub fn dequantizes(dtype: DType) -> bool {
-    matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K)
+    dtype.is_quantized() && !dtype.is_x4()
 }
 
-/// Dequantizes `src` (whole blocks of `dtype`) into `dst` (as many values as the blocks hold).
-/// Panics if `dtype` is not quantized or the lengths disagree.
+/// Dequantizes `src` (whole blocks of `dtype`) into `dst` (as many values as the blocks hold),
+/// bit for bit as llama.cpp's `dequantize_row_*`. Panics if `dtype` is not quantized, is an x4
+/// layout, or the lengths disagree.
 pub fn dequantize_row(src: &[u8], dtype: DType, dst: &mut [f32]) {
     match dtype {
         DType::Q8_0 => q8_0::dequantize_row(src, dst),
         DType::Q4_0 => q4_0::dequantize_row(src, dst),
         DType::Q4_K => q4_k::dequantize_row(src, dst),
         DType::Q6_K => q6_k::dequantize_row(src, dst),
+        DType::Q4_1 => q4_1::dequantize_row(src, dst),
+        DType::Q5_0 => q5::dequantize_row_0(src, dst),
+        DType::Q5_1 => q5::dequantize_row_1(src, dst),
+        DType::Q2_K => q2_k::dequantize_row(src, dst),
+        DType::Q3_K => q3_k::dequantize_row(src, dst),
+        DType::Q5_K => q5_k::dequantize_row(src, dst),
+        DType::IQ2_XXS => iq2::dequantize_row_xxs(src, dst),
+        DType::IQ2_XS => iq2::dequantize_row_xs(src, dst),
+        DType::IQ2_S => iq2::dequantize_row_s(src, dst),
+        DType::IQ3_XXS => iq3::dequantize_row_xxs(src, dst),
+        DType::IQ3_S => iq3::dequantize_row_s(src, dst),
+        DType::IQ1_S => iq1::dequantize_row_s(src, dst),
+        DType::IQ1_M => iq1::dequantize_row_m(src, dst),
+        DType::IQ4_NL => iq4::dequantize_row_nl(src, dst),
+        DType::IQ4_XS => iq4::dequantize_row_xs(src, dst),
+        DType::TQ1_0 => tq::dequantize_row_1(src, dst),
+        DType::TQ2_0 => tq::dequantize_row_2(src, dst),
+        DType::MXFP4 => fp4::dequantize_row_mx(src, dst),
+        DType::NVFP4 => fp4::dequantize_row_nv(src, dst),
+        DType::Q1_0 => q1_0::dequantize_row(src, dst),
+        DType::Q2_0 => q2_0::dequantize_row(src, dst),
         d => panic!("{} is not a quantized dtype", d.name()),
     }
+}
+
+/// The blocks of a dequantization, checked: `src` must be whole blocks of `block_bytes` bytes
+/// and `dst` exactly `block` values for each; pairs each block's bytes with its values.
+#[inline(always)]
+pub(crate) fn blocks_of<'a>(
+    name: &str,
+    block: usize,
+    block_bytes: usize,
+    src: &'a [u8],
+    dst: &'a mut [f32],
+) -> impl Iterator<Item = (&'a [u8], &'a mut [f32])> {
+    assert!(
+        src.len().is_multiple_of(block_bytes),
+        "{name} rows are whole blocks"
+    );
+    assert_eq!(
+        dst.len(),
+        src.len() / block_bytes * block,
+        "{name} output length"
+    );
+    src.chunks_exact(block_bytes)
+        .zip(dst.chunks_exact_mut(block))
+}
+
+/// The little-endian f16 at `b[i..i + 2]` as f32 (exact, as ggml's `GGML_FP16_TO_FP32`).
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
 /// Checks a [`quantize_rows`] request; returns the number of rows.
@@ -637,6 +725,36 @@ mod tests {
         assert_eq!(DType::Q6_K.block_bytes(), q6_k::BLOCK_BYTES);
         assert_eq!(DType::Q8_0.block_len(), q8_0::BLOCK);
         assert_eq!(DType::Q4_K.block_len(), q4_k::BLOCK);
+        for (d, len, bytes) in [
+            (DType::Q4_1, q4_1::BLOCK, q4_1::BLOCK_BYTES),
+            (DType::Q5_0, q5::BLOCK, q5::BLOCK_BYTES_0),
+            (DType::Q5_1, q5::BLOCK, q5::BLOCK_BYTES_1),
+            (DType::Q2_K, q2_k::BLOCK, q2_k::BLOCK_BYTES),
+            (DType::Q3_K, q3_k::BLOCK, q3_k::BLOCK_BYTES),
+            (DType::Q5_K, q5_k::BLOCK, q5_k::BLOCK_BYTES),
+            (DType::IQ2_XXS, iq2::BLOCK, iq2::BLOCK_BYTES_XXS),
+            (DType::IQ2_XS, iq2::BLOCK, iq2::BLOCK_BYTES_XS),
+            (DType::IQ2_S, iq2::BLOCK, iq2::BLOCK_BYTES_S),
+            (DType::IQ3_XXS, iq3::BLOCK, iq3::BLOCK_BYTES_XXS),
+            (DType::IQ3_S, iq3::BLOCK, iq3::BLOCK_BYTES_S),
+            (DType::IQ1_S, iq1::BLOCK, iq1::BLOCK_BYTES_S),
+            (DType::IQ1_M, iq1::BLOCK, iq1::BLOCK_BYTES_M),
+            (DType::IQ4_NL, iq4::BLOCK_NL, iq4::BLOCK_BYTES_NL),
+            (DType::IQ4_XS, iq4::BLOCK_XS, iq4::BLOCK_BYTES_XS),
+            (DType::TQ1_0, tq::BLOCK, tq::BLOCK_BYTES_1),
+            (DType::TQ2_0, tq::BLOCK, tq::BLOCK_BYTES_2),
+            (DType::MXFP4, fp4::BLOCK_MX, fp4::BLOCK_BYTES_MX),
+            (DType::NVFP4, fp4::BLOCK_NV, fp4::BLOCK_BYTES_NV),
+            (DType::Q1_0, q1_0::BLOCK, q1_0::BLOCK_BYTES),
+            (DType::Q2_0, q2_0::BLOCK, q2_0::BLOCK_BYTES),
+        ] {
+            assert_eq!(
+                (d.block_len(), d.block_bytes()),
+                (len, bytes),
+                "{}",
+                d.name()
+            );
+        }
     }
 
     #[test]

@@ -120,7 +120,12 @@ fn quant_product(level: Isa, w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     if !qmat::has_int_kernel(w.dtype) {
         return dequant::matmul(w, x, n, y);
     }
-    let portable = level == Isa::Scalar || (level == Isa::Avx2 && w.dtype.is_x4());
+    // AVX2 has kernels for the plain types it had first; the others take the portable job.
+    let avx2 = matches!(
+        w.dtype,
+        DType::I8 | DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K
+    );
+    let portable = level == Isa::Scalar || (level == Isa::Avx2 && !avx2);
     if portable || w.rows == 0 || n == 0 {
         return qmat::matmul_portable(w, x, n, y);
     }

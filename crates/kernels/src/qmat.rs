@@ -190,8 +190,9 @@ pub(crate) fn pairs_of(b: &[B32]) -> Vec<A8Pair> {
     out
 }
 
-/// The [`A4Group`] layout of natural blocks (missing blocks of the last group are zero).
-pub(crate) fn groups_of(b: &[B32]) -> Vec<A4Group> {
+/// The [`A4Group`] layout of natural blocks (missing blocks of the last group are zero), with
+/// the correction `offset * sum` of the weights' offset (`-8` for Q4_0, `-16` for Q5_0).
+pub(crate) fn groups_of(b: &[B32], offset: i32) -> Vec<A4Group> {
     b.chunks(4)
         .map(|g| {
             let mut a = A4Group {
@@ -205,7 +206,7 @@ pub(crate) fn groups_of(b: &[B32]) -> Vec<A4Group> {
                 a.d[4 * k..4 * k + 4].fill(blk.d);
             }
             for l in 0..16 {
-                a.corr[l] = -8 * (sum4(&a.qs[4 * l..]) + sum4(&a.qs[64 + 4 * l..]));
+                a.corr[l] = offset * (sum4(&a.qs[4 * l..]) + sum4(&a.qs[64 + 4 * l..]));
             }
             a
         })
@@ -289,6 +290,7 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
         DType::I8
             | DType::Q8_0
             | DType::Q4_0
+            | DType::Q5_0
             | DType::Q4_K
             | DType::Q6_K
             | DType::Q4_0X4
@@ -299,7 +301,7 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
 /// Values per activation block for weights of `dtype`: 32, or 256 for the K-quants.
 pub(crate) fn act_block_len(dtype: DType) -> usize {
     match dtype {
-        DType::I8 | DType::Q8_0 | DType::Q4_0 | DType::Q4_0X4 | DType::Q8_0X4 => 32,
+        DType::I8 | DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::Q4_0X4 | DType::Q8_0X4 => 32,
         d => d.block_len(),
     }
 }
@@ -351,6 +353,35 @@ pub(crate) fn dot_q4_0(row: &[u8], a: &[B32]) -> f32 {
             isum += (b[2 + j] & 15) as i32 * x.qs[j] as i32;
             isum += (b[2 + j] >> 4) as i32 * x.qs[j + 16] as i32;
         }
+        acc += (f16_at(b, 0) * x.d) * isum as f32;
+    }
+    acc
+}
+
+/// The 32 levels of a Q5_0 block (22 bytes: f16 `d`, the fifth bits `qh`, the nibbles),
+/// `q` in `0..32` (the weights are `d * (q - 16)`): values `j` and `j + 16` share byte `j` of
+/// the nibbles and take bits `j` and `j + 16` of `qh`.
+#[inline(always)]
+pub(crate) fn q5_0_levels(b: &[u8]) -> [u8; 32] {
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    let mut q = [0u8; 32];
+    for j in 0..16 {
+        q[j] = (b[6 + j] & 15) | (((qh >> j) & 1) << 4) as u8;
+        q[j + 16] = (b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
+    }
+    q
+}
+
+/// Q5_0 row (`22 * a.len()` bytes) times activation blocks.
+pub(crate) fn dot_q5_0(row: &[u8], a: &[B32]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(22).zip(a) {
+        let q = q5_0_levels(b);
+        let isum = -16 * x.sum
+            + q.iter()
+                .zip(&x.qs)
+                .map(|(&w, &a)| w as i32 * a as i32)
+                .sum::<i32>();
         acc += (f16_at(b, 0) * x.d) * isum as f32;
     }
     acc
@@ -492,12 +523,13 @@ impl QActs {
             pieces: Vec::new(),
         };
         match dtype {
-            DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
+            DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
                 a.b32 = vec![B32::default(); n * nb];
                 quantize_b32(x, &mut a.b32);
                 if lanes {
                     match dtype {
-                        DType::Q4_0 => a.groups = groups_of(&a.b32[..nb]),
+                        DType::Q4_0 => a.groups = groups_of(&a.b32[..nb], -8),
+                        DType::Q5_0 => a.groups = groups_of(&a.b32[..nb], -16),
                         DType::Q4_0X4 => a.pieces = pieces_of(&a.b32[..nb], -8),
                         DType::Q8_0X4 => a.pieces = pieces_of(&a.b32[..nb], -128),
                         _ => a.pairs = pairs_of(&a.b32[..nb]),
@@ -596,6 +628,7 @@ impl ScalarJob<'_> {
             DType::Q8_0 => dot_q8_0(row, self.a.b32(t)),
             DType::I8 => dot_i8(row, self.a.b32(t)),
             DType::Q4_0 => dot_q4_0(row, self.a.b32(t)),
+            DType::Q5_0 => dot_q5_0(row, self.a.b32(t)),
             DType::Q4_K => dot_q4_k(row, self.a.k(t)),
             DType::Q6_K => dot_q6_k(row, self.a.k(t)),
             d => unreachable!("{} is not quantized", d.name()),

@@ -46,6 +46,14 @@ fn random_matrix(
         let off = usize::from(misalign);
         let rb = dtype.row_bytes(cols).expect("whole blocks");
         let mut buf = vec![0u8; off + rows * rb];
+        if !QUANTIZABLE.contains(&dtype) {
+            // Every bit pattern is a valid block: random bytes, with scales of sane size.
+            buf[off..]
+                .iter_mut()
+                .for_each(|b| *b = rng.next_u64() as u8);
+            random_scales(rng, dtype, &mut buf[off..]);
+            return (buf, off);
+        }
         let mut vals = vec![0f32; cols];
         for r in 0..rows {
             vals.iter_mut().for_each(|v| *v = rng.f32() * 2.0);
@@ -66,6 +74,34 @@ fn random_matrix(
         }
     }
     (buf, off)
+}
+
+/// The block types `frugal_quant::quantize_row` writes; tests make the others' blocks from
+/// random bytes.
+const QUANTIZABLE: [DType; 4] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K];
+
+/// Overwrites the scale fields of every block in `blocks` (whole blocks of `dtype`) with
+/// random f16 scales in `[0.001, 0.02)` (E8M0 exponents near 2^-4 for MXFP4), so random
+/// blocks hold weights of the size trained ones have.
+fn random_scales(rng: &mut Rng, dtype: DType, blocks: &mut [u8]) {
+    // Byte offsets of the f16 scale fields in one block.
+    let f16_at: &[usize] = match dtype {
+        DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
+        DType::Q2_K => &[80, 82],
+        DType::Q3_K => &[108],
+        DType::MXFP4 => &[],
+        d => panic!("no random blocks for {}", d.name()),
+    };
+    for b in blocks.chunks_exact_mut(dtype.block_bytes()) {
+        for &o in f16_at {
+            let v = f16::from_f32(0.001 + 0.019 * (rng.f32() + 1.0) / 2.0);
+            b[o..o + 2].copy_from_slice(&v.to_le_bytes());
+        }
+        if dtype == DType::MXFP4 {
+            b[0] = 121 + rng.below(5) as u8;
+        }
+    }
 }
 
 /// Whole quads of plain rows of `cols` values (`plain`) in their x4 layout.
@@ -328,9 +364,10 @@ fn bf16_fast_many_equals_one_by_one() {
 const QTYPES: [DType; 4] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 5] = [
+const QTYPES_I8: [DType; 6] = [
     DType::Q8_0,
     DType::Q4_0,
+    DType::Q5_0,
     DType::Q4_K,
     DType::Q6_K,
     DType::I8,
@@ -367,7 +404,7 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
     let mut out = vec![0f32; n * w.rows];
     for r in 0..w.rows {
         match w.dtype {
-            DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
+            DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
                 frugal_quant::row_to_f32(w, r, &mut wa);
                 wa.iter_mut().for_each(|v| *v = v.abs());
             }

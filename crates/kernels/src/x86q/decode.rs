@@ -287,6 +287,89 @@ macro_rules! avx512_decode {
             }
         }
 
+        /// The fifth bits of 4 Q5_0 blocks at `p` as masks over the nibble register's bytes
+        /// (block `k`'s bytes `16k..16k + 16`): bits `0..16` of each block's `qh` for the low
+        /// nibbles (values `0..16`), bits `16..32` for the high ones.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q5_0_high(p: *const u8) -> (__mmask64, __mmask64) {
+            // SAFETY: the caller guarantees 4 blocks (88 bytes) at p.
+            let qh: [u64; 4] = std::array::from_fn(|k| unsafe {
+                (p.add(22 * k + 2) as *const u32).read_unaligned() as u64
+            });
+            let lo = (0..4).fold(0u64, |m, k| m | (qh[k] & 0xFFFF) << (16 * k));
+            let hi = (0..4).fold(0u64, |m, k| m | (qh[k] >> 16) << (16 * k));
+            (lo, hi)
+        }
+
+        /// Q5_0 times one [`A4Group`] (built with the `-16` correction): 4 blocks (88 bytes
+        /// at `p`) into `acc`. As [`step_q4_0`], with the fifth bit ORed into each level.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn step_q5_0(p: *const u8, a: &A4Group, idx: &[__m512i; 2], acc: &mut __m512) {
+            // SAFETY: the caller guarantees 88 readable bytes at p.
+            unsafe {
+                let w0 = _mm512_loadu_si512(p as *const _);
+                // Bytes 64..88 (words 32..44): a masked load reads only those 24 bytes.
+                let w1 = _mm512_maskz_loadu_epi8((1u64 << 24) - 1, p.add(64) as *const i8);
+                let nib = _mm512_permutex2var_epi16(w0, idx[0], w1);
+                let dh = _mm512_permutex2var_epi16(w0, idx[1], w1);
+                let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dh));
+                let (mlo, mhi) = q5_0_high(p);
+                let m4 = _mm512_set1_epi8(0x0F);
+                let b5 = _mm512_set1_epi8(0x10);
+                let lo = _mm512_and_si512(nib, m4);
+                let lo = _mm512_mask_add_epi8(lo, mlo, lo, b5);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(nib), m4);
+                let hi = _mm512_mask_add_epi8(hi, mhi, hi, b5);
+                let corr = _mm512_load_si512(a.corr.as_ptr() as *const _);
+                let xlo = _mm512_load_si512(a.qs.as_ptr() as *const _);
+                let xhi = _mm512_load_si512(a.qs.as_ptr().add(64) as *const _);
+                let i = $dp!($dp!(corr, lo, xlo), hi, xhi);
+                let dx = _mm512_load_ps(a.d.as_ptr());
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw, dx), *acc);
+            }
+        }
+
+        /// `R` Q5_0 rows (`nb` blocks each at `p[r]`) times one token in the [`A4Group`]
+        /// layout, each group of activations used for all `R` rows.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_q5_0<const R: usize>(
+            p: [*const u8; R],
+            nb: usize,
+            a: &[A4Group],
+        ) -> [f32; R] {
+            // SAFETY: the caller guarantees every row's `nb` blocks; `a` has a group per 4
+            // blocks (checked), and the tail group is copied into a zeroed buffer first.
+            unsafe {
+                assert_eq!(a.len(), nb.div_ceil(4), "activation groups");
+                let idx = [
+                    _mm512_loadu_si512(IDX_Q5_NIB.as_ptr() as *const _),
+                    _mm512_loadu_si512(IDX_Q5_D.as_ptr() as *const _),
+                ];
+                let mut acc = [[_mm512_setzero_ps(); 2]; R];
+                let ng = nb / 4;
+                for (g, ag) in a[..ng].iter().enumerate() {
+                    for r in 0..R {
+                        prefetch_lines(p[r].add(88 * g), 2);
+                        step_q5_0(p[r].add(88 * g), ag, &idx, &mut acc[r][g % 2]);
+                    }
+                }
+                if nb % 4 != 0 {
+                    for r in 0..R {
+                        let mut buf = [0u8; 88];
+                        std::ptr::copy_nonoverlapping(
+                            p[r].add(88 * ng),
+                            buf.as_mut_ptr(),
+                            22 * (nb % 4),
+                        );
+                        step_q5_0(buf.as_ptr(), &a[ng], &idx, &mut acc[r][1]);
+                    }
+                }
+                acc.map(|a| _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1])))
+            }
+        }
+
         /// The f16 at `p` as f32.
         #[inline]
         #[target_feature(enable = $feat)]

@@ -72,11 +72,10 @@ fn check_job(w: &MatRef, a: &QActs, n: usize) {
     assert_eq!(w.data.len(), w.rows * rb, "matrix byte length");
     assert_eq!(a.nb * act_block_len(w.dtype), w.cols, "activation blocks");
     assert_eq!(a.nb * weight_block_bytes(w.dtype), rb, "weight blocks");
-    match w.dtype {
-        DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
-            assert_eq!(a.b32.len(), n * a.nb)
-        }
-        _ => assert_eq!(a.k.len(), n * a.nb),
+    if act_block_len(w.dtype) == 32 {
+        assert_eq!(a.b32.len(), n * a.nb)
+    } else {
+        assert_eq!(a.k.len(), n * a.nb)
     }
 }
 
@@ -158,7 +157,9 @@ macro_rules! avx512_quant {
                             DType::Q8_0 | DType::I8 => {
                                 assert_eq!(a.pairs.len(), 2 * a.nb.div_ceil(4))
                             }
-                            DType::Q4_0 => assert_eq!(a.groups.len(), a.nb.div_ceil(4)),
+                            DType::Q4_0 | DType::Q5_0 => {
+                                assert_eq!(a.groups.len(), a.nb.div_ceil(4))
+                            }
                             DType::Q4_0X4 | DType::Q8_0X4 => {
                                 assert_eq!(a.pieces.len(), a.nb.div_ceil(16))
                             }
@@ -206,7 +207,7 @@ macro_rules! avx512_quant {
                     // for Q8_0; past 16 KB) go 4 at a time, sharing each activation load.
                     // K-quants: 1.25 bytes per value, past 16 KB too.
                     let multi = match self.w.dtype {
-                        DType::Q4_0 => 2 * self.w.cols > 16 << 10,
+                        DType::Q4_0 | DType::Q5_0 => 2 * self.w.cols > 16 << 10,
                         DType::Q8_0 | DType::I8 => 3 * self.w.cols > 16 << 10,
                         _ => 5 * self.w.cols / 4 > 16 << 10,
                     };
@@ -220,6 +221,7 @@ macro_rules! avx512_quant {
                             let v = unsafe {
                                 match self.w.dtype {
                                     DType::Q4_0 => rows_q4_0::<4>(p, nb, &self.a.groups),
+                                    DType::Q5_0 => rows_q5_0::<4>(p, nb, &self.a.groups),
                                     DType::Q8_0 => {
                                         rows_q8_0::<4, false>(p, nb, self.a.pairs.as_ptr())
                                     }
@@ -244,6 +246,7 @@ macro_rules! avx512_quant {
                                     rows_q8_0::<1, true>([p], nb, self.a.pairs.as_ptr())[0]
                                 }
                                 DType::Q4_0 => row_q4_0(p, nb, &self.a.groups),
+                                DType::Q5_0 => rows_q5_0::<1>([p], nb, &self.a.groups)[0],
                                 DType::Q4_K => rows_q4_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::Q6_K => rows_q6_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 d => unreachable!("{} is not quantized", d.name()),
@@ -255,11 +258,10 @@ macro_rules! avx512_quant {
                 fn rows(&self, r0: usize, outs: &mut [&mut [f32]]) {
                     assert_eq!(outs.len(), self.n, "one output per token");
                     assert!(r0 + outs[0].len() <= self.w.rows, "rows inside the matrix");
-                    match self.w.dtype {
-                        DType::Q8_0 | DType::Q4_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
-                            self.rows16(r0, outs)
-                        }
-                        _ => self.rows16_k(r0, outs),
+                    if act_block_len(self.w.dtype) == 32 {
+                        self.rows16(r0, outs)
+                    } else {
+                        self.rows16_k(r0, outs)
                     }
                 }
             }

@@ -145,6 +145,43 @@ macro_rules! avx512_prefill {
             }
         }
 
+        /// Unpacks one Q5_0 block of 16 rows (`rows[r]` at the block) into `tb` in the Q8_0
+        /// encoding (levels `q - 16`): the nibbles as for Q4_0, each row's fifth bits spread
+        /// over its lane's bytes by byte masks.
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q5_0(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
+            // SAFETY: the caller guarantees 22 readable bytes at every rows[r].
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                let b5 = _mm512_set1_epi8(0x10);
+                let v = transpose16x4(load16x16(rows, 6), idx);
+                let qh: [u64; 16] =
+                    std::array::from_fn(|r| (rows[r].add(2) as *const u32).read_unaligned() as u64);
+                for (j, vj) in v.iter().enumerate() {
+                    // Byte `4r + k` of vector j holds value `4j + k` (low nibble) or
+                    // `16 + 4j + k` (high) of row r.
+                    let mask = |shift: usize| {
+                        (0..16).fold(0u64, |m, r| m | ((qh[r] >> shift) & 0xF) << (4 * r))
+                    };
+                    let lo = _mm512_and_si512(*vj, m4);
+                    let lo = _mm512_mask_add_epi8(lo, mask(4 * j), lo, b5);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*vj), m4);
+                    let hi = _mm512_mask_add_epi8(hi, mask(16 + 4 * j), hi, b5);
+                    for (h, q) in [(j, lo), (j + 4, hi)] {
+                        let s = _mm512_sub_epi8(q, b5);
+                        let u = if $vnni {
+                            _mm512_xor_si512(s, _mm512_set1_epi8(-128))
+                        } else {
+                            tb.neg[h] = _mm512_movepi8_mask(s);
+                            _mm512_abs_epi8(s)
+                        };
+                        _mm512_store_si512(tb.w[h].as_mut_ptr() as *mut _, u);
+                    }
+                }
+                _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows));
+            }
+        }
+
         /// Unpacks one Q8_0 block of 16 rows (`rows[r]` at the block) into `tb`.
         #[target_feature(enable = $feat)]
         unsafe fn unpack_q8_0(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
@@ -457,7 +494,9 @@ macro_rules! avx512_prefill {
             fn rows16(&self, r0: usize, outs: &mut [&mut [f32]]) {
                 let (nb, bb) = (self.a.nb, weight_block_bytes(self.w.dtype));
                 let i8 = self.w.dtype == DType::I8;
-                let q8 = self.w.dtype == DType::Q8_0 || i8;
+                let q5 = self.w.dtype == DType::Q5_0;
+                // Q5_0 is unpacked in the Q8_0 encoding (signed levels).
+                let q8 = self.w.dtype == DType::Q8_0 || i8 || q5;
                 let x4 = self.w.dtype.is_x4();
                 let q8 = q8 || self.w.dtype == DType::Q8_0X4;
                 let nrows = outs[0].len();
@@ -504,6 +543,8 @@ macro_rules! avx512_prefill {
                             unsafe {
                                 if i8 {
                                     unpack_i8(&rows, idx, tb);
+                                } else if q5 {
+                                    unpack_q5_0(&rows, idx, tb);
                                 } else if q8 {
                                     unpack_q8_0(&rows, idx, tb);
                                 } else {

@@ -51,6 +51,29 @@ pub(super) static IDX_Q4_D: [i16; 32] = {
     a
 };
 
+/// `vpermt2w` indices gathering the nibble bytes of 4 Q5_0 blocks (88 bytes, as 44 words
+/// across two registers): output words `8k..8k + 8` are block `k`'s words `11k + 3..11k + 11`.
+pub(super) static IDX_Q5_NIB: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (11 * (j / 8) + 3 + j % 8) as i16;
+        j += 1;
+    }
+    a
+};
+
+/// `vpermt2w` indices of the 4 Q5_0 scales (words `11k`), each repeated 4 times (words 0..16).
+pub(super) static IDX_Q5_D: [i16; 32] = {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 16 {
+        a[j] = (11 * (j / 4)) as i16;
+        j += 1;
+    }
+    a
+};
+
 /// `vpermt2w` indices of the 4 Q8_0 scales of a 136-byte group (words 0, 17, 34, 51), each
 /// repeated 8 times.
 pub(super) static IDX_Q8_D: [i16; 32] = {

@@ -4,7 +4,9 @@
 #   scripts/build_llamacpp.sh            # prints the bin directory on stdout (last line)
 #
 # Env: FRUGAL_PEER_DIR   cache dir (default ~/.cache/frugal/llamacpp)
-#      LLAMACPP_PY_VERSION  pin a llama-cpp-python version (default: latest on PyPI)
+#      LLAMACPP_PY_VERSION  the llama-cpp-python version (default: 0.3.36, what the recorded
+#                           figures and fixtures were made with; "latest" for PyPI's newest)
+#      LLAMACPP_TARGETS     the binaries to build (default: all the scripts use)
 #      JOBS              parallel build jobs (default: nproc)
 # Idempotent: if the binaries already exist it only prints the bin dir.
 # Everything except the final path goes to stderr.
@@ -12,7 +14,9 @@ set -euo pipefail
 
 PEER_DIR="${FRUGAL_PEER_DIR:-$HOME/.cache/frugal/llamacpp}"
 JOBS="${JOBS:-$(nproc)}"
-TARGETS=(llama-bench llama-completion llama-simple llama-quantize llama-tokenize)
+read -r -a TARGETS <<< "${LLAMACPP_TARGETS:-llama-bench llama-completion llama-simple llama-quantize llama-tokenize llama-imatrix llama-perplexity}"
+LLAMACPP_PY_VERSION="${LLAMACPP_PY_VERSION:-0.3.36}"
+[[ "$LLAMACPP_PY_VERSION" == latest ]] && LLAMACPP_PY_VERSION=""
 log() { echo "[build_llamacpp] $*" >&2; }
 
 mkdir -p "$PEER_DIR"
@@ -30,10 +34,12 @@ fi
 
 # --- tools -----------------------------------------------------------------
 if ! command -v cmake >/dev/null 2>&1; then
-    log "installing cmake via apt-get"
+    log "installing cmake via apt-get (else PyPI's cmake wheel)"
     SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-    $SUDO apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake >&2
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake; } >&2; then
+        python3 -m pip install --user -q cmake >&2
+        PATH="$(python3 -m site --user-base)/bin:$PATH"
+    fi
 fi
 
 # --- source ----------------------------------------------------------------
@@ -45,18 +51,24 @@ if [[ ! -f "$SRC/CMakeLists.txt" ]]; then
     if ! ls "$DL"/llama_cpp_python-*.tar.gz >/dev/null 2>&1; then
         # NOTE: plain `pip download --no-binary :all: llama-cpp-python` works but first
         # prepares the sdist's metadata, which builds cmake *from source* in an isolated
-        # build env (10+ minutes on 2 cores). We therefore resolve the sdist through
-        # PyPI's JSON API (same registry, sha256-verified) and fall back to pip.
+        # build env (10+ minutes on 2 cores). We therefore resolve the sdist through the
+        # index pip itself reads (PyPI's simple API, PEP 691 JSON; sha256-verified) and fall
+        # back to pip.
         if ! python3 - "$DL" "${LLAMACPP_PY_VERSION:-}" >&2 <<'EOF'
 import hashlib, json, sys, urllib.parse, urllib.request
 dest, ver = sys.argv[1], sys.argv[2]
-api = "https://pypi.org/pypi/llama-cpp-python/" + (ver + "/" if ver else "") + "json"
-d = json.load(urllib.request.urlopen(api, timeout=60))
-u = next(u for u in d["urls"] if u["packagetype"] == "sdist")
-url = urllib.parse.urljoin(api, u["url"])
+index = "https://pypi.org/simple/llama-cpp-python/"
+req = urllib.request.Request(index, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+files = json.load(urllib.request.urlopen(req, timeout=60))["files"]
+sdists = [f for f in files if f["filename"].endswith(".tar.gz") and not f.get("yanked")]
+if ver:
+    u = next(f for f in sdists if f["filename"] == f"llama_cpp_python-{ver}.tar.gz")
+else:
+    u = max(sdists, key=lambda f: f["upload-time"])
+url = urllib.parse.urljoin(index, u["url"])
 print("downloading", url)
 data = urllib.request.urlopen(url, timeout=600).read()
-assert hashlib.sha256(data).hexdigest() == u["digests"]["sha256"], "sha256 mismatch"
+assert hashlib.sha256(data).hexdigest() == u["hashes"]["sha256"], "sha256 mismatch"
 open(dest + "/" + u["filename"], "wb").write(data)
 EOF
         then

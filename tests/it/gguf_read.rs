@@ -451,12 +451,16 @@ fn greedy_text_agrees_with_llama_cpp_when_built() {
     // (sliding windows, softcaps, rope bases and scaling, query scale) against llama.cpp's own
     // reading. (The Q8_0/Q4_0 files diverge after a few tokens on these tiny models: both
     // round the activations to int8, in different ways, and the margins are small.) Skipped
-    // when llama.cpp is not built.
+    // when llama.cpp is not built (CI builds it and sets FRUGAL_REQUIRE_PEER).
     let bin = std::env::var_os("LLAMACPP_BIN")
         .map(PathBuf::from)
         .or_else(|| dirs_home().map(|h| h.join(".cache/frugal/llamacpp/build/bin")))
         .map(|d| d.join("llama-simple"));
     let Some(bin) = bin.filter(|b| b.is_file()) else {
+        assert!(
+            std::env::var_os("FRUGAL_REQUIRE_PEER").is_none(),
+            "FRUGAL_REQUIRE_PEER is set but llama-simple is not built (scripts/build_llamacpp.sh)"
+        );
         eprintln!("llama-simple not built: skipped");
         return;
     };

@@ -117,8 +117,8 @@ fn choices_equal_llama_quantize() {
 }
 
 /// The tiny model's matrices, quantized while loading and written by `frugal convert --quant`,
-/// are llama-quantize's bytes (digests of its files' tensors), and the file type is
-/// llama.cpp's.
+/// are llama-quantize's bytes (digests of its files' tensors); the file type is llama.cpp's and
+/// the norms stay F32.
 #[test]
 fn blocks_equal_llama_quantize() {
     let f = fixture();
@@ -171,6 +171,16 @@ fn blocks_equal_llama_quantize() {
             "{}",
             kind.name()
         );
+        // Norms (every 1-D tensor) stay F32, as llama-quantize leaves them.
+        for (name, t) in &index.tensors {
+            if t.shape.len() == 1 {
+                assert_eq!(
+                    t.dtype,
+                    frugal::checkpoint::StoredDType::Known(DType::F32),
+                    "{name}"
+                );
+            }
+        }
         for (name, d) in want {
             let t = &index.tensors[name];
             assert_eq!(

@@ -5,7 +5,7 @@
 # measured peaks (VmHWM; RssAnon and RssFile sampled every 2 ms).
 #
 #   scripts/plan_vs_measured.sh MODEL [THREADS]
-#   QUANT=q8 scripts/plan_vs_measured.sh MODEL      # the same with --quant q8 (q4, q4k)
+#   QUANT=q8 scripts/plan_vs_measured.sh MODEL      # the same with --quant q8 (or any kind)
 #
 # MODEL: a model folder or .ckpt (e.g. `frugal synth --shape gemma-2b --out M`). Needs python3.
 set -euo pipefail

@@ -2,7 +2,7 @@
 # Load-plus-quantize time against reading the checkpoint once, both from a cold page cache, in
 # one run (issue 4's target: quantizing while loading costs at most 1.5x the cold read).
 #
-#   scripts/quantize_time.sh MODEL [q8 q4 q4k]      # needs root (drops the page cache)
+#   scripts/quantize_time.sh MODEL [q8 q4 q4k q4km ...]   # needs root (drops the page cache)
 #
 # For each kind: drop the page cache, `cat` every weight file to /dev/null (the cold read), drop
 # the page cache again, then `frugal bench --quant KIND --prompt-tokens 8 --gen-tokens 1 --runs 1

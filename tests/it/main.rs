@@ -11,6 +11,7 @@ mod convert_gguf;
 mod convert_tokenizer;
 mod gguf_export;
 mod gguf_read;
+mod mix;
 mod peer_types;
 mod perplexity;
 mod plan;

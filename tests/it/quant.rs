@@ -1,7 +1,10 @@
 //! The block formats against their references (fixtures written by
 //! scripts/make_quant_fixtures.py): Q8_0 and Q4_0 quantization byte for byte against gguf-py,
 //! Q4_K and Q6_K quantization against llama.cpp's reference quantizers, dequantization of all
-//! four against gguf-py value for value.
+//! four against gguf-py value for value; and every type frugal quantizes to (Q8_0, Q4_0, Q5_0,
+//! Q5_1, Q4_K, Q5_K, Q6_K) byte for byte against the blocks llama.cpp's `ggml_quantize_chunk`
+//! writes without an importance matrix, as `llama-quantize` calls it (tests/fixtures/quant/ggml,
+//! scripts/make_mix_fixtures.py).
 
 use frugal::kernels::DType;
 use frugal::quant;
@@ -72,6 +75,68 @@ fn quantize_equals_reference() {
             "llama.cpp ref"
         };
         assert_same_bytes(&got, &want, dt.block_bytes(), &format!("{name} vs {who}"));
+    }
+}
+
+/// The types frugal quantizes to, with their fixture names in tests/fixtures/quant/ggml/.
+const GGML_TYPES: [(&str, DType); 7] = [
+    ("q8_0", DType::Q8_0),
+    ("q4_0", DType::Q4_0),
+    ("q5_0", DType::Q5_0),
+    ("q5_1", DType::Q5_1),
+    ("q4_k", DType::Q4_K),
+    ("q5_k", DType::Q5_K),
+    ("q6_k", DType::Q6_K),
+];
+
+/// Byte for byte what llama-quantize writes (without an importance matrix) for the same rows:
+/// `quantize_row`, and `quantize_rows` from f32, bf16 and f16 bytes where those hold the rows
+/// exactly.
+#[test]
+fn quantize_equals_ggml_quantize_chunk() {
+    let mut x = rows();
+    x.extend(floats("ggml/rows.f32"));
+    let nrows = x.len() / COLS;
+    let exact16 = x
+        .chunks(COLS)
+        .filter(|r| {
+            r.iter()
+                .all(|&v| bf16::from_f32(v).to_f32().to_bits() == v.to_bits())
+        })
+        .count();
+    assert!(exact16 >= 3, "bf16 rows: {exact16}");
+    for (name, dt) in GGML_TYPES {
+        assert!(quant::quantizes(dt), "{name}");
+        let want = bytes(&format!("ggml/{name}.bin"));
+        assert_eq!(want.len(), nrows * dt.row_bytes(COLS).unwrap(), "{name}");
+        let mut got = vec![0u8; want.len()];
+        quant::quantize_row(&x, dt, &mut got);
+        assert_same_bytes(&got, &want, dt.block_bytes(), &format!("{name} vs ggml"));
+        let src: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        got.fill(0);
+        quant::quantize_rows_par(&src, DType::F32, COLS, dt, &mut got).unwrap();
+        assert_same_bytes(
+            &got,
+            &want,
+            dt.block_bytes(),
+            &format!("{name} rows vs ggml"),
+        );
+        let out_row = dt.row_bytes(COLS).unwrap();
+        for (r, xr) in x.chunks(COLS).enumerate() {
+            let wr = &want[r * out_row..(r + 1) * out_row];
+            if xr
+                .iter()
+                .all(|&v| bf16::from_f32(v).to_f32().to_bits() == v.to_bits())
+            {
+                let src: Vec<u8> = xr
+                    .iter()
+                    .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+                    .collect();
+                let mut g = vec![0u8; out_row];
+                quant::quantize_rows(&src, DType::BF16, COLS, dt, &mut g).unwrap();
+                assert_same_bytes(&g, wr, dt.block_bytes(), &format!("{name} row {r} bf16"));
+            }
+        }
     }
 }
 
@@ -164,7 +229,7 @@ fn special_blocks_behave() {
     let x: Vec<f32> = (0..512)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
         .collect();
-    for (_, dt) in TYPES {
+    for (_, dt) in GGML_TYPES {
         let mut q = vec![0u8; dt.row_bytes(x.len()).unwrap()];
         quant::quantize_row(&x, dt, &mut q);
         let mut y = vec![0f32; x.len()];
@@ -173,6 +238,7 @@ fn special_blocks_behave() {
         let step = match dt {
             DType::Q8_0 => amax / 127.0,
             DType::Q6_K => amax / 31.0,
+            DType::Q5_0 | DType::Q5_1 | DType::Q5_K => amax / 15.0,
             _ => amax / 7.0,
         };
         for (a, b) in x.iter().zip(&y) {

@@ -21,8 +21,9 @@ pub struct ConvertArgs {
     /// Output: a folder (Hugging Face layout: config.json, safetensors shards, tokenizer), or a
     /// file ending in `.gguf` (llama.cpp's format, as its own converter writes Gemma).
     pub output: PathBuf,
-    /// GGUF output only: quantize the matrices as they are written (q8 = Q8_0, q4 = Q4_0,
-    /// q4k = Q4_K with Q4_0 where rows are not a multiple of 256).
+    /// GGUF output only: quantize the matrices as they are written, each to the dtype and
+    /// bytes `llama-quantize` writes for the file type (q8 = Q8_0, q4 = --pure Q4_0, q4k =
+    /// --pure Q4_K_S, q4km = Q4_K_M, q5km = Q5_K_M, q6k = Q6_K), general.file_type set to it.
     #[arg(long, value_enum)]
     pub quant: Option<QuantArg>,
     /// Replace an existing output folder.

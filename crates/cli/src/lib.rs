@@ -34,16 +34,32 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// `--quant`'s values: the engine's [`QuantKind`]s as the command line names them.
+/// `--quant`'s values: the engine's [`QuantKind`]s as the command line names them, each the
+/// per-matrix choice `llama-quantize` makes for that file type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum QuantArg {
-    /// GGUF Q8_0: blocks of 32 int8 weights with an f16 scale (8.5 bits per weight).
+    /// GGUF Q8_0 everywhere: blocks of 32 int8 weights with an f16 scale (8.5 bits per
+    /// weight); as `llama-quantize Q8_0`.
     Q8,
-    /// GGUF Q4_0: blocks of 32 4-bit weights with an f16 scale (4.5 bits per weight).
+    /// GGUF Q4_0 everywhere: blocks of 32 4-bit weights with an f16 scale (4.5 bits per
+    /// weight); as `llama-quantize --pure Q4_0`.
     Q4,
-    /// GGUF Q4_K: super-blocks of 256 4-bit weights with 6-bit scales and minimums (4.5 bits per
-    /// weight); matrices whose rows are not a multiple of 256 fall back to Q4_0.
+    /// GGUF Q4_K everywhere: super-blocks of 256 4-bit weights with 6-bit scales and minimums
+    /// (4.5 bits per weight), Q5_0 where a row is not a multiple of 256; as `llama-quantize
+    /// --pure Q4_K_S`.
     Q4k,
+    /// llama.cpp's Q4_K_M mix: Q4_K; Q6_K for the output projection (the embedding when tied)
+    /// and for attn_v and ffn_down in the first and last eighths of the layers and every third
+    /// between; where a row is not a multiple of 256, Q5_0 for Q4_K and Q8_0 for Q6_K. As
+    /// `llama-quantize Q4_K_M`.
+    Q4km,
+    /// llama.cpp's Q5_K_M mix: Q5_K (5.5 bits per weight), with Q4_K_M's Q6_K promotions;
+    /// where a row is not a multiple of 256, Q5_1 for Q5_K and Q8_0 for Q6_K. As
+    /// `llama-quantize Q5_K_M`.
+    Q5km,
+    /// llama.cpp's Q6_K file type: Q6_K everywhere (6.56 bits per weight), Q8_0 where a row is
+    /// not a multiple of 256. As `llama-quantize Q6_K`.
+    Q6k,
 }
 
 impl From<QuantArg> for QuantKind {
@@ -52,6 +68,9 @@ impl From<QuantArg> for QuantKind {
             QuantArg::Q8 => QuantKind::Q8,
             QuantArg::Q4 => QuantKind::Q4,
             QuantArg::Q4k => QuantKind::Q4k,
+            QuantArg::Q4km => QuantKind::Q4km,
+            QuantArg::Q5km => QuantKind::Q5km,
+            QuantArg::Q6k => QuantKind::Q6k,
         }
     }
 }
@@ -82,11 +101,13 @@ pub struct ModelArgs {
     /// (a few % on the test fixtures, whose large gains amplify rounding).
     #[arg(long)]
     pub exact: bool,
-    /// Quantize the weight matrices while loading: q8 (GGUF Q8_0), q4 (Q4_0) or q4k (Q4_K,
-    /// Q4_0 where rows are not a multiple of 256). The full-precision weights are never held:
-    /// the peak is the quantized size. Matrices a GGUF file holds in blocks stay in place,
-    /// except that q4 rearranges Q4_0 blocks and q8 Q8_0 blocks, losslessly, into the layout
-    /// the AVX-512 kernels decode fastest, releasing the file's pages as it goes.
+    /// Quantize the weight matrices while loading, each to the dtype llama-quantize chooses
+    /// for the file type: q8 (Q8_0), q4 (Q4_0), q4k (Q4_K), or llama.cpp's mixes q4km
+    /// (Q4_K_M), q5km (Q5_K_M), q6k (Q6_K); the blocks are llama-quantize's byte for byte.
+    /// The full-precision weights are never held: the peak is the quantized size. Matrices a
+    /// GGUF file holds in blocks stay in place, except that Q4_0 and Q8_0 blocks the kind also
+    /// chooses are rearranged, losslessly, into the layout the AVX-512 kernels decode fastest,
+    /// releasing the file's pages as it goes.
     #[arg(long, value_enum)]
     pub quant: Option<QuantArg>,
     /// Keep resident memory within SIZE (e.g. 4GiB, 4096MiB, 4G; 4GB = 4e9). Decided from the

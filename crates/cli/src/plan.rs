@@ -48,6 +48,11 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     let p = model_plan(m, &ck)?;
     let source = ck.source();
     let fits = m.max_memory.map(|b| p.peak_rss_bytes <= b);
+    // The dtypes the --quant kind chose, with their bytes.
+    let by_dtype = match m.quant() {
+        Some(k) => Some((k, ck.quant_plan(k)?.bytes_by_dtype())),
+        None => None,
+    };
     if a.json {
         let mut v = serde_json::to_value(&p)?;
         let o = v.as_object_mut().expect("a plan is an object");
@@ -61,6 +66,10 @@ pub fn plan(a: PlanArgs) -> Result<()> {
                     "owned": p.owned_weight_bytes,
                     "quantized": p.quantized_weight_bytes,
                 }),
+            ),
+            (
+                "quantized_by_dtype",
+                serde_json::json!(by_dtype.as_ref().map(|(_, d)| d)),
             ),
             ("budget_bytes", serde_json::json!(m.max_memory)),
             ("fits", serde_json::json!(fits)),
@@ -81,6 +90,22 @@ pub fn plan(a: PlanArgs) -> Result<()> {
             ck.index.tensors.len(),
             ck.index.files.len()
         );
+        if let Some((k, d)) = &by_dtype {
+            let parts: Vec<String> = d
+                .iter()
+                .map(|(t, b)| format!("{} {}", t.to_uppercase(), human(*b)))
+                .collect();
+            println!(
+                "  --quant {} (llama.cpp file type {}): {}",
+                k.name(),
+                k.file_type(),
+                if parts.is_empty() {
+                    "nothing to quantize".to_string()
+                } else {
+                    parts.join(", ")
+                }
+            );
+        }
         print!("{}", plan::text(&p, m.max_memory));
     }
     trace::info(trace::Info {

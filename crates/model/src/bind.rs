@@ -127,6 +127,9 @@ pub struct Wanted {
 #[derive(Clone, Debug)]
 pub struct Stored {
     pub name: String,
+    /// The table keys of the tensors it holds: one, or several for a fused tensor
+    /// (gemma_pytorch's `qkv_proj`: `attn_q`, `attn_k`, `attn_v`).
+    pub keys: Vec<&'static str>,
     pub role: Role,
     pub part: Part,
     /// A matrix used in place (else a vector read into f32).
@@ -181,6 +184,7 @@ pub fn check(cfg: &GemmaConfig, w: &Wanted, index: &TensorIndex, source: &str) -
                 if let Some(r) = rows {
                     s.shape[0] = s.shape[0].max(r.end);
                 }
+                s.keys.push(t.key);
             }
             None => {
                 let mut shape = t.shape.clone();
@@ -189,6 +193,7 @@ pub fn check(cfg: &GemmaConfig, w: &Wanted, index: &TensorIndex, source: &str) -
                 }
                 stored.push(Stored {
                     name,
+                    keys: vec![t.key],
                     role: t.role,
                     part: t.part,
                     matrix: t.is_matrix(),
@@ -433,6 +438,7 @@ pub struct Source<'a> {
     pub name: String,
     /// Its key in the tensor table.
     pub key: &'static str,
+    pub role: Role,
     /// Its GGUF name.
     pub gguf: String,
     pub dtype: DType,
@@ -475,6 +481,7 @@ pub fn hf_sources<'a>(
             plus_one: b.scheme.stores_plus_one(t),
             name: t.hf.clone(),
             key: t.key,
+            role: t.role,
             gguf: t.gguf.clone(),
             dtype: dtype(info),
             shape: t.shape.clone(),

@@ -1,19 +1,23 @@
 //! Block-quantized weight formats, byte-compatible with GGUF's types of the same name, so a
 //! matrix quantized here can be written to a GGUF file unchanged and a GGUF file's blocks can
-//! be multiplied in place by the same kernels:
+//! be multiplied in place by the same kernels. These are quantized and dequantized
+//! ([`quantizes`] says which):
 //!
 //! | dtype | elements / block | bytes / block | bits / weight | file |
 //! |---|---|---|---|---|
 //! | [`DType::Q8_0`] | 32 | 34 | 8.5 | [`q8_0`] |
 //! | [`DType::Q4_0`] | 32 | 18 | 4.5 | [`q4_0`] |
+//! | [`DType::Q5_0`], [`DType::Q5_1`] | 32 | 22, 24 | 5.5, 6 | [`q5`] |
 //! | [`DType::Q4_K`] | 256 | 144 | 4.5 | [`q4_k`] |
+//! | [`DType::Q5_K`] | 256 | 176 | 5.5 | [`q5_k`] |
 //! | [`DType::Q6_K`] | 256 | 210 | 6.5625 | [`q6_k`] |
 //!
 //! Each format module has `quantize_row(&[f32], &mut [u8])` and `dequantize_row(&[u8], &mut
-//! [f32])` over whole blocks. Q8_0 and Q4_0 quantization equal gguf-py's `gguf.quants.quantize`
-//! byte for byte (the reference the loader's output is tested against, see
-//! `tests/quant.rs`); Q4_K and Q6_K follow llama.cpp's reference quantizers; dequantization of
-//! all four equals gguf-py's.
+//! [f32])` over whole blocks. Quantization is llama.cpp's reference quantizer of the type
+//! (`quantize_row_*_ref`, which `llama-quantize` runs when it has no importance matrix) byte
+//! for byte (tests/quant.rs, against blocks written by llama.cpp's `ggml_quantize_chunk`; Q8_0
+//! and Q4_0 also equal gguf-py's `gguf.quants.quantize`); dequantization of all six equals
+//! llama.cpp's and gguf-py's.
 //!
 //! Every other block type a GGUF file can hold is read (dequantized) only, bit for bit as
 //! llama.cpp's `dequantize_row_*` (the same f32 operations in the same order; gguf-py's
@@ -22,10 +26,8 @@
 //! | dtype | elements / block | bytes / block | file |
 //! |---|---|---|---|
 //! | [`DType::Q4_1`] | 32 | 20 | [`q4_1`] |
-//! | [`DType::Q5_0`], [`DType::Q5_1`] | 32 | 22, 24 | [`q5`] |
 //! | [`DType::Q2_K`] | 256 | 84 | [`q2_k`] |
 //! | [`DType::Q3_K`] | 256 | 110 | [`q3_k`] |
-//! | [`DType::Q5_K`] | 256 | 176 | [`q5_k`] |
 //! | [`DType::IQ2_XXS`], [`DType::IQ2_XS`], [`DType::IQ2_S`] | 256 | 66, 74, 82 | [`iq2`] |
 //! | [`DType::IQ3_XXS`], [`DType::IQ3_S`] | 256 | 98, 110 | [`iq3`] |
 //! | [`DType::IQ1_S`], [`DType::IQ1_M`] | 256 | 50, 56 | [`iq1`] |
@@ -122,7 +124,7 @@ pub fn row_to_f32(m: &MatRef, r: usize, out: &mut [f32]) {
 /// Why a quantization request cannot be done.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QuantError {
-    #[error("{0} is not a quantized dtype (q8_0, q4_0, q4_k, q6_k)")]
+    #[error("{0} is not a dtype frugal quantizes to (q8_0, q4_0, q5_0, q5_1, q4_k, q5_k, q6_k)")]
     NotQuantized(&'static str),
     #[error("{0} weights cannot be quantized: the source must be f32, f16 or bf16")]
     NotFloat(&'static str),
@@ -136,17 +138,35 @@ pub enum QuantError {
     },
 }
 
+/// Whether [`quantize_row`] makes `dtype`'s blocks (the plain block dtypes of the table in the
+/// module doc; [`quantize_rows`] also makes the x4 layouts of Q8_0 and Q4_0).
+pub fn quantizes(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::Q8_0
+            | DType::Q4_0
+            | DType::Q5_0
+            | DType::Q5_1
+            | DType::Q4_K
+            | DType::Q5_K
+            | DType::Q6_K
+    )
+}
+
 /// Quantizes `src` (a whole number of `dtype`'s blocks) into `dst` (exactly
-/// `dtype.row_bytes(src.len())` bytes). Panics if `dtype` is not quantized or the lengths are
+/// `dtype.row_bytes(src.len())` bytes). Panics if [`quantizes`] says no or the lengths are
 /// wrong (see [`quantize_rows`] for the checked entry point).
 #[inline(always)]
 pub fn quantize_row(src: &[f32], dtype: DType, dst: &mut [u8]) {
     match dtype {
         DType::Q8_0 => q8_0::quantize_row(src, dst),
         DType::Q4_0 => q4_0::quantize_row(src, dst),
+        DType::Q5_0 => q5::quantize_row_0(src, dst),
+        DType::Q5_1 => q5::quantize_row_1(src, dst),
         DType::Q4_K => q4_k::quantize_row(src, dst),
+        DType::Q5_K => q5_k::quantize_row(src, dst),
         DType::Q6_K => q6_k::quantize_row(src, dst),
-        d => panic!("{} is not a quantized dtype", d.name()),
+        d => panic!("{} is not a dtype frugal quantizes to", d.name()),
     }
 }
 
@@ -227,7 +247,7 @@ fn check_rows(
     dst_dtype: DType,
     dst: &[u8],
 ) -> Result<usize, QuantError> {
-    if !dst_dtype.is_quantized() {
+    if !quantizes(x4::plain_of(dst_dtype).unwrap_or(dst_dtype)) {
         return Err(QuantError::NotQuantized(dst_dtype.name()));
     }
     if !src_dtype.is_float() {
@@ -334,7 +354,10 @@ fn blocks(src: &[u8], src_dtype: DType, dst_dtype: DType, dst: &mut [u8]) {
         match dst_dtype {
             DType::Q8_0 => q8_0::quantize_row(x, db),
             DType::Q4_0 => q4_0::quantize_row(x, db),
+            DType::Q5_0 => q5::quantize_row_0(x, db),
+            DType::Q5_1 => q5::quantize_row_1(x, db),
             DType::Q4_K => q4_k::quantize_row(x, db),
+            DType::Q5_K => q5_k::quantize_row(x, db),
             DType::Q6_K => q6_k::quantize_row(x, db),
             d => unreachable!("{} checked", d.name()),
         }
@@ -769,6 +792,11 @@ mod tests {
             quantize_rows(&src, DType::BF16, 64, DType::BF16, &mut dst),
             Err(QuantError::NotQuantized(_))
         ));
+        // A block dtype read but not written.
+        assert!(matches!(
+            quantize_rows(&src, DType::BF16, 64, DType::Q4_1, &mut dst),
+            Err(QuantError::NotQuantized(_))
+        ));
         assert!(matches!(
             quantize_rows(&src, DType::I8, 64, DType::Q8_0, &mut dst),
             Err(QuantError::NotFloat(_))
@@ -794,7 +822,15 @@ mod tests {
         let src: Vec<u8> = (0..rows * cols)
             .flat_map(|i| bf16::from_f32(((i * 7919) % 1013) as f32 / 500.0 - 1.0).to_le_bytes())
             .collect();
-        for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K] {
+        for dt in [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::Q4_K,
+            DType::Q5_K,
+            DType::Q6_K,
+        ] {
             let n = rows * dt.row_bytes(cols).unwrap();
             let (mut a, mut b) = (vec![0u8; n], vec![1u8; n]);
             quantize_rows(&src, DType::BF16, cols, dt, &mut a).unwrap();

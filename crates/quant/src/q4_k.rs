@@ -69,6 +69,31 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
 #[inline(always)]
 fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut l = [0u8; BLOCK];
+    levels(x, 15, -1.0, 0.1, 20, &mut out[..16], &mut l);
+    let qs = &mut out[16..];
+    for c in 0..4 {
+        for i in 0..32 {
+            qs[32 * c + i] = l[64 * c + i] | (l[64 * c + i + 32] << 4);
+        }
+    }
+}
+
+/// The part llama.cpp's `quantize_row_q4_K_ref` and `quantize_row_q5_K_ref` share, for one
+/// super-block `x` with levels `0..=nmax`: a weighted min+scale fit per sub-block of 32
+/// (`make_qkx2_quants` with weights `sqrt(mean x^2) + |x|` and the candidates `rmin`,
+/// `rdelta`, `nstep`), the eight scales and mins quantized to 6 bits against their maxima and
+/// packed with `d` and `dmin` into `head` (16 bytes), then every value re-quantized with the
+/// final scales into `l`.
+#[inline(always)]
+pub(crate) fn levels(
+    x: &[f32],
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    head: &mut [u8],
+    l: &mut [u8; BLOCK],
+) {
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     let (mut max_scale, mut max_min) = (0f32, 0f32);
@@ -83,8 +108,15 @@ fn quantize_block(x: &[f32], out: &mut [u8]) {
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        let (scale, min) =
-            make_qkx2_quants(15, xs, &weights, &mut l[32 * j..32 * j + 32], -1.0, 0.1, 20);
+        let (scale, min) = make_qkx2_quants(
+            nmax,
+            xs,
+            &weights,
+            &mut l[32 * j..32 * j + 32],
+            rmin,
+            rdelta,
+            nstep,
+        );
         scales[j] = scale;
         mins[j] = min;
         if scale > max_scale {
@@ -100,7 +132,7 @@ fn quantize_block(x: &[f32], out: &mut [u8]) {
         0.0
     };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-    let s = &mut out[4..16];
+    let s = &mut head[4..16];
     s.fill(0);
     for j in 0..8 {
         // `uint8_t ls = nearest_int(..)` in C: the conversion wraps, then the minimum.
@@ -117,24 +149,18 @@ fn quantize_block(x: &[f32], out: &mut [u8]) {
     }
     let d16 = f16::from_f32(max_scale / 63.0);
     let dmin16 = f16::from_f32(max_min / 63.0);
-    out[0..2].copy_from_slice(&d16.to_le_bytes());
-    out[2..4].copy_from_slice(&dmin16.to_le_bytes());
+    head[0..2].copy_from_slice(&d16.to_le_bytes());
+    head[2..4].copy_from_slice(&dmin16.to_le_bytes());
     let (d, dmin) = (d16.to_f32(), dmin16.to_f32());
     for j in 0..8 {
-        let (sc, m) = scale_min(j, &out[4..16]);
+        let (sc, m) = scale_min(j, &head[4..16]);
         let dj = d * sc as f32;
         if dj == 0.0 {
             continue;
         }
         let dm = dmin * m as f32;
         for i in 0..32 {
-            l[32 * j + i] = nearest_int((x[32 * j + i] + dm) / dj).clamp(0, 15) as u8;
-        }
-    }
-    let qs = &mut out[16..];
-    for c in 0..4 {
-        for i in 0..32 {
-            qs[32 * c + i] = l[64 * c + i] | (l[64 * c + i + 32] << 4);
+            l[32 * j + i] = nearest_int((x[32 * j + i] + dm) / dj).clamp(0, nmax) as u8;
         }
     }
 }

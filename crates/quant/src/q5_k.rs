@@ -6,7 +6,9 @@
 //! Bit order: nibbles as Q4_K's (chunk `c` of 64 weights is `qs[32c..32c + 32]`, low nibbles
 //! first); the fifth bit of weight `32j + l` is bit `j` of `qh[l]`.
 //!
-//! Dequantization is llama.cpp's `dequantize_row_q5_K` (and gguf-py's).
+//! Quantization is llama.cpp's `quantize_row_q5_K_ref` (what `llama-quantize` runs without an
+//! importance matrix): Q4_K's fit ([`super::q4_k`]) with levels `0..=31` and 16 candidate
+//! scales. Dequantization is llama.cpp's `dequantize_row_q5_K` (and gguf-py's).
 
 use super::{blocks_of, f16_at, q4_k::scales_mins};
 
@@ -14,6 +16,36 @@ use super::{blocks_of, f16_at, q4_k::scales_mins};
 pub const BLOCK: usize = 256;
 /// Bytes per super-block.
 pub const BLOCK_BYTES: usize = 176;
+
+/// Quantizes `src` (a whole number of super-blocks) into `dst` (`src.len() / 256 * 176` bytes).
+#[inline(always)]
+pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
+    assert!(
+        src.len().is_multiple_of(BLOCK),
+        "Q5_K rows are whole blocks"
+    );
+    assert_eq!(
+        dst.len(),
+        src.len() / BLOCK * BLOCK_BYTES,
+        "Q5_K output length"
+    );
+    for (x, out) in src
+        .chunks_exact(BLOCK)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
+        let mut l = [0u8; BLOCK];
+        super::q4_k::levels(x, 31, -0.5, 0.1, 15, &mut out[..16], &mut l);
+        let (qh, qs) = out[16..].split_at_mut(32);
+        qh.fill(0);
+        for c in 0..4 {
+            for i in 0..32 {
+                let (l1, l2) = (l[64 * c + i], l[64 * c + i + 32]);
+                qh[i] |= ((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1));
+                qs[32 * c + i] = (l1 & 15) | ((l2 & 15) << 4);
+            }
+        }
+    }
+}
 
 /// Dequantizes `src` (whole super-blocks) into `dst` (`src.len() / 176 * 256` values).
 pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {

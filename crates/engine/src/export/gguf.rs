@@ -6,6 +6,7 @@
 //! Streamed: each tensor is read from the source's map a chunk at a time, converted, written,
 //! and the chunk's pages dropped, so memory stays at one chunk whatever the model's size.
 
+use crate::load::mix::Matrix;
 use crate::load::quantize::QuantKind;
 use crate::load::Checkpoint;
 use crate::progress::Progress;
@@ -189,12 +190,14 @@ pub fn export(ck: &Checkpoint, out: &Path, force: bool, quant: Option<QuantKind>
     let source = ck.source();
     let cfg = &ck.cfg;
     let sources = frugal_model::arch::hf_sources(cfg, &ck.index, &source)?;
-    let items = plan(&sources, quant)?;
-    // llama.cpp's file type names the feed-forward's up projections' dtype.
+    let items = plan(&sources, quant, cfg.num_layers);
+    // llama.cpp's file type: the one quantized to, else named by the feed-forward's up
+    // projections' dtype.
     let main_dtype = items
         .iter()
         .find(|(s, _, _)| s.key == key::FFN_UP)
         .map_or(DType::F32, |(_, _, t)| t.dtype);
+    let ftype = quant.map_or(file_type(main_dtype), |k| k.file_type());
     let kv = match &ck.gguf {
         Some(g) => {
             // From a GGUF file: its metadata as it is (tokenizer, chat template,
@@ -204,10 +207,7 @@ pub fn export(ck: &Checkpoint, out: &Path, force: bool, quant: Option<QuantKind>
                 .into_iter()
                 .filter(|(k, _)| k != "general.alignment")
                 .collect();
-            let ft = (
-                "general.file_type".to_string(),
-                Value::U32(file_type(main_dtype)),
-            );
+            let ft = ("general.file_type".to_string(), Value::U32(ftype));
             match kv.iter_mut().find(|(k, _)| k == "general.file_type") {
                 Some(e) if quant.is_some() => *e = ft,
                 Some(_) => {}
@@ -215,38 +215,60 @@ pub fn export(ck: &Checkpoint, out: &Path, force: bool, quant: Option<QuantKind>
             }
             kv
         }
-        None => metadata(ck, main_dtype)?,
+        None => metadata(ck, ftype)?,
     };
     write(ck, out, force, &items, &kv)
 }
 
 /// Every tensor in file order, as llama.cpp's converter emits them (model order), with how it
-/// is converted.
+/// is converted: with `quant`, each matrix's dtype as `llama-quantize` chooses it for that file
+/// type ([`QuantKind::choose`]).
 fn plan<'s, 'a>(
     sources: &'s [Source<'a>],
     quant: Option<QuantKind>,
-) -> Result<Vec<(&'s Source<'a>, Conv, OutTensor)>> {
+    layers: usize,
+) -> Vec<(&'s Source<'a>, Conv, OutTensor)> {
+    let matrices: Vec<(usize, [&'static str; 1])> = sources
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.shape.len() == 2)
+        .map(|(i, s)| (i, [s.key]))
+        .collect();
+    let mats: Vec<Matrix> = matrices
+        .iter()
+        .map(|(i, k)| Matrix {
+            keys: k,
+            role: sources[*i].role,
+            cols: sources[*i].shape[1],
+        })
+        .collect();
+    let mut chosen = vec![None; sources.len()];
+    if let Some(k) = quant {
+        for ((i, _), d) in matrices.iter().zip(k.choose(&mats, layers)) {
+            chosen[*i] = d;
+        }
+    }
     let mut items = Vec::new();
-    for s in sources {
+    for (s, want) in sources.iter().zip(chosen) {
         let name = s.gguf.clone();
         let shape = s.shape.clone();
         let (conv, dtype) = if shape.len() == 1 {
             (Conv::Norm, DType::F32)
         } else {
-            match quant.map(|k| k.dtype_for(shape[1])) {
-                // Already in the asked-for blocks (a GGUF input): copied as they are.
+            match want {
+                // Already in the chosen blocks (a GGUF input): copied as they are.
                 Some(d) if d != s.dtype => (Conv::Quant(d), d),
                 _ => (Conv::Copy, s.dtype),
             }
         };
         items.push((s, conv, OutTensor { name, shape, dtype }));
     }
-    Ok(items)
+    items
 }
 
 /// The metadata of a Hugging Face or gemma_pytorch checkpoint written as llama.cpp's converter
 /// writes it: architecture, names, hyper-parameters, the vocabulary of tokenizer.model.
-fn metadata(ck: &Checkpoint, main_dtype: DType) -> Result<Vec<(String, Value)>> {
+fn metadata(ck: &Checkpoint, ftype: u32) -> Result<Vec<(String, Value)>> {
     let source = ck.source();
     let cfg = &ck.cfg;
     let tok = ck.dir.join("tokenizer.model");
@@ -279,10 +301,7 @@ fn metadata(ck: &Checkpoint, main_dtype: DType) -> Result<Vec<(String, Value)>> 
                     .to_string(),
             ),
         ),
-        (
-            "general.file_type".to_string(),
-            Value::U32(file_type(main_dtype)),
-        ),
+        ("general.file_type".to_string(), Value::U32(ftype)),
         ("general.quantization_version".to_string(), Value::U32(2)),
     ]);
     kv.extend(hp);

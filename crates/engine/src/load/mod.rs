@@ -2,6 +2,7 @@
 //! headers, predict the resident memory ([`plan`]), and bind the weights in place.
 
 pub mod budget;
+pub mod mix;
 pub mod plan;
 pub mod quantize;
 pub mod stream;

@@ -10,10 +10,12 @@
 //! bytes plus two chunks in flight, the source file's pages never accumulate, and the disk is
 //! kept busy with large sequential reads while the CPU quantizes.
 
+use super::mix::Matrix;
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use frugal_formats::{MappedFile, StoredDType, TensorIndex};
 use frugal_model::bind::{self, Binding};
+use frugal_model::tensors::Role;
 use frugal_tensor::{DType, MatRef};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -105,59 +107,15 @@ fn with_source<R>(
     })
 }
 
-/// What `--quant` asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum QuantKind {
-    /// GGUF Q8_0: blocks of 32 int8 weights with an f16 scale (8.5 bits per weight).
-    Q8,
-    /// GGUF Q4_0: blocks of 32 4-bit weights with an f16 scale (4.5 bits per weight).
-    Q4,
-    /// GGUF Q4_K: super-blocks of 256 4-bit weights with 6-bit scales and minimums (4.5 bits per
-    /// weight); matrices whose rows are not a multiple of 256 fall back to Q4_0.
-    Q4k,
-}
+pub use super::mix::QuantKind;
 
-impl QuantKind {
-    /// The block dtype for a matrix with `cols` columns.
-    pub fn dtype_for(self, cols: usize) -> DType {
-        match self {
-            QuantKind::Q8 => DType::Q8_0,
-            QuantKind::Q4 => DType::Q4_0,
-            QuantKind::Q4k if cols.is_multiple_of(DType::Q4_K.block_len()) => DType::Q4_K,
-            QuantKind::Q4k => DType::Q4_0,
-        }
-    }
-
-    /// The dtype the loader holds a `rows x cols` matrix in: [`QuantKind::dtype_for`], with
-    /// Q4_0 and Q8_0 in their x4 layouts where this CPU's kernels read them (the same bytes,
-    /// see [`frugal_quant::x4`]).
-    pub fn target(self, rows: usize, cols: usize) -> DType {
-        match self.dtype_for(cols) {
-            d @ (DType::Q4_0 | DType::Q8_0) => frugal_kernels::layout_for(d, rows, cols),
-            d => d,
-        }
-    }
-
-    /// Every kind, in the order the command line lists them.
-    pub const ALL: [QuantKind; 3] = [QuantKind::Q8, QuantKind::Q4, QuantKind::Q4k];
-
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            QuantKind::Q8 => "q8",
-            QuantKind::Q4 => "q4",
-            QuantKind::Q4k => "q4k",
-        }
-    }
-}
-
-impl std::str::FromStr for QuantKind {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        QuantKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .with_context(|| format!("`{s}` is not one of q8, q4, q4k"))
+/// The dtype the loader holds a `rows x cols` matrix of plain block dtype `plain` in: Q4_0 and
+/// Q8_0 in their x4 layouts where this CPU's kernels read them (the same bytes, see
+/// [`frugal_quant::x4`]), any other as it is.
+pub fn layout(plain: DType, rows: usize, cols: usize) -> DType {
+    match plain {
+        DType::Q4_0 | DType::Q8_0 => frugal_kernels::layout_for(plain, rows, cols),
+        d => d,
     }
 }
 
@@ -183,36 +141,63 @@ pub struct QuantPlan {
 }
 
 impl QuantPlan {
-    /// Plans `kind` for every matrix `binding` binds from `index`, in file order. Fails
-    /// (naming the tensor) where a matrix's rows do not split into whole blocks.
+    /// Plans `kind` for every matrix `binding` binds from `index`, in file order: each
+    /// matrix's dtype as llama.cpp's file type chooses it ([`QuantKind::choose`]), from the
+    /// headers alone.
     pub fn new(binding: &Binding, index: &TensorIndex, kind: QuantKind) -> Result<Self> {
-        let mut names = binding.matrix_names();
+        let stored: Vec<_> = binding
+            .stored
+            .iter()
+            .filter(|s| s.matrix && index.tensors.contains_key(&s.name))
+            .collect();
+        let layers = stored
+            .iter()
+            .filter_map(|s| match s.role {
+                Role::Layer(l) => Some(l + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let mats: Vec<Matrix> = stored
+            .iter()
+            .map(|s| Matrix {
+                keys: &s.keys,
+                role: s.role,
+                cols: index.tensors[&s.name].shape[1],
+            })
+            .collect();
+        let chosen = kind.choose(&mats, layers);
         // Matrices already stored in a block format (a quantized GGUF file) stay as they are,
         // used in place: re-quantizing blocks would only lose precision. Only float (and int8)
         // matrices are converted, so `--quant` on a Q4_K_M file quantizes nothing. The one
-        // exception is lossless: Q4_0 blocks with `--quant q4` and Q8_0 blocks with `--quant
-        // q8` are rearranged into the layout the kernels stream fastest where this CPU has one
-        // (Q4_0X4, Q8_0X4: the same bytes).
-        names.retain(|n| {
-            let t = &index.tensors[n];
-            match t.dtype {
+        // exception is lossless: Q4_0 and Q8_0 blocks the mix also chooses are rearranged into
+        // the layout the kernels stream fastest where this CPU has one (Q4_0X4, Q8_0X4: the
+        // same bytes). Matrices the mix leaves as stored (rows not whole blocks of 32) stay too.
+        let mut planned: Vec<(&str, DType)> = Vec::new();
+        for (s, plain) in stored.iter().zip(chosen) {
+            let Some(plain) = plain else { continue };
+            let t = &index.tensors[&s.name];
+            let target = layout(plain, t.shape[0], t.shape[1]);
+            let convert = match t.dtype {
                 StoredDType::Known(d @ (DType::Q4_0 | DType::Q8_0)) => {
-                    frugal_quant::x4::plain_of(kind.target(t.shape[0], t.shape[1])) == Some(d)
+                    frugal_quant::x4::plain_of(target) == Some(d)
                 }
                 StoredDType::Known(d) => d.block_len() == 1,
                 StoredDType::Other(_) => true,
+            };
+            if convert {
+                planned.push((&s.name, target));
             }
-        });
-        names.sort_by_key(|n| {
-            let t = &index.tensors[n];
+        }
+        planned.sort_by_key(|(n, _)| {
+            let t = &index.tensors[*n];
             (t.file, t.offset)
         });
-        let mut entries = Vec::with_capacity(names.len());
+        let mut entries = Vec::with_capacity(planned.len());
         let (mut offset, mut src) = (0usize, 0u64);
-        for name in names {
-            let t = &index.tensors[&name];
+        for (name, dtype) in planned {
+            let t = &index.tensors[name];
             let (rows, cols) = (t.shape[0], t.shape[1]);
-            let dtype = kind.target(rows, cols);
             let row = dtype.row_bytes(cols).with_context(|| {
                 format!(
                     "{}: tensor `{name}` cannot be quantized to {}",
@@ -220,9 +205,14 @@ impl QuantPlan {
                     dtype.name()
                 )
             })?;
-            let len = rows * row;
+            let len = rows.checked_mul(row).with_context(|| {
+                format!(
+                    "{}: tensor `{name}` of {rows} rows is too large to quantize",
+                    index.path_of(t).display()
+                )
+            })?;
             entries.push(Entry {
-                name,
+                name: name.to_string(),
                 offset,
                 len,
                 dtype,
@@ -238,6 +228,14 @@ impl QuantPlan {
             quantized_bytes: offset as u64,
             source_bytes: src,
         })
+    }
+
+    /// The dtype matrix `name` is quantized to (`None`: used as stored).
+    pub fn dtype_of(&self, name: &str) -> Option<DType> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.dtype)
     }
 
     /// Every matrix's stored name and quantized bytes.
@@ -495,8 +493,9 @@ pub fn cache_path(index: &TensorIndex, kind: QuantKind) -> Result<PathBuf> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     // v2: Q4_0 and Q8_0 may be in their x4 layouts, which depends on this CPU's kernels.
+    // v3: a dtype per matrix as llama.cpp's file types choose them.
     let layout = frugal_kernels::reads_x4();
-    ("frugal-quant-v2", kind.name(), layout).hash(&mut h);
+    ("frugal-quant-v3", kind.name(), layout).hash(&mut h);
     for f in &index.files {
         let p = std::fs::canonicalize(&f.path).unwrap_or_else(|_| f.path.clone());
         p.hash(&mut h);

@@ -88,12 +88,13 @@ pub(crate) struct A16 {
 
 /// One activation block of 256 for K-quant weights.
 ///
-/// For Q6_K, Q3_K and Q2_K weights `qs` is in natural order. For Q4_K and Q5_K weights its
-/// sub-blocks of 32 are stored in the order 0, 2, 1, 3, 4, 6, 5, 7: a 64-byte load of Q4_K
-/// nibbles holds the sub-blocks `4g` and `4g + 2` in its low nibbles and `4g + 1`, `4g + 3` in
-/// its high nibbles, and meets the activations with one aligned 64-byte load each (see
-/// [`k_pos`]). For IQ4_XS its pieces of 16 are ordered as the nibbles of 64 bytes of weights,
-/// low nibbles (first halves of 4 sub-blocks) then high ones ([`iq4_pos`]).
+/// For Q6_K weights `qs` is in natural order. For Q4_K and Q5_K weights its sub-blocks of 32
+/// are stored in the order 0, 2, 1, 3, 4, 6, 5, 7: a 64-byte load of Q4_K nibbles holds the
+/// sub-blocks `4g` and `4g + 2` in its low nibbles and `4g + 1`, `4g + 3` in its high nibbles,
+/// and meets the activations with one aligned 64-byte load each (see [`k_pos`]). For Q3_K and
+/// Q2_K the bit pairs `2k` of their 64 bytes of levels meet one 64-byte load ([`q2_pos`]);
+/// for IQ4_XS its pieces of 16 are ordered as the nibbles of 64 bytes of weights, low nibbles
+/// (first halves of 4 sub-blocks) then high ones ([`iq4_pos`]).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AK {
@@ -121,6 +122,14 @@ pub(crate) fn k_pos(j: usize) -> usize {
 #[inline(always)]
 pub(crate) fn iq4_pos(c: usize) -> usize {
     (c & !7) | (c & 1) << 2 | (c >> 1) & 3
+}
+
+/// Where the natural piece `c` of 16 values of a Q2_K or Q3_K block lies in [`AK::qs`], in
+/// units of 16: value `128h + 32k + l` (bits `2k` of byte `32h + l` of the levels) is at
+/// `64k + 32h + l`.
+#[inline(always)]
+pub(crate) fn q2_pos(c: usize) -> usize {
+    4 * ((c % 8) / 2) + 2 * (c / 8) + c % 2
 }
 
 /// Rounds to the nearest integer, ties to even (llama.cpp's `nearest_int`); `|v| <= 2^22`.
@@ -237,12 +246,12 @@ pub(crate) fn groups_of(b: &[B32], offset: i32) -> Vec<A4Group> {
 #[inline(always)]
 pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
     assert_eq!(x.len(), out.len() * 256, "activation blocks");
-    // The order of `qs` (0 natural, 1 Q4_K's, 2 IQ4_XS's) and the weights' offset.
+    // The order of `qs` (0 natural, 1 Q4_K's, 2 IQ4_XS's, 3 Q2_K's) and the weights' offset.
     let (order, offset) = match dtype {
         DType::Q4_K | DType::Q5_K => (1, 0),
         DType::Q6_K => (0, -32),
-        DType::Q3_K => (0, -4),
-        DType::Q2_K => (0, 0),
+        DType::Q3_K => (3, -4),
+        DType::Q2_K => (3, 0),
         DType::IQ4_XS => (2, 0),
         d => unreachable!("{} is not a K-quant", d.name()),
     };
@@ -274,9 +283,9 @@ pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
                     o.qs[32 * p..32 * p + 32].copy_from_slice(&q[32 * j..32 * j + 32]);
                 }
             }
-            2 => {
+            2 | 3 => {
                 for c in 0..16 {
-                    let p = iq4_pos(c);
+                    let p = if order == 2 { iq4_pos(c) } else { q2_pos(c) };
                     o.qs[16 * p..16 * p + 16].copy_from_slice(&q[16 * c..16 * c + 16]);
                 }
             }
@@ -506,10 +515,11 @@ pub(crate) fn dot_q3_k(row: &[u8], a: &[AK]) -> f32 {
         let mut isum = 0i32;
         for (j, &scj) in sc.iter().enumerate() {
             let mut s = -4 * x.bsums16[j] as i32;
-            for i in 0..16 {
+            let xs = &x.qs[16 * q2_pos(j)..][..16];
+            for (i, &xv) in xs.iter().enumerate() {
                 let e = 16 * j + i;
                 let h = (hmask[e % 32] >> (4 * (e / 128) + (e % 128) / 32)) & 1;
-                s += (q2_level(qs, e) | h << 2) as i32 * x.qs[e] as i32;
+                s += (q2_level(qs, e) | h << 2) as i32 * xv as i32;
             }
             isum += (scj as i32 - 32) * s;
         }
@@ -527,9 +537,9 @@ pub(crate) fn dot_q2_k(row: &[u8], a: &[AK]) -> f32 {
         let (mut isum, mut msum) = (0i32, 0i32);
         for (j, &sm) in scales.iter().enumerate() {
             let mut s = 0i32;
-            for i in 0..16 {
-                let e = 16 * j + i;
-                s += q2_level(qs, e) as i32 * x.qs[e] as i32;
+            let xs = &x.qs[16 * q2_pos(j)..][..16];
+            for (i, &xv) in xs.iter().enumerate() {
+                s += q2_level(qs, 16 * j + i) as i32 * xv as i32;
             }
             isum += (sm & 15) as i32 * s;
             msum += (sm >> 4) as i32 * x.bsums16[j] as i32;

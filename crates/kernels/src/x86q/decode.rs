@@ -14,9 +14,10 @@
 //!   weighted by the sub-block scales with `vpdpwssd` (`vpmaddwd` + add without VNNI); Q4_K's
 //!   mins and Q6_K's `-32` through the activations' per-sub-block sums.
 //! - Q5_K: Q4_K's, the fifth bits added by byte masks (`vptestmb` of `qh` against the bit
-//!   of each group's sub-blocks). Q3_K, Q2_K: Q6_K's, the 2-bit levels shifted out of one
-//!   32-byte load per half, Q3_K's `hmask` bits added by byte masks and its `-4` through the
-//!   sub-block sums, Q2_K's mins through them. IQ4_XS: `vpshufb` of the nibbles into `|v|` of
+//!   of each group's sub-blocks). Q3_K, Q2_K: as Q6_K's, the bit pairs `2k` of one 64-byte
+//!   load of levels against one activation register each (constant shifts), Q3_K's `hmask`
+//!   bits added by byte masks and its `-4` through the sub-block sums, Q2_K's mins through
+//!   them. IQ4_XS: `vpshufb` of the nibbles into `|v|` of
 //!   the IQ4_NL table, the activations negated where `v < 0` (nibbles below 8) so that
 //!   `vpmaddubsw` cannot saturate; sub-block scales by `vpdpwssd`.
 //! - Long rows (the activation layout past 16 KB, e.g. the MLP down projection): 4 adjacent
@@ -633,6 +634,24 @@ macro_rules! avx512_decode {
             }
         }
 
+        /// The four registers of 2-bit levels of a Q2_K or Q3_K block's 64 bytes at `qs` in
+        /// the activations' order ([`crate::qmat::q2_pos`]): bit pairs `2k` in register `k`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn levels2_k(qs: *const u8) -> [__m512i; 4] {
+            // SAFETY: the caller guarantees 64 readable bytes at qs.
+            unsafe {
+                let m3 = _mm512_set1_epi8(3);
+                let v = _mm512_loadu_si512(qs as *const _);
+                [
+                    _mm512_and_si512(v, m3),
+                    _mm512_and_si512(_mm512_srli_epi16::<2>(v), m3),
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), m3),
+                    _mm512_and_si512(_mm512_srli_epi16::<6>(v), m3),
+                ]
+            }
+        }
+
         /// The sixteen 6-bit scales of a Q3_K block less 32, as signed bytes, from its 12
         /// packed bytes at `s` (as llama.cpp unpacks them with 32-bit masks): low nibbles
         /// from dwords 0-1 (scales 0..8) and their high nibbles (8..16), the high 2 bits from
@@ -658,8 +677,9 @@ macro_rules! avx512_decode {
             }
         }
 
-        /// `R` Q3_K rows (`nb` super-blocks each at `p[r]`) times one token, as
-        /// [`rows_q6_k`]: levels `q | 4h` in `0..8`, the `-4` through the sub-block sums.
+        /// `R` Q3_K rows (`nb` super-blocks each at `p[r]`) times one token (activations in
+        /// the order of [`crate::qmat::q2_pos`]), as [`rows_q6_k`]: levels `q | 4h` in `0..8`,
+        /// the `-4` through the sub-block sums.
         #[target_feature(enable = $feat)]
         unsafe fn rows_q3_k<const R: usize>(
             p: [*const u8; R],
@@ -671,13 +691,11 @@ macro_rules! avx512_decode {
             unsafe {
                 let b3 = _mm512_set1_epi8(4);
                 let idx: [__m512i; 4] =
-                    std::array::from_fn(|i| _mm512_loadu_si512(IDX_Q6K_SC[i].as_ptr() as *const _));
+                    std::array::from_fn(
+                        |i| _mm512_loadu_si512(SHUF_Q2K_SC[i].as_ptr() as *const _),
+                    );
                 let hb: [__m512i; 4] =
-                    std::array::from_fn(|i| _mm512_loadu_si512(HBITS_NAT[i].as_ptr() as *const _));
-                let sh = [
-                    _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
-                    _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
-                ];
+                    std::array::from_fn(|i| _mm512_loadu_si512(Q3K_HBITS[i].as_ptr() as *const _));
                 let mut acc = [_mm512_setzero_ps(); R];
                 for k in 0..nb {
                     let xb = &*x.add(k);
@@ -691,8 +709,9 @@ macro_rules! avx512_decode {
                         let d = f16_at(b.add(108));
                         let sc16 = _mm256_cvtepi8_epi16(q3k_scales(b.add(96)));
                         let sc512 = _mm512_castsi256_si512(sc16);
+                        let sc4 = _mm512_shuffle_i64x2::<0b01_01_00_00>(sc512, sc512);
                         let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(b as *const __m256i));
-                        let q = levels2(b.add(32), &sh);
+                        let q = levels2_k(b.add(32));
                         let mut i = _mm512_setzero_si512();
                         for g in 0..4 {
                             let q3 = _mm512_mask_add_epi8(
@@ -701,7 +720,7 @@ macro_rules! avx512_decode {
                                 q[g],
                                 b3,
                             );
-                            let sg = _mm512_permutexvar_epi16(idx[g], sc512);
+                            let sg = _mm512_shuffle_epi8(sc4, idx[g]);
                             i = $dpw!(i, _mm512_maddubs_epi16(q3, xv[g]), sg);
                         }
                         let c = _mm256_slli_epi32::<2>(_mm256_madd_epi16(sc16, bs));
@@ -717,8 +736,9 @@ macro_rules! avx512_decode {
             }
         }
 
-        /// `R` Q2_K rows (`nb` super-blocks each at `p[r]`) times one token, as
-        /// [`rows_q6_k`]: levels in `0..4`, the mins through the sub-block sums.
+        /// `R` Q2_K rows (`nb` super-blocks each at `p[r]`) times one token (activations in
+        /// the order of [`crate::qmat::q2_pos`]), as [`rows_q6_k`]: levels in `0..4`, the
+        /// mins through the sub-block sums.
         #[target_feature(enable = $feat)]
         unsafe fn rows_q2_k<const R: usize>(
             p: [*const u8; R],
@@ -729,11 +749,9 @@ macro_rules! avx512_decode {
             // blocks.
             unsafe {
                 let idx: [__m512i; 4] =
-                    std::array::from_fn(|i| _mm512_loadu_si512(IDX_Q6K_SC[i].as_ptr() as *const _));
-                let sh = [
-                    _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
-                    _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
-                ];
+                    std::array::from_fn(
+                        |i| _mm512_loadu_si512(SHUF_Q2K_SC[i].as_ptr() as *const _),
+                    );
                 let m4 = _mm256_set1_epi16(0x0F);
                 let mut acc = [_mm512_setzero_ps(); R];
                 let mut accm = [_mm256_setzero_ps(); R];
@@ -748,6 +766,7 @@ macro_rules! avx512_decode {
                         prefetch_lines(b, 2);
                         let s16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(b as *const __m128i));
                         let sc512 = _mm512_castsi256_si512(_mm256_and_si256(s16, m4));
+                        let sc4 = _mm512_shuffle_i64x2::<0b01_01_00_00>(sc512, sc512);
                         let mins = _mm256_srli_epi16::<4>(s16);
                         // [d, dmin] * dx in lanes 0 and 1.
                         let dd = _mm_mul_ps(
@@ -756,10 +775,10 @@ macro_rules! avx512_decode {
                             )),
                             _mm_set1_ps(xb.d),
                         );
-                        let q = levels2(b.add(16), &sh);
+                        let q = levels2_k(b.add(16));
                         let mut i = _mm512_setzero_si512();
                         for g in 0..4 {
-                            let sg = _mm512_permutexvar_epi16(idx[g], sc512);
+                            let sg = _mm512_shuffle_epi8(sc4, idx[g]);
                             i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv[g]), sg);
                         }
                         acc[r] = _mm512_fmadd_ps(
@@ -822,7 +841,9 @@ macro_rules! avx512_decode {
                 let zero = _mm512_setzero_si512();
                 let tbl = _mm512_loadu_si512(IQ4_ABS.as_ptr() as *const _);
                 let idx: [__m512i; 2] =
-                    std::array::from_fn(|i| _mm512_loadu_si512(IDX_Q6K_SC[i].as_ptr() as *const _));
+                    std::array::from_fn(
+                        |i| _mm512_loadu_si512(SHUF_IQ4_SC[i].as_ptr() as *const _),
+                    );
                 let mut acc = [_mm512_setzero_ps(); R];
                 for k in 0..nb {
                     let xb = &*x.add(k);
@@ -833,12 +854,12 @@ macro_rules! avx512_decode {
                         let b = p[r].add(136 * k);
                         prefetch_lines(b, 3);
                         let d = f16_at(b);
-                        let sc512 = _mm512_castsi128_si512(iq4xs_scales(b));
+                        let sc4 = _mm512_broadcast_i32x4(iq4xs_scales(b));
                         let mut i = _mm512_setzero_si512();
                         for h in 0..2 {
                             let v = _mm512_loadu_si512(b.add(8 + 64 * h) as *const _);
                             // Sub-blocks 4h..4h + 4: 8 words each in both nibble registers.
-                            let sg = _mm512_permutexvar_epi16(idx[h], sc512);
+                            let sg = _mm512_shuffle_epi8(sc4, idx[h]);
                             let nib = [
                                 _mm512_and_si512(v, m4),
                                 _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),

@@ -32,14 +32,14 @@ mod tables;
 mod x4;
 
 use super::qmat::{
-    act_block_len, drive, iq4_pos, k_pos, weight_block_bytes, A4Group, A8Pair, QActs, QJob, A16,
-    AK, B32,
+    act_block_len, drive, iq4_pos, k_pos, q2_pos, weight_block_bytes, A4Group, A8Pair, QActs, QJob,
+    A16, AK, B32,
 };
 use super::x86::{Avx2, Avx512, Avx512Vnni};
 use super::{DType, Isa, MatRef};
 use avx2::Avx2Job;
 use frugal_quant::x4::piece_at;
-use prefill::{K_IQ4, K_Q2, K_Q4, K_Q6, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
+use prefill::{K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
 use std::arch::x86_64::*;
 use tables::*;
 

@@ -58,12 +58,14 @@ pub(super) const TK_ZERO: TK = TK {
 };
 
 /// The ways [`TK`] tiles meet the activations (`tgemm_k`'s `KIND`): sub-blocks of 32 with
-/// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K, Q3_K), of 16 with mins (Q2_K),
-/// of 32 with signed levels (IQ4_XS).
+/// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K; Q3_K with its activations in
+/// the order of `q2_pos`), of 16 with mins (Q2_K, that order), of 32 with signed levels
+/// (IQ4_XS).
 pub(super) const K_Q4: u8 = 0;
 pub(super) const K_Q6: u8 = 1;
-pub(super) const K_Q2: u8 = 2;
-pub(super) const K_IQ4: u8 = 3;
+pub(super) const K_Q3: u8 = 2;
+pub(super) const K_Q2: u8 = 3;
+pub(super) const K_IQ4: u8 = 4;
 
 /// 64 zero bytes: the block of the rows past the end of a 16-row tile.
 pub(super) static ZERO_BLOCK: [u8; 64] = [0; 64];
@@ -565,8 +567,9 @@ macro_rules! avx512_prefill {
                             for h in 0..2 {
                                 let j = 2 * sb + h;
                                 let sc = _mm512_load_si512(tk.sc[j].as_ptr() as *const _);
+                                let p = if KIND == K_Q6 { j } else { q2_pos(j) };
                                 for t in 0..T {
-                                    let xq = xb[t].qs.as_ptr().add(16 * j) as *const i32;
+                                    let xq = xb[t].qs.as_ptr().add(16 * p) as *const i32;
                                     let mut i = _mm512_set1_epi32(xb[t].c16[j]);
                                     for v in 0..4 {
                                         let xv = _mm512_set1_epi32(xq.add(v).read_unaligned());
@@ -617,7 +620,8 @@ macro_rules! avx512_prefill {
                 let (nb, bb, dtype) = (self.a.nb, self.w.dtype.block_bytes(), self.w.dtype);
                 let kind = match dtype {
                     DType::Q4_K | DType::Q5_K => K_Q4,
-                    DType::Q6_K | DType::Q3_K => K_Q6,
+                    DType::Q6_K => K_Q6,
+                    DType::Q3_K => K_Q3,
                     DType::Q2_K => K_Q2,
                     _ => K_IQ4,
                 };
@@ -652,6 +656,7 @@ macro_rules! avx512_prefill {
                                     match kind {
                                         K_Q4 => tgemm_k::<K_Q4, $T>(&scratch, x),
                                         K_Q6 => tgemm_k::<K_Q6, $T>(&scratch, x),
+                                        K_Q3 => tgemm_k::<K_Q3, $T>(&scratch, x),
                                         K_Q2 => tgemm_k::<K_Q2, $T>(&scratch, x),
                                         _ => tgemm_k::<K_IQ4, $T>(&scratch, x),
                                     }

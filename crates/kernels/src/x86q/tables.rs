@@ -212,3 +212,56 @@ pub(super) static IQ4_LEVELS: [i8; 64] = {
 /// b1]` (`[0]`) and `[a2, b2, a3, b3]` (`[1]`).
 pub(super) static IDX_ILV128: [[i64; 8]; 2] =
     [[0, 1, 8, 9, 2, 3, 10, 11], [4, 5, 12, 13, 6, 7, 14, 15]];
+
+/// `vpshufb` controls spreading the 16 word scales of Q2_K and Q3_K (natural order, as
+/// `[s0..s8, s0..s8, s8..s16, s8..s16]` over the four 128-bit lanes) over the `vpmaddubsw`
+/// words of register `k` of their decode kernels: register `k` holds values `32k..32k + 32`
+/// (sub-blocks `2k`, `2k + 1`: lanes 0, 1) and `128 + 32k..` (sub-blocks `8 + 2k`, `9 + 2k`:
+/// lanes 2, 3), so lane `l` repeats word `2k + l % 2` of its source lane.
+pub(super) static SHUF_Q2K_SC: [[i8; 64]; 4] = {
+    let mut a = [[0i8; 64]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut j = 0;
+        while j < 64 {
+            a[k][j] = (2 * (2 * k + (j / 16) % 2) + j % 2) as i8;
+            j += 1;
+        }
+        k += 1;
+    }
+    a
+};
+
+/// `vpshufb` controls spreading IQ4_XS's 8 word scales (in every 128-bit lane) over the
+/// `vpmaddubsw` words of the nibble registers of half `h` of its decode kernel: lane `l` holds
+/// sub-block `4h + l`.
+pub(super) static SHUF_IQ4_SC: [[i8; 64]; 2] = {
+    let mut a = [[0i8; 64]; 2];
+    let mut h = 0;
+    while h < 2 {
+        let mut j = 0;
+        while j < 64 {
+            a[h][j] = (2 * (4 * h + j / 16) + j % 2) as i8;
+            j += 1;
+        }
+        h += 1;
+    }
+    a
+};
+
+/// `vptestmb` masks of Q3_K's `hmask` bits (32 bytes in both 256-bit halves) for register `k`
+/// of its decode kernel (see [`SHUF_Q2K_SC`]): value `128h + 32k + l` takes bit `4h + k` of
+/// `hmask[l]`.
+pub(super) static Q3K_HBITS: [[u8; 64]; 4] = {
+    let mut a = [[0u8; 64]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut j = 0;
+        while j < 64 {
+            a[k][j] = 1 << (4 * (j / 32) + k);
+            j += 1;
+        }
+        k += 1;
+    }
+    a
+};

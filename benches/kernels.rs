@@ -93,10 +93,57 @@ fn bench_matmul(c: &mut Criterion) {
 /// 16384x2048 streams the same bytes per row.
 const Q_SHAPES: [(usize, usize); 3] = [(2048, 2048), (16384, 2048), (2048, 16384)];
 
-const QTYPES: [DType; 4] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K];
+const QTYPES: [DType; 8] = [
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_K,
+    DType::Q6_K,
+    DType::Q5_K,
+    DType::Q3_K,
+    DType::Q2_K,
+    DType::IQ4_XS,
+];
 
-/// The weights of [`weights`] quantized to `dtype`.
+/// Whether AVX2 has kernels for `dtype` (the others take the portable job there, not worth
+/// measuring).
+fn has_avx2(dtype: DType) -> bool {
+    matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K)
+}
+
+/// Random blocks of `dtype`, which has no quantizer: every bit pattern is a valid block, the
+/// f16 scale fields set to `[0.001, 0.02)` (as the kernels' tests make them).
+fn random_blocks(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
+    let f16_at: &[usize] = match dtype {
+        DType::Q5_K => &[0, 2],
+        DType::Q3_K => &[108],
+        DType::Q2_K => &[80, 82],
+        DType::IQ4_XS => &[0],
+        d => panic!("no random blocks for {}", d.name()),
+    };
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    };
+    let mut out = vec![0u8; rows * dtype.row_bytes(cols).expect("whole blocks")];
+    out.iter_mut().for_each(|b| *b = next() as u8);
+    for b in out.chunks_exact_mut(dtype.block_bytes()) {
+        for &o in f16_at {
+            let v = 0.001 + 0.019 * (next() % 1000) as f32 / 1000.0;
+            b[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The weights of [`weights`] quantized to `dtype` (random blocks for the types without a
+/// quantizer).
 fn qweights(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
+    if !matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K) {
+        return random_blocks(rows, cols, dtype);
+    }
     let src = weights(rows, cols);
     let mut out = vec![0u8; rows * dtype.row_bytes(cols).expect("whole blocks")];
     quant::quantize_rows_par(&src, DType::BF16, cols, dtype, &mut out).expect("quantize");
@@ -127,7 +174,9 @@ fn bench_matvec_quant(c: &mut Criterion) {
             let w = MatRef::new(&data, dtype, rows, cols);
             g.throughput(Throughput::Bytes(data.len() as u64));
             for level in Isa::supported() {
-                if level == Isa::Scalar && rows * cols > 4 << 20 {
+                if (level == Isa::Scalar && rows * cols > 4 << 20)
+                    || (level == Isa::Avx2 && !has_avx2(dtype))
+                {
                     continue;
                 }
                 g.bench_function(BenchmarkId::new(level.name(), &shape), |b| {
@@ -153,7 +202,7 @@ fn bench_matmul_quant(c: &mut Criterion) {
             let mut y = vec![0f32; n * rows];
             g.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
             for level in Isa::supported() {
-                if level == Isa::Scalar {
+                if level == Isa::Scalar || (level == Isa::Avx2 && !has_avx2(dtype)) {
                     continue;
                 }
                 g.bench_function(

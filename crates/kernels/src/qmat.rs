@@ -1,5 +1,5 @@
-//! Products of block-quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) with f32 activations, by
-//! integer dot products.
+//! Products of block-quantized weights (Q8_0, Q4_0, Q5_0, the K-quants Q2_K..Q6_K, IQ4_XS)
+//! with f32 activations, by integer dot products.
 //!
 //! Once per call the activations are quantized per block to int8 with one f32 scale per block
 //! ([`quantize_b32`]: blocks of 32 for Q8_0/Q4_0 weights; [`quantize_k`]: blocks of 256 with
@@ -14,6 +14,13 @@
 //!   eight sub-blocks `j` of 32.
 //! - Q6_K: `d * dx * sum_j sc_j * (sum(q * x)_j - 32 * sum(x)_j)` over sixteen sub-blocks of
 //!   16, `q` unsigned in `0..64`.
+//! - Q5_K: Q4_K's with `q` in `0..32` (the fifth bit ORed in).
+//! - Q3_K: `d * dx * sum_j (sc_j - 32) * (sum(q * x)_j - 4 * sum(x)_j)` over sixteen
+//!   sub-blocks of 16, `q` unsigned in `0..8` (the `hmask` bit as `4`).
+//! - Q2_K: `d * dx * sum_j sc_j * sum(q * x)_j - dmin * dx * sum_j m_j * sum(x)_j` over
+//!   sixteen sub-blocks of 16, `q` in `0..4`.
+//! - IQ4_XS: `d * dx * sum_j (ls_j - 32) * sum(v * x)_j` over eight sub-blocks of 32, `v` the
+//!   signed int8 levels of the IQ4_NL table.
 //!
 //! - int8 with one scale per row (gemma_pytorch's quantized checkpoints, [`DType::I8`] with a
 //!   [`super::Scale`]), read in blocks of 32 like Q8_0 without a block scale: `dx * sum(w * x)`,
@@ -81,10 +88,13 @@ pub(crate) struct A16 {
 
 /// One activation block of 256 for K-quant weights.
 ///
-/// For Q6_K weights `qs` is in natural order. For Q4_K weights its sub-blocks of 32 are
-/// stored in the order 0, 2, 1, 3, 4, 6, 5, 7: a 64-byte load of Q4_K nibbles holds the
+/// For Q6_K weights `qs` is in natural order. For Q4_K and Q5_K weights its sub-blocks of 32
+/// are stored in the order 0, 2, 1, 3, 4, 6, 5, 7: a 64-byte load of Q4_K nibbles holds the
 /// sub-blocks `4g` and `4g + 2` in its low nibbles and `4g + 1`, `4g + 3` in its high nibbles,
-/// and meets the activations with one aligned 64-byte load each (see [`k_pos`]).
+/// and meets the activations with one aligned 64-byte load each (see [`k_pos`]). For Q3_K and
+/// Q2_K the bit pairs `2k` of their 64 bytes of levels meet one 64-byte load ([`q2_pos`]);
+/// for IQ4_XS its pieces of 16 are ordered as the nibbles of 64 bytes of weights, low nibbles
+/// (first halves of 4 sub-blocks) then high ones ([`iq4_pos`]).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AK {
@@ -93,8 +103,9 @@ pub(crate) struct AK {
     pub bsums16: [i16; 16],
     /// Sums of the 8 sub-blocks of 32 (natural order).
     pub bsums32: [i16; 8],
-    /// `-32 * bsums16` (Q6_K's offset, as the prefill kernel starts each sub-block's sum).
-    pub c6: [i32; 16],
+    /// The weights' offset times `bsums16` (`-32 *` for Q6_K, `-4 *` for Q3_K, else zero), as
+    /// the prefill kernel starts each sub-block's sum.
+    pub c16: [i32; 16],
     pub d: f32,
 }
 
@@ -103,6 +114,22 @@ pub(crate) struct AK {
 pub(crate) fn k_pos(j: usize) -> usize {
     const POS: [usize; 8] = [0, 2, 1, 3, 4, 6, 5, 7];
     POS[j]
+}
+
+/// Where the natural piece `c` of 16 values of an IQ4_XS block lies in [`AK::qs`], in units
+/// of 16: value `128g + 32i + 16e + l` (sub-block `4g + i`, nibble `e`) is at
+/// `128g + 64e + 16i + l`.
+#[inline(always)]
+pub(crate) fn iq4_pos(c: usize) -> usize {
+    (c & !7) | (c & 1) << 2 | (c >> 1) & 3
+}
+
+/// Where the natural piece `c` of 16 values of a Q2_K or Q3_K block lies in [`AK::qs`], in
+/// units of 16: value `128h + 32k + l` (bits `2k` of byte `32h + l` of the levels) is at
+/// `64k + 32h + l`.
+#[inline(always)]
+pub(crate) fn q2_pos(c: usize) -> usize {
+    4 * ((c % 8) / 2) + 2 * (c / 8) + c % 2
 }
 
 /// Rounds to the nearest integer, ties to even (llama.cpp's `nearest_int`); `|v| <= 2^22`.
@@ -213,14 +240,19 @@ pub(crate) fn groups_of(b: &[B32], offset: i32) -> Vec<A4Group> {
         .collect()
 }
 
-/// Quantizes `x` (len 256 * k) into `out` (k blocks) for weights of `dtype` (Q4_K or Q6_K,
-/// which decides the order of `qs`). Same rounding as [`quantize_b32_impl`], one scale per 256.
+/// Quantizes `x` (len 256 * k) into `out` (k blocks) for weights of `dtype` (a K-quant or
+/// IQ4_XS, which decides the order of `qs` and the offset in `c16`). Same rounding as
+/// [`quantize_b32_impl`], one scale per 256.
 #[inline(always)]
 pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
     assert_eq!(x.len(), out.len() * 256, "activation blocks");
-    let q4k = match dtype {
-        DType::Q4_K => true,
-        DType::Q6_K => false,
+    // The order of `qs` (0 natural, 1 Q4_K's, 2 IQ4_XS's, 3 Q2_K's) and the weights' offset.
+    let (order, offset) = match dtype {
+        DType::Q4_K | DType::Q5_K => (1, 0),
+        DType::Q6_K => (0, -32),
+        DType::Q3_K => (3, -4),
+        DType::Q2_K => (3, 0),
+        DType::IQ4_XS => (2, 0),
         d => unreachable!("{} is not a K-quant", d.name()),
     };
     for (xb, o) in x.chunks_exact(256).zip(out.iter_mut()) {
@@ -241,16 +273,23 @@ pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
         for j in 0..8 {
             o.bsums32[j] = o.bsums16[2 * j] + o.bsums16[2 * j + 1];
         }
-        for (c, &s) in o.c6.iter_mut().zip(&o.bsums16) {
-            *c = -32 * s as i32;
+        for (c, &s) in o.c16.iter_mut().zip(&o.bsums16) {
+            *c = offset * s as i32;
         }
-        if q4k {
-            for j in 0..8 {
-                let p = k_pos(j);
-                o.qs[32 * p..32 * p + 32].copy_from_slice(&q[32 * j..32 * j + 32]);
+        match order {
+            1 => {
+                for j in 0..8 {
+                    let p = k_pos(j);
+                    o.qs[32 * p..32 * p + 32].copy_from_slice(&q[32 * j..32 * j + 32]);
+                }
             }
-        } else {
-            o.qs = q;
+            2 | 3 => {
+                for c in 0..16 {
+                    let p = if order == 2 { iq4_pos(c) } else { q2_pos(c) };
+                    o.qs[16 * p..16 * p + 16].copy_from_slice(&q[16 * c..16 * c + 16]);
+                }
+            }
+            _ => o.qs = q,
         }
     }
 }
@@ -269,7 +308,7 @@ pub(crate) const AK_ZERO: AK = AK {
     qs: [0; 256],
     bsums16: [0; 16],
     bsums32: [0; 8],
-    c6: [0; 16],
+    c16: [0; 16],
     d: 0.0,
 };
 
@@ -293,6 +332,10 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
             | DType::Q5_0
             | DType::Q4_K
             | DType::Q6_K
+            | DType::Q5_K
+            | DType::Q3_K
+            | DType::Q2_K
+            | DType::IQ4_XS
             | DType::Q4_0X4
             | DType::Q8_0X4
     )
@@ -428,6 +471,122 @@ pub(crate) fn dot_q6_k(row: &[u8], a: &[AK]) -> f32 {
     acc
 }
 
+/// Q5_K row (`176 * a.len()` bytes) times activation blocks ([`quantize_k`] for Q5_K): as
+/// [`dot_q4_k`], the fifth bit of value `32j + i` bit `j` of `qh[i]`.
+pub(crate) fn dot_q5_k(row: &[u8], a: &[AK]) -> f32 {
+    let (mut acc, mut accm) = (0f32, 0f32);
+    for (b, x) in row.chunks_exact(176).zip(a) {
+        let (sc, m) = frugal_quant::q4_k::scales_mins(&b[4..16]);
+        let (qh, qs) = (&b[16..48], &b[48..]);
+        let (mut isum, mut msum) = (0i32, 0i32);
+        for j in 0..8 {
+            let (c, shift) = (j / 2, 4 * (j % 2));
+            let xs = &x.qs[32 * k_pos(j)..32 * k_pos(j) + 32];
+            let mut s = 0i32;
+            for i in 0..32 {
+                let q = ((qs[32 * c + i] >> shift) & 15) | ((qh[i] >> j) & 1) << 4;
+                s += q as i32 * xs[i] as i32;
+            }
+            isum += sc[j] as i32 * s;
+            msum += m[j] as i32 * x.bsums32[j] as i32;
+        }
+        acc += (f16_at(b, 0) * x.d) * isum as f32;
+        accm += (f16_at(b, 2) * x.d) * msum as f32;
+    }
+    acc - accm
+}
+
+/// The level `q` (`0..4`) of value `e` of a Q2_K or Q3_K block from its 64 bytes `qs`: per
+/// half of 128, bits `2k..2k + 2` of `qs[32 * half + l]` are value `128 * half + 32k + l`.
+#[inline(always)]
+fn q2_level(qs: &[u8], e: usize) -> u8 {
+    let (half, k, l) = (e / 128, (e % 128) / 32, e % 32);
+    (qs[32 * half + l] >> (2 * k)) & 3
+}
+
+/// Q3_K row (`110 * a.len()` bytes) times activation blocks ([`quantize_k`] for Q3_K): levels
+/// `q | 4 * h` in `0..8` (`h` the `hmask` bit of value `128 * half + 32k + l`, bit
+/// `4 * half + k` of `hmask[l]`), the `-4` through the sub-block sums.
+pub(crate) fn dot_q3_k(row: &[u8], a: &[AK]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(110).zip(a) {
+        let (hmask, qs) = (&b[..32], &b[32..96]);
+        let sc = frugal_quant::q3_k::scales(&b[96..108]);
+        let mut isum = 0i32;
+        for (j, &scj) in sc.iter().enumerate() {
+            let mut s = -4 * x.bsums16[j] as i32;
+            let xs = &x.qs[16 * q2_pos(j)..][..16];
+            for (i, &xv) in xs.iter().enumerate() {
+                let e = 16 * j + i;
+                let h = (hmask[e % 32] >> (4 * (e / 128) + (e % 128) / 32)) & 1;
+                s += (q2_level(qs, e) | h << 2) as i32 * xv as i32;
+            }
+            isum += (scj as i32 - 32) * s;
+        }
+        acc += (f16_at(b, 108) * x.d) * isum as f32;
+    }
+    acc
+}
+
+/// Q2_K row (`84 * a.len()` bytes) times activation blocks ([`quantize_k`] for Q2_K): per
+/// sub-block of 16 the scale (low nibble) on `sum(q * x)`, the min (high nibble) on `sum(x)`.
+pub(crate) fn dot_q2_k(row: &[u8], a: &[AK]) -> f32 {
+    let (mut acc, mut accm) = (0f32, 0f32);
+    for (b, x) in row.chunks_exact(84).zip(a) {
+        let (scales, qs) = (&b[..16], &b[16..80]);
+        let (mut isum, mut msum) = (0i32, 0i32);
+        for (j, &sm) in scales.iter().enumerate() {
+            let mut s = 0i32;
+            let xs = &x.qs[16 * q2_pos(j)..][..16];
+            for (i, &xv) in xs.iter().enumerate() {
+                s += q2_level(qs, 16 * j + i) as i32 * xv as i32;
+            }
+            isum += (sm & 15) as i32 * s;
+            msum += (sm >> 4) as i32 * x.bsums16[j] as i32;
+        }
+        acc += (f16_at(b, 80) * x.d) * isum as f32;
+        accm += (f16_at(b, 82) * x.d) * msum as f32;
+    }
+    acc - accm
+}
+
+/// The eight 6-bit scales of an IQ4_XS block at `b`, less 32: low nibble `j % 2` of
+/// `scales_l[j / 2]`, high bits `scales_h >> 2j`.
+#[inline(always)]
+pub(crate) fn iq4xs_scales(b: &[u8]) -> [i32; 8] {
+    let sh = u16::from_le_bytes([b[2], b[3]]) as i32;
+    std::array::from_fn(|j| {
+        let lo = (b[4 + j / 2] >> (4 * (j % 2))) as i32 & 15;
+        (lo | ((sh >> (2 * j)) & 3) << 4) - 32
+    })
+}
+
+/// IQ4_XS row (`136 * a.len()` bytes) times activation blocks ([`quantize_k`] for IQ4_XS):
+/// sub-block `j`'s 16 bytes hold values `32j..32j + 16` in their low nibbles, the next 16 in
+/// their high ones, each an index into the IQ4_NL levels.
+pub(crate) fn dot_iq4_xs(row: &[u8], a: &[AK]) -> f32 {
+    let kv = &frugal_quant::tables::KVALUES_IQ4NL;
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(136).zip(a) {
+        let sc = iq4xs_scales(b);
+        let qs = &b[8..];
+        let mut isum = 0i32;
+        for j in 0..8 {
+            let lo = &x.qs[16 * iq4_pos(2 * j)..][..16];
+            let hi = &x.qs[16 * iq4_pos(2 * j + 1)..][..16];
+            let mut s = 0i32;
+            for i in 0..16 {
+                let q = qs[16 * j + i];
+                s += kv[(q & 15) as usize] as i32 * lo[i] as i32;
+                s += kv[(q >> 4) as usize] as i32 * hi[i] as i32;
+            }
+            isum += sc[j] * s;
+        }
+        acc += (f16_at(b, 0) * x.d) * isum as f32;
+    }
+    acc
+}
+
 // ---------------------------------------------------------------------------------------------
 // The activation quantizers compiled per instruction set
 
@@ -536,7 +695,7 @@ impl QActs {
                     }
                 }
             }
-            DType::Q4_K | DType::Q6_K => {
+            DType::Q4_K | DType::Q6_K | DType::Q5_K | DType::Q3_K | DType::Q2_K | DType::IQ4_XS => {
                 a.k = vec![AK_ZERO; n * nb];
                 quantize_k(x, dtype, &mut a.k);
             }
@@ -631,6 +790,10 @@ impl ScalarJob<'_> {
             DType::Q5_0 => dot_q5_0(row, self.a.b32(t)),
             DType::Q4_K => dot_q4_k(row, self.a.k(t)),
             DType::Q6_K => dot_q6_k(row, self.a.k(t)),
+            DType::Q5_K => dot_q5_k(row, self.a.k(t)),
+            DType::Q3_K => dot_q3_k(row, self.a.k(t)),
+            DType::Q2_K => dot_q2_k(row, self.a.k(t)),
+            DType::IQ4_XS => dot_iq4_xs(row, self.a.k(t)),
             d => unreachable!("{} is not quantized", d.name()),
         }
     }

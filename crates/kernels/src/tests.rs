@@ -361,15 +361,28 @@ fn bf16_fast_many_equals_one_by_one() {
 // ---------------------------------------------------------------------------------------------
 // Quantized weights
 
-const QTYPES: [DType; 4] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K];
+const QTYPES: [DType; 8] = [
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_K,
+    DType::Q6_K,
+    DType::Q5_K,
+    DType::Q3_K,
+    DType::Q2_K,
+    DType::IQ4_XS,
+];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 6] = [
+const QTYPES_I8: [DType; 10] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
     DType::Q4_K,
     DType::Q6_K,
+    DType::Q5_K,
+    DType::Q3_K,
+    DType::Q2_K,
+    DType::IQ4_XS,
     DType::I8,
 ];
 
@@ -396,15 +409,23 @@ fn block_amax(xt: &[f32], i: usize, bl: usize) -> f32 {
 
 /// Per output, a bound on the magnitude of every partial sum any kernel forms: the sum over
 /// the row of `|weight term| * max |x|` of the element's activation block, where the weight
-/// term is what the kernels multiply before scaling (`w` for Q8_0/Q4_0; `d*sc*q` and
-/// `dmin*m` for Q4_K; `d*sc*(q + 32)` for Q6_K, whose `-32` is applied to sub-block sums).
+/// term is what the kernels multiply before scaling (`w` for Q8_0/Q4_0/IQ4_XS, whose integer
+/// scales and offsets stay inside exact integer sums; `d*sc*q` and `dmin*m` for Q4_K, Q5_K
+/// and Q2_K; `d*|sc|*(q + 32)` for Q6_K and `d*|sc - 32|*(q + 4)` for Q3_K, whose offsets are
+/// applied to sub-block sums in other lanes than the products).
 fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
     let bl = act_block_len(w.dtype);
     let mut wa = vec![0f32; w.cols];
     let mut out = vec![0f32; n * w.rows];
     for r in 0..w.rows {
         match w.dtype {
-            DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
+            DType::Q8_0
+            | DType::Q4_0
+            | DType::Q5_0
+            | DType::IQ4_XS
+            | DType::I8
+            | DType::Q4_0X4
+            | DType::Q8_0X4 => {
                 frugal_quant::row_to_f32(w, r, &mut wa);
                 wa.iter_mut().for_each(|v| *v = v.abs());
             }
@@ -417,6 +438,37 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
                         for i in 0..32 {
                             wa[256 * b + 32 * j + i] = d * sc[j] as f32 * 15.0 + dmin * m[j] as f32;
                         }
+                    }
+                }
+            }
+            DType::Q5_K => {
+                for (b, blk) in w.row_bytes(r).chunks_exact(176).enumerate() {
+                    let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32().abs();
+                    let dmin = f16::from_le_bytes([blk[2], blk[3]]).to_f32().abs();
+                    let (sc, m) = frugal_quant::q4_k::scales_mins(&blk[4..16]);
+                    for j in 0..8 {
+                        for i in 0..32 {
+                            wa[256 * b + 32 * j + i] = d * sc[j] as f32 * 31.0 + dmin * m[j] as f32;
+                        }
+                    }
+                }
+            }
+            DType::Q3_K => {
+                for (b, blk) in w.row_bytes(r).chunks_exact(110).enumerate() {
+                    let d = f16::from_le_bytes([blk[108], blk[109]]).to_f32().abs();
+                    let sc = frugal_quant::q3_k::scales(&blk[96..108]);
+                    for e in 0..256 {
+                        wa[256 * b + e] = d * (sc[e / 16] as f32 - 32.0).abs() * 11.0;
+                    }
+                }
+            }
+            DType::Q2_K => {
+                for (b, blk) in w.row_bytes(r).chunks_exact(84).enumerate() {
+                    let d = f16::from_le_bytes([blk[80], blk[81]]).to_f32().abs();
+                    let dmin = f16::from_le_bytes([blk[82], blk[83]]).to_f32().abs();
+                    for e in 0..256 {
+                        let s = blk[e / 16];
+                        wa[256 * b + e] = d * (s & 15) as f32 * 3.0 + dmin * (s >> 4) as f32;
                     }
                 }
             }

@@ -13,6 +13,13 @@
 //! - Q4_K, Q6_K: one super-block (256 values) per step; `vpmaddubsw` products (`q` unsigned)
 //!   weighted by the sub-block scales with `vpdpwssd` (`vpmaddwd` + add without VNNI); Q4_K's
 //!   mins and Q6_K's `-32` through the activations' per-sub-block sums.
+//! - Q5_K: Q4_K's, the fifth bits added by byte masks (`vptestmb` of `qh` against the bit
+//!   of each group's sub-blocks). Q3_K, Q2_K: as Q6_K's, the bit pairs `2k` of one 64-byte
+//!   load of levels against one activation register each (constant shifts), Q3_K's `hmask`
+//!   bits added by byte masks and its `-4` through the sub-block sums, Q2_K's mins through
+//!   them. IQ4_XS: `vpshufb` of the nibbles into `|v|` of
+//!   the IQ4_NL table, the activations negated where `v < 0` (nibbles below 8) so that
+//!   `vpmaddubsw` cannot saturate; sub-block scales by `vpdpwssd`.
 //! - Long rows (the activation layout past 16 KB, e.g. the MLP down projection): 4 adjacent
 //!   rows per pass, so each activation load, from L2 at that size, serves 4 rows.
 //!
@@ -530,6 +537,341 @@ macro_rules! avx512_decode {
                         }
                         let c = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
                         i = _mm512_sub_epi32(i, _mm512_zextsi256_si512(c));
+                        acc[r] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(i),
+                            _mm512_set1_ps(d * xb.d),
+                            acc[r],
+                        );
+                    }
+                }
+                std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]))
+            }
+        }
+
+        /// `R` Q5_K rows (`nb` super-blocks each at `p[r]`) times one token, as
+        /// [`rows_q4_k`] with the fifth bits.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_q5_k<const R: usize>(
+            p: [*const u8; R],
+            nb: usize,
+            x: *const AK,
+        ) -> [f32; R] {
+            // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+            // blocks.
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                let b5 = _mm512_set1_epi8(0x10);
+                let idx: [__m512i; 4] =
+                    std::array::from_fn(
+                        |i| _mm512_loadu_si512(SHUF_Q4K_SC[i].as_ptr() as *const _),
+                    );
+                let hb: [__m512i; 4] =
+                    std::array::from_fn(|i| _mm512_loadu_si512(Q5K_HBITS[i].as_ptr() as *const _));
+                let mut acc = [_mm512_setzero_ps(); R];
+                let mut accm = [_mm_setzero_ps(); R];
+                for k in 0..nb {
+                    let xb = &*x.add(k);
+                    let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                        _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                    });
+                    let bs = _mm_loadu_si128(xb.bsums32.as_ptr() as *const __m128i);
+                    for r in 0..R {
+                        let b = p[r].add(176 * k);
+                        prefetch_lines(b, 3);
+                        let (sm, dd) = q4k_head(b, xb.d);
+                        let mins = _mm_cvtepu8_epi16(_mm_srli_si128::<8>(sm));
+                        let sb = _mm512_broadcast_i32x4(sm);
+                        let qh =
+                            _mm512_broadcast_i64x4(_mm256_loadu_si256(b.add(16) as *const __m256i));
+                        let v0 = _mm512_loadu_si512(b.add(48) as *const _);
+                        let v1 = _mm512_loadu_si512(b.add(112) as *const _);
+                        let q = [
+                            _mm512_and_si512(v0, m4),
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v0), m4),
+                            _mm512_and_si512(v1, m4),
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v1), m4),
+                        ];
+                        let mut i = _mm512_setzero_si512();
+                        for g in 0..4 {
+                            let q5 = _mm512_mask_add_epi8(
+                                q[g],
+                                _mm512_test_epi8_mask(qh, hb[g]),
+                                q[g],
+                                b5,
+                            );
+                            let sg = _mm512_shuffle_epi8(sb, idx[g]);
+                            i = $dpw!(i, _mm512_maddubs_epi16(q5, xv[g]), sg);
+                        }
+                        acc[r] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(i),
+                            _mm512_broadcastss_ps(dd),
+                            acc[r],
+                        );
+                        let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
+                        let dm = _mm_permute_ps::<0b01_01_01_01>(dd);
+                        accm[r] = _mm_fmadd_ps(m, dm, accm[r]);
+                    }
+                }
+                std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - hsum4(accm[r]))
+            }
+        }
+
+        /// The 256 2-bit levels of a Q2_K or Q3_K block's 64 bytes at `qs`, in natural order
+        /// (chunk `c` of 64 values in `q[c]`): per half of 128 one 32-byte load in both
+        /// 256-bit halves, shifted by 0 and 2 (chunk `2h`), 4 and 6 (chunk `2h + 1`).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn levels2(qs: *const u8, sh: &[__m512i; 2]) -> [__m512i; 4] {
+            // SAFETY: the caller guarantees 64 readable bytes at qs.
+            unsafe {
+                let m3 = _mm512_set1_epi8(3);
+                let h = [0, 1].map(|h| {
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.add(32 * h) as *const __m256i))
+                });
+                std::array::from_fn(|c| {
+                    _mm512_and_si512(_mm512_srlv_epi16(h[c / 2], sh[c % 2]), m3)
+                })
+            }
+        }
+
+        /// The four registers of 2-bit levels of a Q2_K or Q3_K block's 64 bytes at `qs` in
+        /// the activations' order ([`crate::qmat::q2_pos`]): bit pairs `2k` in register `k`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn levels2_k(qs: *const u8) -> [__m512i; 4] {
+            // SAFETY: the caller guarantees 64 readable bytes at qs.
+            unsafe {
+                let m3 = _mm512_set1_epi8(3);
+                let v = _mm512_loadu_si512(qs as *const _);
+                [
+                    _mm512_and_si512(v, m3),
+                    _mm512_and_si512(_mm512_srli_epi16::<2>(v), m3),
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), m3),
+                    _mm512_and_si512(_mm512_srli_epi16::<6>(v), m3),
+                ]
+            }
+        }
+
+        /// The sixteen 6-bit scales of a Q3_K block less 32, as signed bytes, from its 12
+        /// packed bytes at `s` (as llama.cpp unpacks them with 32-bit masks): low nibbles
+        /// from dwords 0-1 (scales 0..8) and their high nibbles (8..16), the high 2 bits from
+        /// dword 2 shifted by 0, 2, 4, 6 for the four groups of 4.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q3k_scales(s: *const u8) -> __m128i {
+            // SAFETY: the caller guarantees 12 readable bytes at s.
+            unsafe {
+                let u: [u32; 3] = (s as *const [u32; 3]).read_unaligned();
+                let v = _mm_set_epi32(0, u[2] as i32, u[1] as i32, u[0] as i32);
+                let a = _mm_shuffle_epi32::<0b01_00_01_00>(v); // [u0, u1, u0, u1]
+                let lo = _mm_and_si128(
+                    _mm_srlv_epi32(a, _mm_set_epi32(4, 4, 0, 0)),
+                    _mm_set1_epi8(0x0F),
+                );
+                let t = _mm_shuffle_epi32::<0b10_10_10_10>(v); // [u2; 4]
+                let hi = _mm_slli_epi32::<4>(_mm_and_si128(
+                    _mm_srlv_epi32(t, _mm_set_epi32(6, 4, 2, 0)),
+                    _mm_set1_epi8(3),
+                ));
+                _mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32))
+            }
+        }
+
+        /// `R` Q3_K rows (`nb` super-blocks each at `p[r]`) times one token (activations in
+        /// the order of [`crate::qmat::q2_pos`]), as [`rows_q6_k`]: levels `q | 4h` in `0..8`,
+        /// the `-4` through the sub-block sums.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_q3_k<const R: usize>(
+            p: [*const u8; R],
+            nb: usize,
+            x: *const AK,
+        ) -> [f32; R] {
+            // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+            // blocks.
+            unsafe {
+                let b3 = _mm512_set1_epi8(4);
+                let idx: [__m512i; 4] =
+                    std::array::from_fn(
+                        |i| _mm512_loadu_si512(SHUF_Q2K_SC[i].as_ptr() as *const _),
+                    );
+                let hb: [__m512i; 4] =
+                    std::array::from_fn(|i| _mm512_loadu_si512(Q3K_HBITS[i].as_ptr() as *const _));
+                let mut acc = [_mm512_setzero_ps(); R];
+                for k in 0..nb {
+                    let xb = &*x.add(k);
+                    let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                        _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                    });
+                    let bs = _mm256_loadu_si256(xb.bsums16.as_ptr() as *const __m256i);
+                    for r in 0..R {
+                        let b = p[r].add(110 * k);
+                        prefetch_lines(b, 2);
+                        let d = f16_at(b.add(108));
+                        let sc16 = _mm256_cvtepi8_epi16(q3k_scales(b.add(96)));
+                        let sc512 = _mm512_castsi256_si512(sc16);
+                        let sc4 = _mm512_shuffle_i64x2::<0b01_01_00_00>(sc512, sc512);
+                        let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(b as *const __m256i));
+                        let q = levels2_k(b.add(32));
+                        let mut i = _mm512_setzero_si512();
+                        for g in 0..4 {
+                            let q3 = _mm512_mask_add_epi8(
+                                q[g],
+                                _mm512_test_epi8_mask(hm, hb[g]),
+                                q[g],
+                                b3,
+                            );
+                            let sg = _mm512_shuffle_epi8(sc4, idx[g]);
+                            i = $dpw!(i, _mm512_maddubs_epi16(q3, xv[g]), sg);
+                        }
+                        let c = _mm256_slli_epi32::<2>(_mm256_madd_epi16(sc16, bs));
+                        i = _mm512_sub_epi32(i, _mm512_zextsi256_si512(c));
+                        acc[r] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(i),
+                            _mm512_set1_ps(d * xb.d),
+                            acc[r],
+                        );
+                    }
+                }
+                std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]))
+            }
+        }
+
+        /// `R` Q2_K rows (`nb` super-blocks each at `p[r]`) times one token (activations in
+        /// the order of [`crate::qmat::q2_pos`]), as [`rows_q6_k`]: levels in `0..4`, the
+        /// mins through the sub-block sums.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_q2_k<const R: usize>(
+            p: [*const u8; R],
+            nb: usize,
+            x: *const AK,
+        ) -> [f32; R] {
+            // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+            // blocks.
+            unsafe {
+                let idx: [__m512i; 4] =
+                    std::array::from_fn(
+                        |i| _mm512_loadu_si512(SHUF_Q2K_SC[i].as_ptr() as *const _),
+                    );
+                let m4 = _mm256_set1_epi16(0x0F);
+                let mut acc = [_mm512_setzero_ps(); R];
+                let mut accm = [_mm256_setzero_ps(); R];
+                for k in 0..nb {
+                    let xb = &*x.add(k);
+                    let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                        _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                    });
+                    let bs = _mm256_loadu_si256(xb.bsums16.as_ptr() as *const __m256i);
+                    for r in 0..R {
+                        let b = p[r].add(84 * k);
+                        prefetch_lines(b, 2);
+                        let s16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(b as *const __m128i));
+                        let sc512 = _mm512_castsi256_si512(_mm256_and_si256(s16, m4));
+                        let sc4 = _mm512_shuffle_i64x2::<0b01_01_00_00>(sc512, sc512);
+                        let mins = _mm256_srli_epi16::<4>(s16);
+                        // [d, dmin] * dx in lanes 0 and 1.
+                        let dd = _mm_mul_ps(
+                            _mm_cvtph_ps(_mm_cvtsi32_si128(
+                                (b.add(80) as *const i32).read_unaligned(),
+                            )),
+                            _mm_set1_ps(xb.d),
+                        );
+                        let q = levels2_k(b.add(16));
+                        let mut i = _mm512_setzero_si512();
+                        for g in 0..4 {
+                            let sg = _mm512_shuffle_epi8(sc4, idx[g]);
+                            i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv[g]), sg);
+                        }
+                        acc[r] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(i),
+                            _mm512_broadcastss_ps(dd),
+                            acc[r],
+                        );
+                        let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs));
+                        let dm = _mm256_broadcastss_ps(_mm_permute_ps::<0b01_01_01_01>(dd));
+                        accm[r] = _mm256_fmadd_ps(m, dm, accm[r]);
+                    }
+                }
+                std::array::from_fn(|r| {
+                    let m = _mm_add_ps(
+                        _mm256_castps256_ps128(accm[r]),
+                        _mm256_extractf128_ps::<1>(accm[r]),
+                    );
+                    _mm512_reduce_add_ps(acc[r]) - hsum4(m)
+                })
+            }
+        }
+
+        /// The eight sub-block scales of an IQ4_XS block at `b` less 32, as i16: low nibbles
+        /// of `scales_l` (4 bytes at `b + 4`), high 2 bits from `scales_h` (`b + 2`).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn iq4xs_scales(b: *const u8) -> __m128i {
+            // SAFETY: the caller guarantees 8 readable bytes at b.
+            unsafe {
+                let sh = (b.add(2) as *const u16).read_unaligned();
+                let sl = _mm_cvtsi32_si128((b.add(4) as *const i32).read_unaligned());
+                let m4 = _mm_set1_epi8(0x0F);
+                let lo = _mm_cvtepu8_epi16(_mm_unpacklo_epi8(
+                    _mm_and_si128(sl, m4),
+                    _mm_and_si128(_mm_srli_epi16::<4>(sl), m4),
+                ));
+                let hi = _mm_srlv_epi16(
+                    _mm_set1_epi16(sh as i16),
+                    _mm_set_epi16(14, 12, 10, 8, 6, 4, 2, 0),
+                );
+                let hi = _mm_slli_epi16::<4>(_mm_and_si128(hi, _mm_set1_epi16(3)));
+                _mm_sub_epi16(_mm_or_si128(lo, hi), _mm_set1_epi16(32))
+            }
+        }
+
+        /// `R` IQ4_XS rows (`nb` super-blocks each at `p[r]`) times one token (activations
+        /// in the order of [`crate::qmat::iq4_pos`]): 64 bytes of nibbles per half, low and
+        /// high nibbles against one activation register each.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_iq4_xs<const R: usize>(
+            p: [*const u8; R],
+            nb: usize,
+            x: *const AK,
+        ) -> [f32; R] {
+            // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+            // blocks.
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                let b8 = _mm512_set1_epi8(8);
+                let zero = _mm512_setzero_si512();
+                let tbl = _mm512_loadu_si512(IQ4_ABS.as_ptr() as *const _);
+                let idx: [__m512i; 2] =
+                    std::array::from_fn(
+                        |i| _mm512_loadu_si512(SHUF_IQ4_SC[i].as_ptr() as *const _),
+                    );
+                let mut acc = [_mm512_setzero_ps(); R];
+                for k in 0..nb {
+                    let xb = &*x.add(k);
+                    let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                        _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                    });
+                    for r in 0..R {
+                        let b = p[r].add(136 * k);
+                        prefetch_lines(b, 3);
+                        let d = f16_at(b);
+                        let sc4 = _mm512_broadcast_i32x4(iq4xs_scales(b));
+                        let mut i = _mm512_setzero_si512();
+                        for h in 0..2 {
+                            let v = _mm512_loadu_si512(b.add(8 + 64 * h) as *const _);
+                            // Sub-blocks 4h..4h + 4: 8 words each in both nibble registers.
+                            let sg = _mm512_shuffle_epi8(sc4, idx[h]);
+                            let nib = [
+                                _mm512_and_si512(v, m4),
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
+                            ];
+                            for (e, n) in nib.into_iter().enumerate() {
+                                let xg = xv[2 * h + e];
+                                let neg = _mm512_testn_epi8_mask(n, b8);
+                                let xs = _mm512_mask_sub_epi8(xg, neg, zero, xg);
+                                let w = _mm512_shuffle_epi8(tbl, n);
+                                i = $dpw!(i, _mm512_maddubs_epi16(w, xs), sg);
+                            }
+                        }
                         acc[r] = _mm512_fmadd_ps(
                             _mm512_cvtepi32_ps(i),
                             _mm512_set1_ps(d * xb.d),

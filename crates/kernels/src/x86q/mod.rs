@@ -32,13 +32,14 @@ mod tables;
 mod x4;
 
 use super::qmat::{
-    act_block_len, drive, k_pos, weight_block_bytes, A4Group, A8Pair, QActs, QJob, A16, AK, B32,
+    act_block_len, drive, iq4_pos, k_pos, q2_pos, weight_block_bytes, A4Group, A8Pair, QActs, QJob,
+    A16, AK, B32,
 };
 use super::x86::{Avx2, Avx512, Avx512Vnni};
 use super::{DType, Isa, MatRef};
 use avx2::Avx2Job;
 use frugal_quant::x4::piece_at;
-use prefill::{TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
+use prefill::{K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
 use std::arch::x86_64::*;
 use tables::*;
 
@@ -228,6 +229,10 @@ macro_rules! avx512_quant {
                                     DType::I8 => rows_q8_0::<4, true>(p, nb, self.a.pairs.as_ptr()),
                                     DType::Q4_K => rows_q4_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::Q6_K => rows_q6_k::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    DType::Q5_K => rows_q5_k::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    DType::Q3_K => rows_q3_k::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    DType::Q2_K => rows_q2_k::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    DType::IQ4_XS => rows_iq4_xs::<4>(p, nb, self.a.k(0).as_ptr()),
                                     d => unreachable!("{} is not quantized", d.name()),
                                 }
                             };
@@ -249,6 +254,10 @@ macro_rules! avx512_quant {
                                 DType::Q5_0 => rows_q5_0::<1>([p], nb, &self.a.groups)[0],
                                 DType::Q4_K => rows_q4_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::Q6_K => rows_q6_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
+                                DType::Q5_K => rows_q5_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
+                                DType::Q3_K => rows_q3_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
+                                DType::Q2_K => rows_q2_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
+                                DType::IQ4_XS => rows_iq4_xs::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 d => unreachable!("{} is not quantized", d.name()),
                             }
                         };

@@ -31,15 +31,19 @@ pub(super) const TB_ZERO: TB = TB {
 };
 
 /// One super-block of 256 of 16 rows unpacked for the K-quant prefill kernel. `w[s][v]` lane
-/// `r` holds values `32s + 4v..32s + 4v + 4` of row `r` as bytes (`q`: Q4_K `0..16`, Q6_K
-/// `0..64`). Q4_K: `sc[j]` the 8 sub-block scales, `mp[i]` the mins `m[2i]`, `m[2i + 1]` as a
-/// pair of i16 per lane, `d`, `dmin`. Q6_K: `sc[j]` the 16 sub-block scales, `d`.
+/// `r` holds values `32s + 4v..32s + 4v + 4` of row `r` as bytes (`q`: Q4_K `0..16`, Q5_K
+/// `0..32`, Q6_K `0..64`, Q3_K `0..8`, Q2_K `0..4`; IQ4_XS's signed levels in the Q8_0
+/// encoding of [`TB`], the signs in `neg[s][v]` without VNNI). `sc[j]` the integer sub-block
+/// scales (8 of 32 for Q4_K, Q5_K and IQ4_XS, 16 of 16 for the others), `mp[i]` the mins
+/// `m[2i]`, `m[2i + 1]` as a pair of i16 per lane (Q4_K and Q5_K: 4 pairs, Q2_K: 8), `d` and
+/// `dmin` the f32 scales.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub(super) struct TK {
     pub(super) w: [[[u8; 64]; 8]; 8],
     pub(super) sc: [[i32; 16]; 16],
-    pub(super) mp: [[i32; 16]; 4],
+    pub(super) mp: [[i32; 16]; 8],
+    pub(super) neg: [[u64; 8]; 8],
     pub(super) d: [f32; 16],
     pub(super) dmin: [f32; 16],
 }
@@ -47,10 +51,21 @@ pub(super) struct TK {
 pub(super) const TK_ZERO: TK = TK {
     w: [[[0; 64]; 8]; 8],
     sc: [[0; 16]; 16],
-    mp: [[0; 16]; 4],
+    mp: [[0; 16]; 8],
+    neg: [[0; 8]; 8],
     d: [0.0; 16],
     dmin: [0.0; 16],
 };
+
+/// The ways [`TK`] tiles meet the activations (`tgemm_k`'s `KIND`): sub-blocks of 32 with
+/// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K; Q3_K with its activations in
+/// the order of `q2_pos`), of 16 with mins (Q2_K, that order), of 32 with signed levels
+/// (IQ4_XS).
+pub(super) const K_Q4: u8 = 0;
+pub(super) const K_Q6: u8 = 1;
+pub(super) const K_Q3: u8 = 2;
+pub(super) const K_Q2: u8 = 3;
+pub(super) const K_IQ4: u8 = 4;
 
 /// 64 zero bytes: the block of the rows past the end of a 16-row tile.
 pub(super) static ZERO_BLOCK: [u8; 64] = [0; 64];
@@ -306,10 +321,104 @@ macro_rules! avx512_prefill {
             }
         }
 
-        /// Unpacks super-block `k` of the 16 rows `rows[r]` (`None` past the tile's end)
-        /// of a Q4_K (`q4k`) or Q6_K matrix into `tk`.
+        /// The 256 levels `q` (`0..32`) of one Q5_K super-block at `b`, in order: the
+        /// nibbles as Q4_K's (at `b + 48`), the fifth bits added by byte masks.
+        #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn unpack_k(rows: &[Option<*const u8>; 16], q4k: bool, idx: __m512i, tk: &mut TK) {
+        unsafe fn levels_q5_k(b: *const u8, out: &mut [u8; 256]) {
+            // SAFETY: the caller guarantees 176 readable bytes at b; out is 256 bytes.
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                let b5 = _mm512_set1_epi8(0x10);
+                let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.add(16) as *const __m256i));
+                for h in 0..2 {
+                    let v = _mm512_loadu_si512(b.add(48 + 64 * h) as *const _);
+                    let lo = _mm512_and_si512(v, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                    // Chunk 2h + e: the low nibbles of 32 bytes, then their high nibbles.
+                    let nat = [
+                        _mm512_inserti64x4::<1>(lo, _mm512_castsi512_si256(hi)),
+                        _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi),
+                    ];
+                    for (e, q) in nat.into_iter().enumerate() {
+                        let c = 2 * h + e;
+                        let hb = _mm512_loadu_si512(HBITS_NAT[c].as_ptr() as *const _);
+                        let q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, hb), q, b5);
+                        _mm512_storeu_si512(out.as_mut_ptr().add(64 * c) as *mut _, q);
+                    }
+                }
+            }
+        }
+
+        /// The 256 levels `q | 4h` (`0..8`) of one Q3_K super-block at `b`, in order.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn levels_q3_k(b: *const u8, out: &mut [u8; 256]) {
+            // SAFETY: the caller guarantees 110 readable bytes at b; out is 256 bytes.
+            unsafe {
+                let sh = [
+                    _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
+                    _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
+                ];
+                let b3 = _mm512_set1_epi8(4);
+                let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(b as *const __m256i));
+                for (c, q) in levels2(b.add(32), &sh).into_iter().enumerate() {
+                    let hb = _mm512_loadu_si512(HBITS_NAT[c].as_ptr() as *const _);
+                    let q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(hm, hb), q, b3);
+                    _mm512_storeu_si512(out.as_mut_ptr().add(64 * c) as *mut _, q);
+                }
+            }
+        }
+
+        /// The 256 levels `q` (`0..4`) of one Q2_K super-block at `b`, in order.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn levels_q2_k(b: *const u8, out: &mut [u8; 256]) {
+            // SAFETY: the caller guarantees 84 readable bytes at b; out is 256 bytes.
+            unsafe {
+                let sh = [
+                    _mm512_loadu_si512(Q6K_SHIFTS[0].as_ptr() as *const _),
+                    _mm512_loadu_si512(Q6K_SHIFTS[1].as_ptr() as *const _),
+                ];
+                for (c, q) in levels2(b.add(16), &sh).into_iter().enumerate() {
+                    _mm512_storeu_si512(out.as_mut_ptr().add(64 * c) as *mut _, q);
+                }
+            }
+        }
+
+        /// The 256 signed levels of one IQ4_XS super-block at `b`, in order: sub-block `j`'s
+        /// low nibbles (values `32j..32j + 16`) then its high ones, through the IQ4_NL table.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn levels_iq4_xs(b: *const u8, out: &mut [u8; 256]) {
+            // SAFETY: the caller guarantees 136 readable bytes at b; out is 256 bytes.
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                let tbl = _mm512_loadu_si512(IQ4_LEVELS.as_ptr() as *const _);
+                let ilv: [__m512i; 2] =
+                    std::array::from_fn(|i| _mm512_loadu_si512(IDX_ILV128[i].as_ptr() as *const _));
+                for h in 0..2 {
+                    let v = _mm512_loadu_si512(b.add(8 + 64 * h) as *const _);
+                    let lo = _mm512_shuffle_epi8(tbl, _mm512_and_si512(v, m4));
+                    let hi =
+                        _mm512_shuffle_epi8(tbl, _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4));
+                    for (e, ix) in ilv.iter().enumerate() {
+                        let q = _mm512_permutex2var_epi64(lo, *ix, hi);
+                        _mm512_storeu_si512(out.as_mut_ptr().add(128 * h + 64 * e) as *mut _, q);
+                    }
+                }
+            }
+        }
+
+        /// Unpacks super-block `k` of the 16 rows `rows[r]` (`None` past the tile's end)
+        /// of a K-quant or IQ4_XS matrix of `dtype` into `tk`.
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_k(
+            rows: &[Option<*const u8>; 16],
+            dtype: DType,
+            idx: __m512i,
+            tk: &mut TK,
+        ) {
             // SAFETY: the caller guarantees a whole super-block at every Some(row).
             unsafe {
                 let mut lv = [[0u8; 256]; 16];
@@ -318,48 +427,93 @@ macro_rules! avx512_prefill {
                         for j in 0..16 {
                             tk.sc[j][r] = 0;
                         }
-                        for i in 0..4 {
+                        for i in 0..8 {
                             tk.mp[i][r] = 0;
                         }
                         tk.d[r] = 0.0;
                         tk.dmin[r] = 0.0;
                         continue;
                     };
-                    if q4k {
-                        levels_q4_k(b, &mut lv[r]);
-                        let sm: [u8; 16] = std::mem::transmute(q4k_scales(b.add(4)));
-                        for j in 0..8 {
-                            tk.sc[j][r] = sm[j] as i32;
+                    match dtype {
+                        DType::Q4_K | DType::Q5_K => {
+                            if dtype == DType::Q4_K {
+                                levels_q4_k(b, &mut lv[r]);
+                            } else {
+                                levels_q5_k(b, &mut lv[r]);
+                            }
+                            let sm: [u8; 16] = std::mem::transmute(q4k_scales(b.add(4)));
+                            for j in 0..8 {
+                                tk.sc[j][r] = sm[j] as i32;
+                            }
+                            for i in 0..4 {
+                                tk.mp[i][r] = sm[8 + 2 * i] as i32 | (sm[9 + 2 * i] as i32) << 16;
+                            }
+                            tk.d[r] = f16_at(b);
+                            tk.dmin[r] = f16_at(b.add(2));
                         }
-                        for i in 0..4 {
-                            tk.mp[i][r] = sm[8 + 2 * i] as i32 | (sm[9 + 2 * i] as i32) << 16;
+                        DType::Q6_K => {
+                            levels_q6_k(b, &mut lv[r]);
+                            for j in 0..16 {
+                                tk.sc[j][r] = *b.add(192 + j) as i8 as i32;
+                            }
+                            tk.d[r] = f16_at(b.add(208));
                         }
-                        tk.d[r] = f16_at(b);
-                        tk.dmin[r] = f16_at(b.add(2));
-                    } else {
-                        levels_q6_k(b, &mut lv[r]);
-                        for j in 0..16 {
-                            tk.sc[j][r] = *b.add(192 + j) as i8 as i32;
+                        DType::Q3_K => {
+                            levels_q3_k(b, &mut lv[r]);
+                            let sc: [i8; 16] = std::mem::transmute(q3k_scales(b.add(96)));
+                            for j in 0..16 {
+                                tk.sc[j][r] = sc[j] as i32;
+                            }
+                            tk.d[r] = f16_at(b.add(108));
                         }
-                        tk.d[r] = f16_at(b.add(208));
+                        DType::Q2_K => {
+                            levels_q2_k(b, &mut lv[r]);
+                            for j in 0..16 {
+                                tk.sc[j][r] = (*b.add(j) & 15) as i32;
+                            }
+                            for i in 0..8 {
+                                let (m0, m1) = (*b.add(2 * i) >> 4, *b.add(2 * i + 1) >> 4);
+                                tk.mp[i][r] = m0 as i32 | (m1 as i32) << 16;
+                            }
+                            tk.d[r] = f16_at(b.add(80));
+                            tk.dmin[r] = f16_at(b.add(82));
+                        }
+                        DType::IQ4_XS => {
+                            levels_iq4_xs(b, &mut lv[r]);
+                            let sc: [i16; 8] = std::mem::transmute(iq4xs_scales(b));
+                            for j in 0..8 {
+                                tk.sc[j][r] = sc[j] as i32;
+                            }
+                            tk.d[r] = f16_at(b);
+                        }
+                        d => unreachable!("{} has no K tile", d.name()),
                     }
                 }
+                let signed = dtype == DType::IQ4_XS;
                 let ptrs: [*const u8; 16] = std::array::from_fn(|r| lv[r].as_ptr());
                 for s in 0..8 {
                     for h in 0..2 {
                         let v = transpose16x4(load16x16(&ptrs, 32 * s + 16 * h), idx);
                         for (j, vj) in v.iter().enumerate() {
-                            _mm512_store_si512(tk.w[s][4 * h + j].as_mut_ptr() as *mut _, *vj);
+                            let u = if !signed {
+                                *vj
+                            } else if $vnni {
+                                _mm512_xor_si512(*vj, _mm512_set1_epi8(-128))
+                            } else {
+                                tk.neg[s][4 * h + j] = _mm512_movepi8_mask(*vj);
+                                _mm512_abs_epi8(*vj)
+                            };
+                            _mm512_store_si512(tk.w[s][4 * h + j].as_mut_ptr() as *mut _, u);
                         }
                     }
                 }
             }
         }
 
-        /// 16 unpacked K-quant rows (`s`, one [`TK`] per super-block) times `T` tokens:
-        /// lane `r` of result `t` is row `r` . token `t`.
+        /// 16 unpacked rows (`s`, one [`TK`] per super-block) times `T` tokens, the tiles
+        /// met as `KIND` says ([`K_Q4`], ...): lane `r` of result `t` is row `r` . token `t`.
         #[target_feature(enable = $feat)]
-        unsafe fn tgemm_k<const Q4K: bool, const T: usize>(
+        unsafe fn tgemm_k<const KIND: u8, const T: usize>(
             s: &[TK],
             x: [*const AK; T],
         ) -> [__m512; T] {
@@ -370,18 +524,42 @@ macro_rules! avx512_prefill {
                 unsafe {
                     let xb: [&AK; T] = std::array::from_fn(|t| &*x[t].add(k));
                     let mut isum = [_mm512_setzero_si512(); T];
-                    // Sub-blocks of 32 (Q4_K) or pairs of sub-blocks of 16 (Q6_K).
+                    // Sub-blocks of 32 (Q4_K, Q5_K, IQ4_XS) or pairs of sub-blocks of 16.
                     for (sb, ws) in tk.w.iter().enumerate() {
                         let w: [__m512i; 8] =
                             std::array::from_fn(|v| _mm512_load_si512(ws[v].as_ptr() as *const _));
-                        if Q4K {
+                        if KIND == K_Q4 || KIND == K_IQ4 {
                             let sc = _mm512_load_si512(tk.sc[sb].as_ptr() as *const _);
-                            let off = 32 * k_pos(sb);
+                            // The sub-block's two halves of 16 in the activations.
+                            let (o0, o1) = if KIND == K_Q4 {
+                                (32 * k_pos(sb), 32 * k_pos(sb) + 16)
+                            } else {
+                                (16 * iq4_pos(2 * sb), 16 * iq4_pos(2 * sb + 1))
+                            };
                             for t in 0..T {
-                                let xq = xb[t].qs.as_ptr().add(off) as *const i32;
-                                let mut i = _mm512_setzero_si512();
+                                let xq = xb[t].qs.as_ptr();
+                                let (x0, x1) = (xq.add(o0) as *const i32, xq.add(o1) as *const i32);
+                                // IQ4_XS with VNNI: `v ^ 0x80 = v + 128`, corrected here.
+                                let c = if KIND == K_IQ4 && $vnni {
+                                    -128 * xb[t].bsums32[sb] as i32
+                                } else {
+                                    0
+                                };
+                                let mut i = _mm512_set1_epi32(c);
                                 for (v, wv) in w.iter().enumerate() {
-                                    i = $dp!(i, *wv, _mm512_set1_epi32(xq.add(v).read_unaligned()));
+                                    let xp = if v < 4 { x0.add(v) } else { x1.add(v - 4) };
+                                    let xv = _mm512_set1_epi32(xp.read_unaligned());
+                                    let xv = if KIND == K_IQ4 && !$vnni {
+                                        _mm512_mask_sub_epi8(
+                                            xv,
+                                            tk.neg[sb][v],
+                                            _mm512_setzero_si512(),
+                                            xv,
+                                        )
+                                    } else {
+                                        xv
+                                    };
+                                    i = $dp!(i, *wv, xv);
                                 }
                                 isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(i, sc));
                             }
@@ -389,9 +567,10 @@ macro_rules! avx512_prefill {
                             for h in 0..2 {
                                 let j = 2 * sb + h;
                                 let sc = _mm512_load_si512(tk.sc[j].as_ptr() as *const _);
+                                let p = if KIND == K_Q6 { j } else { q2_pos(j) };
                                 for t in 0..T {
-                                    let xq = xb[t].qs.as_ptr().add(16 * j) as *const i32;
-                                    let mut i = _mm512_set1_epi32(xb[t].c6[j]);
+                                    let xq = xb[t].qs.as_ptr().add(16 * p) as *const i32;
+                                    let mut i = _mm512_set1_epi32(xb[t].c16[j]);
                                     for v in 0..4 {
                                         let xv = _mm512_set1_epi32(xq.add(v).read_unaligned());
                                         i = $dp!(i, w[4 * h + v], xv);
@@ -409,10 +588,15 @@ macro_rules! avx512_prefill {
                             _mm512_mul_ps(d, dx),
                             acc[t],
                         );
-                        if Q4K {
-                            let bs = xb[t].bsums32.as_ptr() as *const i32;
+                        if KIND == K_Q4 || KIND == K_Q2 {
+                            // Pairs of mins times pairs of sub-block sums (of 32 or 16).
+                            let (bs, np) = if KIND == K_Q4 {
+                                (xb[t].bsums32.as_ptr() as *const i32, 4)
+                            } else {
+                                (xb[t].bsums16.as_ptr() as *const i32, 8)
+                            };
                             let mut m = _mm512_setzero_si512();
-                            for i in 0..4 {
+                            for i in 0..np {
                                 let mp = _mm512_load_si512(tk.mp[i].as_ptr() as *const _);
                                 m = $dpw!(m, mp, _mm512_set1_epi32(bs.add(i).read_unaligned()));
                             }
@@ -433,8 +617,14 @@ macro_rules! avx512_prefill {
             /// Rows `r0..` of every token for K-quants, 16 rows at a time through the
             /// unpacked scratch.
             fn rows16_k(&self, r0: usize, outs: &mut [&mut [f32]]) {
-                let (nb, bb) = (self.a.nb, self.w.dtype.block_bytes());
-                let q4k = self.w.dtype == DType::Q4_K;
+                let (nb, bb, dtype) = (self.a.nb, self.w.dtype.block_bytes(), self.w.dtype);
+                let kind = match dtype {
+                    DType::Q4_K | DType::Q5_K => K_Q4,
+                    DType::Q6_K => K_Q6,
+                    DType::Q3_K => K_Q3,
+                    DType::Q2_K => K_Q2,
+                    _ => K_IQ4,
+                };
                 let nrows = outs[0].len();
                 let mut scratch = vec![TK_ZERO; nb];
                 // SAFETY: IDX_TR is 64 bytes.
@@ -448,7 +638,7 @@ macro_rules! avx512_prefill {
                         });
                         // SAFETY: the token proves the features; every Some pointer is at
                         // a whole super-block of its row.
-                        unsafe { unpack_k(&rows, q4k, idx, tk) };
+                        unsafe { unpack_k(&rows, dtype, idx, tk) };
                     }
                     let mut t0 = 0;
                     while t0 < self.n {
@@ -463,10 +653,12 @@ macro_rules! avx512_prefill {
                                 // SAFETY: the token proves the features; every token has
                                 // `nb` activation blocks (check_job).
                                 let acc = unsafe {
-                                    if q4k {
-                                        tgemm_k::<true, $T>(&scratch, x)
-                                    } else {
-                                        tgemm_k::<false, $T>(&scratch, x)
+                                    match kind {
+                                        K_Q4 => tgemm_k::<K_Q4, $T>(&scratch, x),
+                                        K_Q6 => tgemm_k::<K_Q6, $T>(&scratch, x),
+                                        K_Q3 => tgemm_k::<K_Q3, $T>(&scratch, x),
+                                        K_Q2 => tgemm_k::<K_Q2, $T>(&scratch, x),
+                                        _ => tgemm_k::<K_IQ4, $T>(&scratch, x),
                                     }
                                 };
                                 for (t, a) in acc.iter().enumerate() {

@@ -141,3 +141,127 @@ pub(super) static Q6K_SHIFTS: [[i16; 32]; 2] = {
 
 /// `vpermd` indices grouping dword `v` of the four 128-bit lanes: `[0, 4, 8, 12, 1, 5, ..]`.
 pub(super) static IDX_TR: [i32; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+
+/// `vptestmb` masks of Q5_K's fifth bits (`qh` in both 256-bit halves) for the four 64-value
+/// groups of the decode kernel (sub-blocks `a` in the low half, `b` in the high one, as in
+/// [`SHUF_Q4K_SC`]): bit `a`, resp. `b`, in every byte.
+pub(super) static Q5K_HBITS: [[u8; 64]; 4] = {
+    let pairs = [(0, 2), (1, 3), (4, 6), (5, 7)];
+    let mut a = [[0u8; 64]; 4];
+    let mut i = 0;
+    while i < 4 {
+        let mut j = 0;
+        while j < 64 {
+            a[i][j] = 1 << if j < 32 { pairs[i].0 } else { pairs[i].1 };
+            j += 1;
+        }
+        i += 1;
+    }
+    a
+};
+
+/// `vptestmb` masks for natural 64-value chunk `c` of the 32-byte bit planes (in both 256-bit
+/// halves) of Q5_K (`qh`: value `32j + l` is bit `j` of `qh[l]`) and Q3_K (`hmask`: value
+/// `64c + 32e + l` is bit `2c + e` of `hmask[l]`): bit `2c` in the low half, `2c + 1` in the
+/// high one.
+pub(super) static HBITS_NAT: [[u8; 64]; 4] = {
+    let mut a = [[0u8; 64]; 4];
+    let mut c = 0;
+    while c < 4 {
+        let mut j = 0;
+        while j < 64 {
+            a[c][j] = 1 << (2 * c + j / 32);
+            j += 1;
+        }
+        c += 1;
+    }
+    a
+};
+
+/// IQ4_NL's levels, `|v|`, in every 128-bit lane (`vpshufb` by nibble); the negative levels
+/// are exactly the nibbles below 8 (checked at compile time).
+pub(super) static IQ4_ABS: [i8; 64] = {
+    let kv = frugal_quant::tables::KVALUES_IQ4NL;
+    let mut a = [0i8; 64];
+    let mut j = 0;
+    while j < 64 {
+        let v = kv[j % 16];
+        assert!(
+            (v < 0) == (j % 16 < 8),
+            "IQ4_NL's negative levels are nibbles 0..8"
+        );
+        a[j] = if v < 0 { -v } else { v };
+        j += 1;
+    }
+    a
+};
+
+/// IQ4_NL's levels in every 128-bit lane (`vpshufb` by nibble).
+pub(super) static IQ4_LEVELS: [i8; 64] = {
+    let kv = frugal_quant::tables::KVALUES_IQ4NL;
+    let mut a = [0i8; 64];
+    let mut j = 0;
+    while j < 64 {
+        a[j] = kv[j % 16];
+        j += 1;
+    }
+    a
+};
+
+/// `vpermt2q` indices interleaving the 128-bit lanes of two registers `a`, `b`: `[a0, b0, a1,
+/// b1]` (`[0]`) and `[a2, b2, a3, b3]` (`[1]`).
+pub(super) static IDX_ILV128: [[i64; 8]; 2] =
+    [[0, 1, 8, 9, 2, 3, 10, 11], [4, 5, 12, 13, 6, 7, 14, 15]];
+
+/// `vpshufb` controls spreading the 16 word scales of Q2_K and Q3_K (natural order, as
+/// `[s0..s8, s0..s8, s8..s16, s8..s16]` over the four 128-bit lanes) over the `vpmaddubsw`
+/// words of register `k` of their decode kernels: register `k` holds values `32k..32k + 32`
+/// (sub-blocks `2k`, `2k + 1`: lanes 0, 1) and `128 + 32k..` (sub-blocks `8 + 2k`, `9 + 2k`:
+/// lanes 2, 3), so lane `l` repeats word `2k + l % 2` of its source lane.
+pub(super) static SHUF_Q2K_SC: [[i8; 64]; 4] = {
+    let mut a = [[0i8; 64]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut j = 0;
+        while j < 64 {
+            a[k][j] = (2 * (2 * k + (j / 16) % 2) + j % 2) as i8;
+            j += 1;
+        }
+        k += 1;
+    }
+    a
+};
+
+/// `vpshufb` controls spreading IQ4_XS's 8 word scales (in every 128-bit lane) over the
+/// `vpmaddubsw` words of the nibble registers of half `h` of its decode kernel: lane `l` holds
+/// sub-block `4h + l`.
+pub(super) static SHUF_IQ4_SC: [[i8; 64]; 2] = {
+    let mut a = [[0i8; 64]; 2];
+    let mut h = 0;
+    while h < 2 {
+        let mut j = 0;
+        while j < 64 {
+            a[h][j] = (2 * (4 * h + j / 16) + j % 2) as i8;
+            j += 1;
+        }
+        h += 1;
+    }
+    a
+};
+
+/// `vptestmb` masks of Q3_K's `hmask` bits (32 bytes in both 256-bit halves) for register `k`
+/// of its decode kernel (see [`SHUF_Q2K_SC`]): value `128h + 32k + l` takes bit `4h + k` of
+/// `hmask[l]`.
+pub(super) static Q3K_HBITS: [[u8; 64]; 4] = {
+    let mut a = [[0u8; 64]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut j = 0;
+        while j < 64 {
+            a[k][j] = 1 << (4 * (j / 32) + k);
+            j += 1;
+        }
+        k += 1;
+    }
+    a
+};

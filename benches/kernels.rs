@@ -93,7 +93,7 @@ fn bench_matmul(c: &mut Criterion) {
 /// 16384x2048 streams the same bytes per row.
 const Q_SHAPES: [(usize, usize); 3] = [(2048, 2048), (16384, 2048), (2048, 16384)];
 
-const QTYPES: [DType; 8] = [
+const QTYPES: [DType; 9] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q4_K,
@@ -102,6 +102,7 @@ const QTYPES: [DType; 8] = [
     DType::Q3_K,
     DType::Q2_K,
     DType::IQ4_XS,
+    DType::IQ2_XXS,
 ];
 
 /// Whether AVX2 has kernels for `dtype` (the others take the portable job there, not worth
@@ -118,6 +119,7 @@ fn random_blocks(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
         DType::Q3_K => &[108],
         DType::Q2_K => &[80, 82],
         DType::IQ4_XS => &[0],
+        DType::IQ2_XXS => &[0],
         d => panic!("no random blocks for {}", d.name()),
     };
     let mut s = 0x9e37_79b9_7f4a_7c15u64;

@@ -43,6 +43,7 @@
 pub mod aligned;
 mod cpu;
 mod dequant;
+mod iq;
 pub mod ops;
 mod probe;
 mod qmat;

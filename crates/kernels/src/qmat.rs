@@ -253,6 +253,7 @@ pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
         DType::Q3_K => (3, -4),
         DType::Q2_K => (3, 0),
         DType::IQ4_XS => (2, 0),
+        DType::IQ2_XXS => (0, 0),
         d => unreachable!("{} is not a K-quant", d.name()),
     };
     for (xb, o) in x.chunks_exact(256).zip(out.iter_mut()) {
@@ -336,6 +337,7 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
             | DType::Q3_K
             | DType::Q2_K
             | DType::IQ4_XS
+            | DType::IQ2_XXS
             | DType::Q4_0X4
             | DType::Q8_0X4
     )
@@ -695,7 +697,13 @@ impl QActs {
                     }
                 }
             }
-            DType::Q4_K | DType::Q6_K | DType::Q5_K | DType::Q3_K | DType::Q2_K | DType::IQ4_XS => {
+            DType::Q4_K
+            | DType::Q6_K
+            | DType::Q5_K
+            | DType::Q3_K
+            | DType::Q2_K
+            | DType::IQ4_XS
+            | DType::IQ2_XXS => {
                 a.k = vec![AK_ZERO; n * nb];
                 quantize_k(x, dtype, &mut a.k);
             }
@@ -794,6 +802,7 @@ impl ScalarJob<'_> {
             DType::Q3_K => dot_q3_k(row, self.a.k(t)),
             DType::Q2_K => dot_q2_k(row, self.a.k(t)),
             DType::IQ4_XS => dot_iq4_xs(row, self.a.k(t)),
+            DType::IQ2_XXS => super::iq::dot_iq2_xxs(row, self.a.k(t)),
             d => unreachable!("{} is not quantized", d.name()),
         }
     }

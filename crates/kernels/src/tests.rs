@@ -87,6 +87,7 @@ fn random_scales(rng: &mut Rng, dtype: DType, blocks: &mut [u8]) {
     // Byte offsets of the f16 scale fields in one block.
     let f16_at: &[usize] = match dtype {
         DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::IQ2_XXS => &[0],
         DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
         DType::Q2_K => &[80, 82],
         DType::Q3_K => &[108],
@@ -361,7 +362,7 @@ fn bf16_fast_many_equals_one_by_one() {
 // ---------------------------------------------------------------------------------------------
 // Quantized weights
 
-const QTYPES: [DType; 8] = [
+const QTYPES: [DType; 9] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q4_K,
@@ -370,10 +371,11 @@ const QTYPES: [DType; 8] = [
     DType::Q3_K,
     DType::Q2_K,
     DType::IQ4_XS,
+    DType::IQ2_XXS,
 ];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 10] = [
+const QTYPES_I8: [DType; 11] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -383,6 +385,7 @@ const QTYPES_I8: [DType; 10] = [
     DType::Q3_K,
     DType::Q2_K,
     DType::IQ4_XS,
+    DType::IQ2_XXS,
     DType::I8,
 ];
 
@@ -423,6 +426,7 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
             | DType::Q4_0
             | DType::Q5_0
             | DType::IQ4_XS
+            | DType::IQ2_XXS
             | DType::I8
             | DType::Q4_0X4
             | DType::Q8_0X4 => {

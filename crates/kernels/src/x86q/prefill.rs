@@ -60,12 +60,13 @@ pub(super) const TK_ZERO: TK = TK {
 /// The ways [`TK`] tiles meet the activations (`tgemm_k`'s `KIND`): sub-blocks of 32 with
 /// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K; Q3_K with its activations in
 /// the order of `q2_pos`), of 16 with mins (Q2_K, that order), of 32 with signed levels
-/// (IQ4_XS).
+/// (IQ4_XS, activations in the order of `iq4_pos`; the grid I-quants, natural order).
 pub(super) const K_Q4: u8 = 0;
 pub(super) const K_Q6: u8 = 1;
 pub(super) const K_Q3: u8 = 2;
 pub(super) const K_Q2: u8 = 3;
 pub(super) const K_IQ4: u8 = 4;
+pub(super) const K_IQ32: u8 = 5;
 
 /// 64 zero bytes: the block of the rows past the end of a 16-row tile.
 pub(super) static ZERO_BLOCK: [u8; 64] = [0; 64];
@@ -478,6 +479,7 @@ macro_rules! avx512_prefill {
                             tk.d[r] = f16_at(b.add(80));
                             tk.dmin[r] = f16_at(b.add(82));
                         }
+                        DType::IQ2_XXS => tile_iq2_xxs(b, &mut lv[r], tk, r),
                         DType::IQ4_XS => {
                             levels_iq4_xs(b, &mut lv[r]);
                             let sc: [i16; 8] = std::mem::transmute(iq4xs_scales(b));
@@ -489,7 +491,7 @@ macro_rules! avx512_prefill {
                         d => unreachable!("{} has no K tile", d.name()),
                     }
                 }
-                let signed = dtype == DType::IQ4_XS;
+                let signed = matches!(dtype, DType::IQ4_XS | DType::IQ2_XXS);
                 let ptrs: [*const u8; 16] = std::array::from_fn(|r| lv[r].as_ptr());
                 for s in 0..8 {
                     for h in 0..2 {
@@ -528,19 +530,22 @@ macro_rules! avx512_prefill {
                     for (sb, ws) in tk.w.iter().enumerate() {
                         let w: [__m512i; 8] =
                             std::array::from_fn(|v| _mm512_load_si512(ws[v].as_ptr() as *const _));
-                        if KIND == K_Q4 || KIND == K_IQ4 {
+                        if KIND == K_Q4 || KIND == K_IQ4 || KIND == K_IQ32 {
                             let sc = _mm512_load_si512(tk.sc[sb].as_ptr() as *const _);
                             // The sub-block's two halves of 16 in the activations.
                             let (o0, o1) = if KIND == K_Q4 {
                                 (32 * k_pos(sb), 32 * k_pos(sb) + 16)
-                            } else {
+                            } else if KIND == K_IQ4 {
                                 (16 * iq4_pos(2 * sb), 16 * iq4_pos(2 * sb + 1))
+                            } else {
+                                (32 * sb, 32 * sb + 16)
                             };
+                            let signed = KIND != K_Q4;
                             for t in 0..T {
                                 let xq = xb[t].qs.as_ptr();
                                 let (x0, x1) = (xq.add(o0) as *const i32, xq.add(o1) as *const i32);
-                                // IQ4_XS with VNNI: `v ^ 0x80 = v + 128`, corrected here.
-                                let c = if KIND == K_IQ4 && $vnni {
+                                // Signed levels with VNNI: `v ^ 0x80 = v + 128`, corrected here.
+                                let c = if signed && $vnni {
                                     -128 * xb[t].bsums32[sb] as i32
                                 } else {
                                     0
@@ -549,7 +554,7 @@ macro_rules! avx512_prefill {
                                 for (v, wv) in w.iter().enumerate() {
                                     let xp = if v < 4 { x0.add(v) } else { x1.add(v - 4) };
                                     let xv = _mm512_set1_epi32(xp.read_unaligned());
-                                    let xv = if KIND == K_IQ4 && !$vnni {
+                                    let xv = if signed && !$vnni {
                                         _mm512_mask_sub_epi8(
                                             xv,
                                             tk.neg[sb][v],
@@ -623,6 +628,7 @@ macro_rules! avx512_prefill {
                     DType::Q6_K => K_Q6,
                     DType::Q3_K => K_Q3,
                     DType::Q2_K => K_Q2,
+                    DType::IQ2_XXS => K_IQ32,
                     _ => K_IQ4,
                 };
                 let nrows = outs[0].len();
@@ -658,6 +664,7 @@ macro_rules! avx512_prefill {
                                         K_Q6 => tgemm_k::<K_Q6, $T>(&scratch, x),
                                         K_Q3 => tgemm_k::<K_Q3, $T>(&scratch, x),
                                         K_Q2 => tgemm_k::<K_Q2, $T>(&scratch, x),
+                                        K_IQ32 => tgemm_k::<K_IQ32, $T>(&scratch, x),
                                         _ => tgemm_k::<K_IQ4, $T>(&scratch, x),
                                     }
                                 };

@@ -93,13 +93,50 @@ fn bench_matmul(c: &mut Criterion) {
 /// 16384x2048 streams the same bytes per row.
 const Q_SHAPES: [(usize, usize); 3] = [(2048, 2048), (16384, 2048), (2048, 16384)];
 
-const QTYPES: [DType; 4] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K];
+const QTYPES: [DType; 9] = [
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q5_0,
+    DType::Q4_1,
+    DType::Q5_1,
+    DType::IQ4_NL,
+    DType::MXFP4,
+    DType::Q4_K,
+    DType::Q6_K,
+];
 
-/// The weights of [`weights`] quantized to `dtype`.
+/// The weights of [`weights`] quantized to `dtype`; for the block types frugal does not
+/// quantize, random blocks (every bit pattern is a valid block) with scales of a trained
+/// model's size: the kernels' speed does not depend on the values.
 fn qweights(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
-    let src = weights(rows, cols);
     let mut out = vec![0u8; rows * dtype.row_bytes(cols).expect("whole blocks")];
-    quant::quantize_rows_par(&src, DType::BF16, cols, dtype, &mut out).expect("quantize");
+    if matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K) {
+        let src = weights(rows, cols);
+        quant::quantize_rows_par(&src, DType::BF16, cols, dtype, &mut out).expect("quantize");
+        return out;
+    }
+    let mut s = 0x0123_4567_89ab_cdefu64;
+    for b in out.iter_mut() {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *b = (s >> 56) as u8;
+    }
+    // The f16 scale fields (d, and m for the types with a min) at 0.01, the E8M0 exponent at
+    // 2^-7.
+    let scales: &[usize] = match dtype {
+        DType::Q4_1 | DType::Q5_1 => &[0, 2],
+        DType::MXFP4 => &[],
+        _ => &[0],
+    };
+    for blk in out.chunks_exact_mut(dtype.block_bytes()) {
+        for &o in scales {
+            blk[o..o + 2].copy_from_slice(&0x211Fu16.to_le_bytes());
+        }
+        if dtype == DType::MXFP4 {
+            blk[0] = 121;
+        }
+    }
     out
 }
 

@@ -74,6 +74,53 @@ pub(super) static IDX_Q5_D: [i16; 32] = {
     a
 };
 
+/// `vpermt2w` indices gathering the nibble bytes of 4 blocks of `bb` bytes (an even number)
+/// whose nibbles start at byte `off` (even): output words `8k..8k + 8` are block `k`'s words
+/// `(bb * k + off) / 2..` + 8.
+const fn idx_nib(bb: usize, off: usize) -> [i16; 32] {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = ((bb * (j / 8) + off) / 2 + j % 8) as i16;
+        j += 1;
+    }
+    a
+}
+
+/// `vpermt2w` indices of the f16 scale `d` (word 0) and min `m` (word 1) of 4 blocks of `bb`
+/// bytes: `d` of block `k` in words `4k..4k + 4`, `m` in words `16 + 4k..16 + 4k + 4`.
+const fn idx_dm(bb: usize) -> [i16; 32] {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (bb / 2 * (j % 16 / 4) + j / 16) as i16;
+        j += 1;
+    }
+    a
+}
+
+/// [`idx_nib`] of Q4_1 (20-byte blocks, nibbles at byte 4).
+pub(super) static IDX_Q41_NIB: [i16; 32] = idx_nib(20, 4);
+/// [`idx_dm`] of Q4_1.
+pub(super) static IDX_Q41_DM: [i16; 32] = idx_dm(20);
+/// [`idx_nib`] of Q5_1 (24-byte blocks, nibbles at byte 8).
+pub(super) static IDX_Q51_NIB: [i16; 32] = idx_nib(24, 8);
+/// [`idx_dm`] of Q5_1.
+pub(super) static IDX_Q51_DM: [i16; 32] = idx_dm(24);
+
+/// `vpshufb` controls taking the E8M0 exponents of 4 MXFP4 blocks (bytes `17k`, so byte `k` of
+/// 128-bit lane `k`) from the group's first 64 bytes into the four dwords of lane `k`,
+/// zero-extended.
+pub(super) static SHUF_MX_E: [i8; 64] = {
+    let mut a = [-128i8; 64];
+    let mut j = 0;
+    while j < 16 {
+        a[4 * j] = (j / 4) as i8;
+        j += 1;
+    }
+    a
+};
+
 /// `vpermt2w` indices of the 4 Q8_0 scales of a 136-byte group (words 0, 17, 34, 51), each
 /// repeated 8 times.
 pub(super) static IDX_Q8_D: [i16; 32] = {

@@ -287,20 +287,20 @@ macro_rules! avx512_decode {
             }
         }
 
-        /// The fifth bits of 4 Q5_0 or Q5_1 blocks at `p` (`bb` bytes each, `qh` at byte `off`
-        /// of a block) as masks over the nibble register's bytes (block `k`'s bytes
-        /// `16k..16k + 16`): bits `0..16` of each block's `qh` for the low nibbles (values
-        /// `0..16`), bits `16..32` for the high ones.
+        /// Adds the fifth bits of 4 Q5_0 or Q5_1 blocks to their nibbles `lo` and `hi`
+        /// (block `k`'s bytes `16k..16k + 16`): `qh` holds the low halves of the blocks' `qh`
+        /// (bits `0..16`, those of the low nibbles) in its first 64 bits, the high halves in
+        /// the next 64, each a byte mask over the nibble registers.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn q5_high(p: *const u8, bb: usize, off: usize) -> (__mmask64, __mmask64) {
-            // SAFETY: the caller guarantees 4 blocks at p.
-            let qh: [u64; 4] = std::array::from_fn(|k| unsafe {
-                (p.add(bb * k + off) as *const u32).read_unaligned() as u64
-            });
-            let lo = (0..4).fold(0u64, |m, k| m | (qh[k] & 0xFFFF) << (16 * k));
-            let hi = (0..4).fold(0u64, |m, k| m | (qh[k] >> 16) << (16 * k));
-            (lo, hi)
+        fn add_fifth_bits(lo: __m512i, hi: __m512i, qh: __m128i) -> (__m512i, __m512i) {
+            let b5 = _mm512_set1_epi8(0x10);
+            let mlo = _mm_cvtsi128_si64(qh) as u64;
+            let mhi = _mm_extract_epi64::<1>(qh) as u64;
+            (
+                _mm512_mask_add_epi8(lo, mlo, lo, b5),
+                _mm512_mask_add_epi8(hi, mhi, hi, b5),
+            )
         }
 
         /// The low and high nibbles of `nib` as bytes.
@@ -338,13 +338,11 @@ macro_rules! avx512_decode {
                 // Bytes 64..88 (words 32..44): a masked load reads only those 24 bytes.
                 let w1 = _mm512_maskz_loadu_epi8((1u64 << 24) - 1, p.add(64) as *const i8);
                 let nib = _mm512_permutex2var_epi16(w0, c[0], w1);
+                // The scales, then the fifth bits (words 16..24).
                 let dh = _mm512_permutex2var_epi16(w0, c[1], w1);
                 let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dh));
-                let (mlo, mhi) = q5_high(p, 22, 2);
-                let b5 = _mm512_set1_epi8(0x10);
                 let (lo, hi) = split_nibbles(nib);
-                let lo = _mm512_mask_add_epi8(lo, mlo, lo, b5);
-                let hi = _mm512_mask_add_epi8(hi, mhi, hi, b5);
+                let (lo, hi) = add_fifth_bits(lo, hi, _mm512_extracti32x4_epi32::<2>(dh));
                 let corr = _mm512_load_si512(a.corr.as_ptr() as *const _);
                 let (xlo, xhi) = group_qs(a);
                 let i = $dp!($dp!(corr, lo, xlo), hi, xhi);
@@ -377,10 +375,8 @@ macro_rules! avx512_decode {
                 let dm = _mm512_permutex2var_epi16(w0, c[1], w1);
                 let (mut lo, mut hi) = split_nibbles(nib);
                 if Q5 {
-                    let (mlo, mhi) = q5_high(p, 24, 4);
-                    let b5 = _mm512_set1_epi8(0x10);
-                    lo = _mm512_mask_add_epi8(lo, mlo, lo, b5);
-                    hi = _mm512_mask_add_epi8(hi, mhi, hi, b5);
+                    let qh = _mm512_permutex2var_epi16(w0, c[2], w1);
+                    (lo, hi) = add_fifth_bits(lo, hi, _mm512_castsi512_si128(qh));
                 }
                 let (xlo, xhi) = group_qs(a);
                 let i = $dp!($dp!(_mm512_setzero_si512(), lo, xlo), hi, xhi);
@@ -445,13 +441,22 @@ macro_rules! avx512_decode {
             }
         }
 
+        /// `x` times ggml's `GGML_E8M0_TO_FP32_HALF` of the exponent bytes `e` (zero-extended
+        /// dwords), `2^(e - 128)`, rounded once: the same f32 as the product with the exact
+        /// power of two, for every byte.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn scale_e8m0(x: __m512, e: __m512i) -> __m512 {
+            let p = _mm512_cvtepi32_ps(_mm512_sub_epi32(e, _mm512_set1_epi32(128)));
+            _mm512_scalef_ps(x, p)
+        }
+
         /// ggml's `GGML_E8M0_TO_FP32_HALF` of exponent bytes `e` (zero-extended dwords):
         /// `2^(e - 128)`, exact for every byte (subnormal for `e < 2`).
         #[inline]
         #[target_feature(enable = $feat)]
         pub(super) fn e8m0_half(e: __m512i) -> __m512 {
-            let p = _mm512_cvtepi32_ps(_mm512_sub_epi32(e, _mm512_set1_epi32(128)));
-            _mm512_scalef_ps(_mm512_set1_ps(1.0), p)
+            scale_e8m0(_mm512_set1_ps(1.0), e)
         }
 
         /// MXFP4 times one [`A4Group`]: 4 blocks (68 bytes at `p`) into `acc`. The blocks'
@@ -468,10 +473,10 @@ macro_rules! avx512_decode {
                 let nib = _mm512_inserti32x4::<1>(nib, l(1));
                 let nib = _mm512_inserti32x4::<2>(nib, l(2));
                 let nib = _mm512_inserti32x4::<3>(nib, l(3));
-                let dw = e8m0_half(_mm512_shuffle_epi8(w0, c[0]));
                 let i = lut_group(nib, a, c[2]);
                 let dx = _mm512_load_ps(a.d.as_ptr());
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw, dx), *acc);
+                let s = scale_e8m0(dx, _mm512_shuffle_epi8(w0, c[0]));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), s, *acc);
             }
         }
 
@@ -507,7 +512,7 @@ macro_rules! avx512_decode {
             match K {
                 G_Q5_0 => [ld(&IDX_Q5_NIB), ld(&IDX_Q5_D), z],
                 G_Q4_1 => [ld(&IDX_Q41_NIB), ld(&IDX_Q41_DM), z],
-                G_Q5_1 => [ld(&IDX_Q51_NIB), ld(&IDX_Q51_DM), z],
+                G_Q5_1 => [ld(&IDX_Q51_NIB), ld(&IDX_Q51_DM), ld(&IDX_Q51_QH)],
                 G_IQ4_NL => [ld(&IDX_Q4_NIB), ld(&IDX_Q4_D), lut(&KVALUES_IQ4NL)],
                 _ => [
                     // SAFETY: SHUF_MX_E is 64 bytes.

@@ -245,19 +245,31 @@ macro_rules! avx512_prefill {
                 let m4 = _mm512_set1_epi8(0x0F);
                 let b5 = _mm512_set1_epi8(0x10);
                 let v = transpose16x4(load16x16(rows, qh_at + 4), idx);
-                let qh: [u64; 16] = std::array::from_fn(|r| {
-                    (rows[r].add(qh_at) as *const u32).read_unaligned() as u64
+                // The 16 rows' fifth bits, row r's in dword r; byte b of every dword spread
+                // over the dword's 4 bytes (bits 8b..8b + 8 of qh).
+                let qh: [u32; 16] =
+                    std::array::from_fn(|r| (rows[r].add(qh_at) as *const u32).read_unaligned());
+                let qh = _mm512_loadu_si512(qh.as_ptr() as *const _);
+                let qb: [__m512i; 4] = std::array::from_fn(|b| {
+                    _mm512_shuffle_epi8(
+                        qh,
+                        _mm512_loadu_si512(SHUF_DW_BYTE[b].as_ptr() as *const _),
+                    )
                 });
+                // Byte k of a dword tests bit k (first nibble) or 4 + k (second) of its byte.
+                let bit = [
+                    _mm512_set1_epi32(0x0804_0201),
+                    _mm512_set1_epi32(0x8040_2010u32 as i32),
+                ];
                 for (j, vj) in v.iter().enumerate() {
                     // Byte `4r + k` of vector j holds value `4j + k` (low nibble) or
-                    // `16 + 4j + k` (high) of row r.
-                    let mask = |shift: usize| {
-                        (0..16).fold(0u64, |m, r| m | ((qh[r] >> shift) & 0xF) << (4 * r))
-                    };
+                    // `16 + 4j + k` (high) of row r: bit `4j + k` or `16 + 4j + k` of qh.
+                    let mlo = _mm512_test_epi8_mask(qb[j / 2], bit[j % 2]);
+                    let mhi = _mm512_test_epi8_mask(qb[2 + j / 2], bit[j % 2]);
                     let lo = _mm512_and_si512(*vj, m4);
-                    let lo = _mm512_mask_add_epi8(lo, mask(4 * j), lo, b5);
+                    let lo = _mm512_mask_add_epi8(lo, mlo, lo, b5);
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*vj), m4);
-                    let hi = _mm512_mask_add_epi8(hi, mask(16 + 4 * j), hi, b5);
+                    let hi = _mm512_mask_add_epi8(hi, mhi, hi, b5);
                     for (h, q) in [(j, lo), (j + 4, hi)] {
                         if MIN {
                             _mm512_store_si512(tb.w[h].as_mut_ptr() as *mut _, q);

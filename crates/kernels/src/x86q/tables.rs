@@ -63,7 +63,8 @@ pub(super) static IDX_Q5_NIB: [i16; 32] = {
     a
 };
 
-/// `vpermt2w` indices of the 4 Q5_0 scales (words `11k`), each repeated 4 times (words 0..16).
+/// `vpermt2w` indices of the 4 Q5_0 scales (words `11k`), each repeated 4 times (words 0..16),
+/// then the blocks' fifth bits ([`qh_words`], words 16..24).
 pub(super) static IDX_Q5_D: [i16; 32] = {
     let mut a = [0i16; 32];
     let mut j = 0;
@@ -71,8 +72,29 @@ pub(super) static IDX_Q5_D: [i16; 32] = {
         a[j] = (11 * (j / 4)) as i16;
         j += 1;
     }
+    let qh = qh_words(22, 2);
+    while j < 24 {
+        a[j] = qh[j - 16];
+        j += 1;
+    }
     a
 };
+
+/// `vpermt2w` indices of the fifth bits of 4 Q5_0 or Q5_1 blocks (`bb` bytes, `qh` at byte
+/// `off`) in words 0..8: the low halves of the 4 blocks' `qh`, then their high halves, so that
+/// the two 64-bit lanes are the masks of the values of the low and of the high nibbles.
+const fn qh_words(bb: usize, off: usize) -> [i16; 32] {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 8 {
+        a[j] = ((bb * (j % 4) + off) / 2 + j / 4) as i16;
+        j += 1;
+    }
+    a
+}
+
+/// [`qh_words`] of Q5_1 (24-byte blocks, `qh` at byte 4).
+pub(super) static IDX_Q51_QH: [i16; 32] = qh_words(24, 4);
 
 /// `vpermt2w` indices gathering the nibble bytes of 4 blocks of `bb` bytes (an even number)
 /// whose nibbles start at byte `off` (even): output words `8k..8k + 8` are block `k`'s words
@@ -182,6 +204,21 @@ pub(super) static Q6K_SHIFTS: [[i16; 32]; 2] = {
         a[0][j] = if j < 16 { 0 } else { 2 };
         a[1][j] = if j < 16 { 4 } else { 6 };
         j += 1;
+    }
+    a
+};
+
+/// `vpshufb` controls spreading byte `b` of every dword over the dword's 4 bytes.
+pub(super) static SHUF_DW_BYTE: [[i8; 64]; 4] = {
+    let mut a = [[0i8; 64]; 4];
+    let mut b = 0;
+    while b < 4 {
+        let mut j = 0;
+        while j < 64 {
+            a[b][j] = (j % 16 / 4 * 4 + b) as i8;
+            j += 1;
+        }
+        b += 1;
     }
     a
 };

@@ -562,10 +562,21 @@ macro_rules! avx512_decode {
                 let c = consts_g4::<K>();
                 let mut acc = [[_mm512_setzero_ps(); 2]; R];
                 let ng = nb / 4;
-                for (g, ag) in a[..ng].iter().enumerate() {
+                // Pairs of groups, one accumulator each (indexed by constants, so that they
+                // stay in registers).
+                let mut g = 0;
+                while g + 2 <= ng {
                     for r in 0..R {
-                        prefetch_lines(p[r].add(4 * bb * g), 2);
-                        step_g4::<K>(p[r].add(4 * bb * g), ag, &c, &mut acc[r][g % 2]);
+                        let pg = p[r].add(4 * bb * g);
+                        prefetch_lines(pg, 3);
+                        step_g4::<K>(pg, &a[g], &c, &mut acc[r][0]);
+                        step_g4::<K>(pg.add(4 * bb), &a[g + 1], &c, &mut acc[r][1]);
+                    }
+                    g += 2;
+                }
+                if g < ng {
+                    for r in 0..R {
+                        step_g4::<K>(p[r].add(4 * bb * g), &a[g], &c, &mut acc[r][0]);
                     }
                 }
                 if nb % 4 != 0 {

@@ -7,6 +7,13 @@
 //!   of the four activation blocks, high nibbles the second halves
 //!   ([`crate::qmat::A4Group`]); the `-8` is the activation lane's precomputed `-8 * sum(x)`,
 //!   the start of the `vpdpbusd` accumulation. Two f32 accumulators alternate between steps.
+//! - Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4 (`rows_g4`): the same 4-block steps in the same
+//!   activation layout, each type's lane correction precomputed there. Q5_0/Q5_1: the fifth
+//!   bits, gathered by a `vpermt2w`, added to the nibbles as byte masks. Q4_1/Q5_1: unsigned
+//!   levels, plus the min times the lane's activation sum. IQ4_NL/MXFP4: levels looked up by
+//!   `vpshufb` in the type's int8 table (VNNI: made unsigned, `k ^ 0x80`, corrected by
+//!   `-128 * sum(x)`; AVX-512BW: `|k|` times `x` with `k`'s sign); MXFP4's 17-byte blocks by
+//!   four 16-byte loads, its E8M0 scales applied by `vscalefps`.
 //! - Q8_0: 4 blocks (136 bytes) per step, two per register; the scales by one `vpermt2w` from
 //!   two 64-byte loads. VNNI: weights made unsigned by `^ 0x80`, corrected by the lane's
 //!   `-128 * sum(x)`; AVX-512BW: `|w|` times `x` with `w`'s sign.

@@ -5,8 +5,11 @@
 //!
 //! Every kernel computes, per 32-bit lane, an exact integer partial sum of `w * x` over a part
 //! of a block (signed weight levels; the unsigned-operand tricks are corrected exactly in the
-//! same lane), converts it to f32 and scales it per block: the scalar twins in `qmat.rs` compute
-//! the same block integers, and the results differ only in the order of the f32 additions.
+//! same lane), converts it to f32 and scales it per block (Q4_1, Q5_1: the sum of `q * x`, and
+//! their min times the activations' exact sum added in f32): the scalar twins in `qmat.rs`
+//! compute the same block integers, and the results differ only in the order and grouping of
+//! the f32 operations. AVX2 has kernels for I8, Q8_0, Q4_0, Q4_K and Q6_K only; the other types
+//! take the portable job there (`quant_product` in lib.rs).
 //!
 //! Layouts are the file's (GGUF) blocks, read in place with unaligned loads; nothing is
 //! repacked in memory. Decode (one token) streams each row once with few operations per byte;

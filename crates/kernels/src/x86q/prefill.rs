@@ -7,7 +7,9 @@
 //! block (or sub-block) sum per row in each lane, so the f32 scaling is one fused multiply-add
 //! per 16 rows x 32 columns (K-quants: the sub-block scale by one `vpmulld`, the super-block's
 //! f32 scale once per 256 columns). Tokens go 8 at a time through the scratch. This is a
-//! transient tile of 16 rows, not a copy of the matrix.
+//! transient tile of 16 rows, not a copy of the matrix. Q4_1's and Q5_1's mins, which the
+//! integer sums cannot carry, are kept beside the tile ([`M16`]) and meet each token's block
+//! sums in one more fused multiply-add.
 //!
 //! Here: the scratch layouts ([`TB`], [`TK`]), and `avx512_prefill!`, the unpacking, the tile
 //! products and the job's 16-row drivers, which `avx512_quant!` (mod.rs) expands once per

@@ -338,7 +338,7 @@ macro_rules! avx512_decode {
         /// at `p`) into `acc`. As [`step_q4_0`], with the fifth bit added to each level.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn step_q5_0(p: *const u8, a: &A4Group, c: &[__m512i; 3], acc: &mut __m512) {
+        unsafe fn step_q5_0(p: *const u8, a: &A4Group, c: &[__m512i; 4], acc: &mut __m512) {
             // SAFETY: the caller guarantees 88 readable bytes at p.
             unsafe {
                 let w0 = _mm512_loadu_si512(p as *const _);
@@ -367,7 +367,7 @@ macro_rules! avx512_decode {
         unsafe fn step_q4_1<const Q5: bool>(
             p: *const u8,
             a: &A4Group,
-            c: &[__m512i; 3],
+            c: &[__m512i; 4],
             acc: &mut __m512,
         ) {
             // SAFETY: the caller guarantees 80 (Q5: 96) readable bytes at p.
@@ -434,7 +434,7 @@ macro_rules! avx512_decode {
         /// `acc`.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn step_iq4_nl(p: *const u8, a: &A4Group, c: &[__m512i; 3], acc: &mut __m512) {
+        unsafe fn step_iq4_nl(p: *const u8, a: &A4Group, c: &[__m512i; 4], acc: &mut __m512) {
             // SAFETY: the caller guarantees 72 readable bytes at p.
             unsafe {
                 let w0 = _mm512_loadu_si512(p as *const _);
@@ -467,20 +467,22 @@ macro_rules! avx512_decode {
         }
 
         /// MXFP4 times one [`A4Group`]: 4 blocks (68 bytes at `p`) into `acc`. The blocks'
-        /// nibbles (at odd offsets) come in four 16-byte loads, their exponents from the
-        /// first 64 bytes by one byte shuffle.
+        /// nibbles and their exponents gathered by byte shuffles.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn step_mxfp4(p: *const u8, a: &A4Group, c: &[__m512i; 3], acc: &mut __m512) {
+        unsafe fn step_mxfp4(p: *const u8, a: &A4Group, c: &[__m512i; 4], acc: &mut __m512) {
             // SAFETY: the caller guarantees 68 readable bytes at p.
             unsafe {
                 let w0 = _mm512_loadu_si512(p as *const _);
-                let l = |k: usize| _mm_loadu_si128(p.add(17 * k + 1) as *const __m128i);
-                let nib = _mm512_castsi128_si512(l(0));
-                let nib = _mm512_inserti32x4::<1>(nib, l(1));
-                let nib = _mm512_inserti32x4::<2>(nib, l(2));
-                let nib = _mm512_inserti32x4::<3>(nib, l(3));
-                let i = lut_group(nib, a, c[2]);
+                // Bytes 64..68: a masked load reads only those 4.
+                let w1 = _mm512_maskz_loadu_epi8(0xF, p.add(64) as *const i8);
+                // Block k's nibbles, bytes 17k + 1..17k + 17, start in 128-bit lane k at
+                // byte k + 1 and end in lane k + 1: each part by a byte shuffle, of the group
+                // and of the group moved down by one lane.
+                let next = _mm512_alignr_epi32::<4>(w1, w0);
+                let nib = _mm512_shuffle_epi8(w0, c[1]);
+                let nib = _mm512_mask_shuffle_epi8(nib, MX_NEXT_LANE, next, c[2]);
+                let i = lut_group(nib, a, c[3]);
                 let dx = _mm512_load_ps(a.d.as_ptr());
                 let s = scale_e8m0(dx, _mm512_shuffle_epi8(w0, c[0]));
                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), s, *acc);
@@ -509,22 +511,31 @@ macro_rules! avx512_decode {
             unsafe { _mm512_loadu_si512(t.as_ptr() as *const _) }
         }
 
+        /// 64 byte-shuffle controls in a register.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn shuf_bytes(t: &[i8; 64]) -> __m512i {
+            // SAFETY: t is 64 bytes.
+            unsafe { _mm512_loadu_si512(t.as_ptr() as *const _) }
+        }
+
         /// The constants of [`step_g4`] for the type `K`: its permutation indices or shuffle
         /// controls, and for the table types the table ([`lut`]).
         #[inline]
         #[target_feature(enable = $feat)]
-        fn consts_g4<const K: u8>() -> [__m512i; 3] {
+        fn consts_g4<const K: u8>() -> [__m512i; 4] {
             let ld = idx_words;
             let z = _mm512_setzero_si512();
+            let sh = shuf_bytes;
             match K {
-                G_Q5_0 => [ld(&IDX_Q5_NIB), ld(&IDX_Q5_D), z],
-                G_Q4_1 => [ld(&IDX_Q41_NIB), ld(&IDX_Q41_DM), z],
-                G_Q5_1 => [ld(&IDX_Q51_NIB), ld(&IDX_Q51_DM), ld(&IDX_Q51_QH)],
-                G_IQ4_NL => [ld(&IDX_Q4_NIB), ld(&IDX_Q4_D), lut(&KVALUES_IQ4NL)],
+                G_Q5_0 => [ld(&IDX_Q5_NIB), ld(&IDX_Q5_D), z, z],
+                G_Q4_1 => [ld(&IDX_Q41_NIB), ld(&IDX_Q41_DM), z, z],
+                G_Q5_1 => [ld(&IDX_Q51_NIB), ld(&IDX_Q51_DM), ld(&IDX_Q51_QH), z],
+                G_IQ4_NL => [ld(&IDX_Q4_NIB), ld(&IDX_Q4_D), lut(&KVALUES_IQ4NL), z],
                 _ => [
-                    // SAFETY: SHUF_MX_E is 64 bytes.
-                    unsafe { _mm512_loadu_si512(SHUF_MX_E.as_ptr() as *const _) },
-                    z,
+                    sh(&SHUF_MX_E),
+                    sh(&SHUF_MX_NIB[0]),
+                    sh(&SHUF_MX_NIB[1]),
                     lut(&KVALUES_FP4),
                 ],
             }
@@ -537,7 +548,7 @@ macro_rules! avx512_decode {
         unsafe fn step_g4<const K: u8>(
             p: *const u8,
             a: &A4Group,
-            c: &[__m512i; 3],
+            c: &[__m512i; 4],
             acc: &mut __m512,
         ) {
             // SAFETY: the caller guarantees 4 blocks of the type at p.

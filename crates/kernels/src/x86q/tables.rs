@@ -143,6 +143,38 @@ pub(super) static SHUF_MX_E: [i8; 64] = {
     a
 };
 
+/// `vpshufb` controls gathering the nibbles of 4 MXFP4 blocks (bytes `17k + 1..17k + 17`) into
+/// 128-bit lane `k`: `[0]` takes bytes `k + 1..16` of lane `k` of the group into the lane's
+/// first bytes, `[1]` the rest, the first `k + 1` bytes of the next lane (from the group moved
+/// down one lane), into the bytes [`MX_NEXT_LANE`] marks.
+pub(super) static SHUF_MX_NIB: [[i8; 64]; 2] = {
+    let mut a = [[-128i8; 64]; 2];
+    let mut i = 0;
+    while i < 64 {
+        let (k, j) = (i / 16, i % 16);
+        if j + k + 1 < 16 {
+            a[0][i] = (j + k + 1) as i8;
+        } else {
+            a[1][i] = (j + k + 1 - 16) as i8;
+        }
+        i += 1;
+    }
+    a
+};
+
+/// The bytes of [`SHUF_MX_NIB`]`[1]`: bytes `15 - k..16` of lane `k`.
+pub(super) const MX_NEXT_LANE: u64 = {
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < 64 {
+        if i % 16 + i / 16 + 1 >= 16 {
+            m |= 1 << i;
+        }
+        i += 1;
+    }
+    m
+};
+
 /// `vpermt2w` indices of the 4 Q8_0 scales of a 136-byte group (words 0, 17, 34, 51), each
 /// repeated 8 times.
 pub(super) static IDX_Q8_D: [i16; 32] = {

@@ -23,7 +23,11 @@ pub(super) static SHUF_IQ_SC32: [[i8; 64]; 4] = {
     while g < 4 {
         let mut j = 0;
         while j < 64 {
-            a[g][j] = if j % 2 == 1 { -128 } else { (2 * g + j / 32) as i8 };
+            a[g][j] = if j % 2 == 1 {
+                -128
+            } else {
+                (2 * g + j / 32) as i8
+            };
             j += 1;
         }
         g += 1;
@@ -36,7 +40,11 @@ pub(super) static PARITY80: [i8; 64] = {
     let mut a = [0i8; 64];
     let mut j = 0;
     while j < 64 {
-        a[j] = if (j % 16).count_ones() % 2 == 1 { -128 } else { 0 };
+        a[j] = if (j % 16).count_ones() % 2 == 1 {
+            -128
+        } else {
+            0
+        };
         j += 1;
     }
     a

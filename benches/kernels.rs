@@ -126,7 +126,7 @@ fn random_blocks(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
         DType::Q3_K => &[108],
         DType::Q2_K => &[80, 82],
         DType::MXFP4 => &[],
-        DType::IQ2_XXS => &[0],
+        DType::IQ2_XXS | DType::IQ2_XS | DType::IQ2_S | DType::IQ3_XXS | DType::IQ3_S => &[0],
         d => panic!("no random blocks for {}", d.name()),
     };
     let mut s = 0x9e37_79b9_7f4a_7c15u64;

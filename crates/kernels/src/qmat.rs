@@ -1,5 +1,6 @@
 //! Products of block-quantized weights (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4, the
-//! K-quants Q2_K..Q6_K, IQ4_XS) with f32 activations, by integer dot products.
+//! K-quants Q2_K..Q6_K, IQ4_XS, the grid I-quants IQ2_XXS..IQ3_S) with f32 activations, by
+//! integer dot products.
 //!
 //! Once per call the activations are quantized per block to int8 with one f32 scale per block
 //! ([`quantize_b32`]: blocks of 32 for the types in blocks of 32; [`quantize_k`]: blocks of 256 with
@@ -27,6 +28,8 @@
 //!   sixteen sub-blocks of 16, `q` in `0..4`.
 //! - IQ4_XS: `d * dx * sum_j (ls_j - 32) * sum(v * x)_j` over eight sub-blocks of 32, `v` the
 //!   signed int8 levels of the IQ4_NL table.
+//! - The grid I-quants IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S: `d * f * dx * sum_j ls_j *
+//!   sum(sign * g * x)_j`, `g` the unsigned lattice levels (`iq.rs`).
 //!
 //! - int8 with one scale per row (gemma_pytorch's quantized checkpoints, [`DType::I8`] with a
 //!   [`super::Scale`]), read in blocks of 32 like Q8_0 without a block scale: `dx * sum(w * x)`,
@@ -263,7 +266,7 @@ pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
         DType::Q3_K => (3, -4),
         DType::Q2_K => (3, 0),
         DType::IQ4_XS => (2, 0),
-        DType::IQ2_XXS => (0, 0),
+        d if super::iq::is_grid(d) => (0, 0),
         d => unreachable!("{} is not a K-quant", d.name()),
     };
     for (xb, o) in x.chunks_exact(256).zip(out.iter_mut()) {
@@ -910,7 +913,7 @@ impl ScalarJob<'_> {
             DType::Q3_K => dot_q3_k(row, self.a.k(t)),
             DType::Q2_K => dot_q2_k(row, self.a.k(t)),
             DType::IQ4_XS => dot_iq4_xs(row, self.a.k(t)),
-            DType::IQ2_XXS => super::iq::dot_iq2_xxs(row, self.a.k(t)),
+            d if super::iq::is_grid(d) => super::iq::dot_iq(d, row, self.a.k(t)),
             d => unreachable!("{} is not quantized", d.name()),
         }
     }

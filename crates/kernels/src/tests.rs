@@ -87,7 +87,7 @@ fn random_scales(rng: &mut Rng, dtype: DType, blocks: &mut [u8]) {
     // Byte offsets of the f16 scale fields in one block.
     let f16_at: &[usize] = match dtype {
         DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
-        DType::IQ2_XXS => &[0],
+        DType::IQ2_XXS | DType::IQ2_XS | DType::IQ2_S | DType::IQ3_XXS | DType::IQ3_S => &[0],
         DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
         DType::Q2_K => &[80, 82],
         DType::Q3_K => &[108],
@@ -440,6 +440,10 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
             | DType::IQ4_NL
             | DType::MXFP4
             | DType::IQ2_XXS
+            | DType::IQ2_XS
+            | DType::IQ2_S
+            | DType::IQ3_XXS
+            | DType::IQ3_S
             | DType::I8
             | DType::Q4_0X4
             | DType::Q8_0X4 => {

@@ -46,7 +46,9 @@ use avx2::Avx2Job;
 use frugal_quant::tables::{KVALUES_FP4, KVALUES_IQ4NL};
 use frugal_quant::x4::piece_at;
 use iq::*;
-use prefill::{K_IQ32, K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, M16, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
+use prefill::{
+    K_IQ16, K_IQ32, K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, M16, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK,
+};
 use std::arch::x86_64::*;
 use tables::*;
 
@@ -278,8 +280,8 @@ macro_rules! avx512_quant {
                                     DType::Q3_K => rows_q3_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::Q2_K => rows_q2_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::IQ4_XS => rows_iq4_xs::<4>(p, nb, self.a.k(0).as_ptr()),
-                                    DType::IQ2_XXS => {
-                                        rows_iq2_xxs::<4>(p, nb, self.a.k(0).as_ptr())
+                                    d if iq_kind(d).is_some() => {
+                                        rows_iq_of::<4>(d, p, nb, self.a.k(0).as_ptr())
                                     }
                                     d => unreachable!("{} is not quantized", d.name()),
                                 }
@@ -308,8 +310,8 @@ macro_rules! avx512_quant {
                                 DType::Q3_K => rows_q3_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::Q2_K => rows_q2_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::IQ4_XS => rows_iq4_xs::<1>([p], nb, self.a.k(0).as_ptr())[0],
-                                DType::IQ2_XXS => {
-                                    rows_iq2_xxs::<1>([p], nb, self.a.k(0).as_ptr())[0]
+                                d if iq_kind(d).is_some() => {
+                                    rows_iq_of::<1>(d, [p], nb, self.a.k(0).as_ptr())[0]
                                 }
                                 d => unreachable!("{} is not quantized", d.name()),
                             }

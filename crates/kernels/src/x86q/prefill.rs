@@ -70,13 +70,15 @@ pub(super) const TK_ZERO: TK = TK {
 /// The ways [`TK`] tiles meet the activations (`tgemm_k`'s `KIND`): sub-blocks of 32 with
 /// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K; Q3_K with its activations in
 /// the order of `q2_pos`), of 16 with mins (Q2_K, that order), of 32 with signed levels
-/// (IQ4_XS, activations in the order of `iq4_pos`; the grid I-quants, natural order).
+/// (IQ4_XS, activations in the order of `iq4_pos`; IQ2_XXS, IQ3_XXS, IQ3_S in natural
+/// order), of 16 with signed levels (IQ2_XS, IQ2_S, natural order).
 pub(super) const K_Q4: u8 = 0;
 pub(super) const K_Q6: u8 = 1;
 pub(super) const K_Q3: u8 = 2;
 pub(super) const K_Q2: u8 = 3;
 pub(super) const K_IQ4: u8 = 4;
 pub(super) const K_IQ32: u8 = 5;
+pub(super) const K_IQ16: u8 = 6;
 
 /// 64 zero bytes: the block of the rows past the end of a 16-row tile.
 pub(super) static ZERO_BLOCK: [u8; 64] = [0; 64];
@@ -595,7 +597,7 @@ macro_rules! avx512_prefill {
                             tk.d[r] = f16_at(b.add(80));
                             tk.dmin[r] = f16_at(b.add(82));
                         }
-                        DType::IQ2_XXS => tile_iq2_xxs(b, &mut lv[r], tk, r),
+                        d if iq_kind(d).is_some() => tile_iq_of(d, b, &mut lv[r], tk, r),
                         DType::IQ4_XS => {
                             levels_iq4_xs(b, &mut lv[r]);
                             let sc: [i16; 8] = std::mem::transmute(iq4xs_scales(b));
@@ -607,7 +609,7 @@ macro_rules! avx512_prefill {
                         d => unreachable!("{} has no K tile", d.name()),
                     }
                 }
-                let signed = matches!(dtype, DType::IQ4_XS | DType::IQ2_XXS);
+                let signed = dtype == DType::IQ4_XS || iq_kind(dtype).is_some();
                 let ptrs: [*const u8; 16] = std::array::from_fn(|r| lv[r].as_ptr());
                 for s in 0..8 {
                     for h in 0..2 {
@@ -688,12 +690,33 @@ macro_rules! avx512_prefill {
                             for h in 0..2 {
                                 let j = 2 * sb + h;
                                 let sc = _mm512_load_si512(tk.sc[j].as_ptr() as *const _);
-                                let p = if KIND == K_Q6 { j } else { q2_pos(j) };
+                                let p = if KIND == K_Q6 || KIND == K_IQ16 {
+                                    j
+                                } else {
+                                    q2_pos(j)
+                                };
+                                let signed = KIND == K_IQ16;
                                 for t in 0..T {
                                     let xq = xb[t].qs.as_ptr().add(16 * p) as *const i32;
-                                    let mut i = _mm512_set1_epi32(xb[t].c16[j]);
+                                    // Signed levels with VNNI: `v ^ 0x80 = v + 128`, corrected.
+                                    let c = if signed && $vnni {
+                                        -128 * xb[t].bsums16[j] as i32
+                                    } else {
+                                        xb[t].c16[j]
+                                    };
+                                    let mut i = _mm512_set1_epi32(c);
                                     for v in 0..4 {
                                         let xv = _mm512_set1_epi32(xq.add(v).read_unaligned());
+                                        let xv = if signed && !$vnni {
+                                            _mm512_mask_sub_epi8(
+                                                xv,
+                                                tk.neg[sb][4 * h + v],
+                                                _mm512_setzero_si512(),
+                                                xv,
+                                            )
+                                        } else {
+                                            xv
+                                        };
                                         i = $dp!(i, w[4 * h + v], xv);
                                     }
                                     isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(i, sc));
@@ -744,7 +767,8 @@ macro_rules! avx512_prefill {
                     DType::Q6_K => K_Q6,
                     DType::Q3_K => K_Q3,
                     DType::Q2_K => K_Q2,
-                    DType::IQ2_XXS => K_IQ32,
+                    d if iq_kind(d).is_some_and(iq_sub16) => K_IQ16,
+                    d if iq_kind(d).is_some() => K_IQ32,
                     _ => K_IQ4,
                 };
                 let nrows = outs[0].len();
@@ -781,6 +805,7 @@ macro_rules! avx512_prefill {
                                         K_Q3 => tgemm_k::<K_Q3, $T>(&scratch, x),
                                         K_Q2 => tgemm_k::<K_Q2, $T>(&scratch, x),
                                         K_IQ32 => tgemm_k::<K_IQ32, $T>(&scratch, x),
+                                        K_IQ16 => tgemm_k::<K_IQ16, $T>(&scratch, x),
                                         _ => tgemm_k::<K_IQ4, $T>(&scratch, x),
                                     }
                                 };

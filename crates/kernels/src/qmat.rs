@@ -355,6 +355,7 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
             | DType::Q2_K
             | DType::IQ4_XS
             | DType::IQ2_XXS
+            | DType::IQ2_XS
             | DType::Q4_0X4
             | DType::Q8_0X4
     )

@@ -363,7 +363,7 @@ fn bf16_fast_many_equals_one_by_one() {
 // Quantized weights
 
 /// The block formats with integer kernels.
-const QTYPES: [DType; 14] = [
+const QTYPES: [DType; 15] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -378,10 +378,11 @@ const QTYPES: [DType; 14] = [
     DType::Q2_K,
     DType::IQ4_XS,
     DType::IQ2_XXS,
+    DType::IQ2_XS,
 ];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 15] = [
+const QTYPES_I8: [DType; 16] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -396,6 +397,7 @@ const QTYPES_I8: [DType; 15] = [
     DType::Q2_K,
     DType::IQ4_XS,
     DType::IQ2_XXS,
+    DType::IQ2_XS,
     DType::I8,
 ];
 

@@ -356,6 +356,7 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
             | DType::IQ4_XS
             | DType::IQ2_XXS
             | DType::IQ2_XS
+            | DType::IQ2_S
             | DType::Q4_0X4
             | DType::Q8_0X4
     )

@@ -93,7 +93,7 @@ fn bench_matmul(c: &mut Criterion) {
 /// 16384x2048 streams the same bytes per row.
 const Q_SHAPES: [(usize, usize); 3] = [(2048, 2048), (16384, 2048), (2048, 16384)];
 
-const QTYPES: [DType; 16] = [
+const QTYPES: [DType; 17] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -110,6 +110,7 @@ const QTYPES: [DType; 16] = [
     DType::IQ2_XXS,
     DType::IQ2_XS,
     DType::IQ2_S,
+    DType::IQ3_XXS,
 ];
 
 /// Whether AVX2 has kernels for `dtype` (the others take the portable job there, not worth

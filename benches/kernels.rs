@@ -93,7 +93,7 @@ fn bench_matmul(c: &mut Criterion) {
 /// 16384x2048 streams the same bytes per row.
 const Q_SHAPES: [(usize, usize); 3] = [(2048, 2048), (16384, 2048), (2048, 16384)];
 
-const QTYPES: [DType; 17] = [
+const QTYPES: [DType; 18] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -111,6 +111,7 @@ const QTYPES: [DType; 17] = [
     DType::IQ2_XS,
     DType::IQ2_S,
     DType::IQ3_XXS,
+    DType::IQ3_S,
 ];
 
 /// Whether AVX2 has kernels for `dtype` (the others take the portable job there, not worth

@@ -358,6 +358,7 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
             | DType::IQ2_XS
             | DType::IQ2_S
             | DType::IQ3_XXS
+            | DType::IQ3_S
             | DType::Q4_0X4
             | DType::Q8_0X4
     )

@@ -363,7 +363,7 @@ fn bf16_fast_many_equals_one_by_one() {
 // Quantized weights
 
 /// The block formats with integer kernels.
-const QTYPES: [DType; 17] = [
+const QTYPES: [DType; 18] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -381,10 +381,11 @@ const QTYPES: [DType; 17] = [
     DType::IQ2_XS,
     DType::IQ2_S,
     DType::IQ3_XXS,
+    DType::IQ3_S,
 ];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 18] = [
+const QTYPES_I8: [DType; 19] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -402,6 +403,7 @@ const QTYPES_I8: [DType; 18] = [
     DType::IQ2_XS,
     DType::IQ2_S,
     DType::IQ3_XXS,
+    DType::IQ3_S,
     DType::I8,
 ];
 

@@ -3,7 +3,10 @@
 //!
 //! A block's 256 values are four registers of 64, in natural order against natural
 //! activations ([`crate::qmat::AK`]). Each register is built from the grid: 8 entries of 8
-//! levels (IQ2, scalar loads by index) or 16 of 4 (IQ3, `vpgatherdd`). The levels are
+//! levels (IQ2_XS, IQ2_S: scalar loads by index) or 16 of 4 (IQ3, `vpgatherdd`). IQ2_XXS's
+//! 256 entries are 16-bit codes of their levels (all 8, 25 or 43: 2 bits each), looked up for
+//! the whole block by `vpermi2w` and spread into levels by `vpermw`, a mask and `vpshufb`
+//! (no scalar loads). The levels are
 //! unsigned; the signs are a 64-bit mask per register applied to the activations (`vpsubb`
 //! under the mask), so `vpmaddubsw` meets `|w|` and `x * sign` (no saturation: levels are
 //! below 64, so a pair stays below `2 * 63 * 127 < 2^15`), and `vpdpwssd` weights the pairs by
@@ -103,6 +106,72 @@ pub(super) static SHUF_IQ_SC16: [[i8; 64]; 4] = {
     a
 };
 
+/// IQ2_XXS's grid entries as 16-bit codes: level `j` (8, 25 or 43 as 0, 1, 2) in bits
+/// `8 (j % 2) + 2 (j / 2)`, so that byte `j` of the code repeated four times holds it under
+/// [`IQ2_CODE_POS`].
+pub(super) static IQ2XXS_CODES: [u16; 256] = {
+    let mut a = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let e = frugal_quant::tables::IQ2XXS_GRID[i];
+        let mut j = 0;
+        while j < 8 {
+            let c = match (e >> (8 * j)) as u8 {
+                8 => 0u16,
+                25 => 1,
+                43 => 2,
+                _ => panic!("an IQ2 level other than 8, 25, 43"),
+            };
+            a[i] |= c << (8 * (j % 2) + 2 * (j / 2));
+            j += 1;
+        }
+        i += 1;
+    }
+    a
+};
+
+/// `vpermw` controls repeating code `8g + k` over the words of qword `k` (register `g`).
+pub(super) static IQ2_CODE_REP: [[u16; 32]; 4] = {
+    let mut a = [[0u16; 32]; 4];
+    let mut g = 0;
+    while g < 4 {
+        let mut p = 0;
+        while p < 32 {
+            a[g][p] = (8 * g + p / 4) as u16;
+            p += 1;
+        }
+        g += 1;
+    }
+    a
+};
+
+/// The bits of byte `j` of every qword's level code: `3 << 2 (j / 2)`.
+pub(super) static IQ2_CODE_POS: [u8; 64] = {
+    let mut a = [0u8; 64];
+    let mut j = 0;
+    while j < 64 {
+        a[j] = 3 << (2 * (j % 8 / 2));
+        j += 1;
+    }
+    a
+};
+
+/// The levels of a code as the low nibble holds it, shifted by 0 or 2 (every 128-bit lane).
+pub(super) static IQ2_CODE_LEVELS: [u8; 64] = {
+    let mut a = [0u8; 64];
+    let mut j = 0;
+    while j < 64 {
+        a[j] = match j % 16 {
+            0 => 8,
+            1 | 4 => 25,
+            2 | 8 => 43,
+            _ => 0,
+        };
+        j += 1;
+    }
+    a
+};
+
 /// The parity of a nibble as bit 7 (`0x80` for an odd count of ones), in every 128-bit lane.
 pub(super) static PARITY80: [i8; 64] = {
     let mut a = [0i8; 64];
@@ -186,13 +255,32 @@ macro_rules! avx512_iq {
                         let m: [u64; 4] = std::mem::transmute(_mm512_cvtepi64_epi32(sg));
                         let s = _mm512_cvtepi64_epi8(_mm512_srli_epi64::<28>(aux));
                         let ls = _mm_add_epi8(_mm_add_epi8(s, s), one);
-                        let tbl = IQ2XXS_GRID.as_ptr();
+                        // The 32 grid indices (the first dwords) as words, their entries'
+                        // level codes by four 64-word table lookups chosen by index bits 6, 7.
+                        let q = _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(v));
+                        let t = |i: usize| {
+                            _mm512_loadu_si512(IQ2XXS_CODES.as_ptr().add(32 * i) as *const _)
+                        };
+                        let r = |k: usize| _mm512_permutex2var_epi16(t(2 * k), q, t(2 * k + 1));
+                        let b6 = _mm512_test_epi16_mask(q, _mm512_set1_epi16(64));
+                        let b7 = _mm512_test_epi16_mask(q, _mm512_set1_epi16(128));
+                        let c = _mm512_mask_blend_epi16(
+                            b7,
+                            _mm512_mask_blend_epi16(b6, r(0), r(1)),
+                            _mm512_mask_blend_epi16(b6, r(2), r(3)),
+                        );
+                        let pos = _mm512_loadu_si512(IQ2_CODE_POS.as_ptr() as *const _);
+                        let lut = _mm512_loadu_si512(IQ2_CODE_LEVELS.as_ptr() as *const _);
                         let w = std::array::from_fn(|g| {
-                            let e = |k: usize| {
-                                let q = *b.add(2 + 16 * g + 8 * (k / 4) + k % 4);
-                                *tbl.add(q as usize) as i64
-                            };
-                            _mm512_set_epi64(e(7), e(6), e(5), e(4), e(3), e(2), e(1), e(0))
+                            let rep = _mm512_loadu_si512(IQ2_CODE_REP[g].as_ptr() as *const _);
+                            let a = _mm512_and_si512(_mm512_permutexvar_epi16(rep, c), pos);
+                            // (a | a >> 4) & 0x0F: the code, shifted by 0 or 2.
+                            let n = _mm512_ternarylogic_epi32::<0xA8>(
+                                a,
+                                _mm512_srli_epi16::<4>(a),
+                                _mm512_set1_epi8(0x0F),
+                            );
+                            _mm512_shuffle_epi8(lut, n)
                         });
                         (w, m, ls)
                     }

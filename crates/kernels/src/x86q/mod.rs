@@ -22,6 +22,8 @@
 //! - `decode.rs`: AVX-512 decode of the plain block rows, one row (or 4 long rows) per pass.
 //! - `x4.rs`: AVX-512 kernels of the x4 layouts (quads of rows interleaved per 16 blocks).
 //! - `prefill.rs`: AVX-512 prefill, 16-row tiles unpacked into scratch for up to 8 tokens.
+//! - `iq.rs`: AVX-512 kernels of the grid I-quants (IQ2_XXS..IQ3_S): decode and the unpacking
+//!   of their prefill tiles.
 //! - `avx2.rs`: the AVX2 kernels, one row x up to 4 tokens.
 //! - `tables.rs`: the prefetch distance and the AVX-512 permutation tables.
 

@@ -43,6 +43,7 @@
 pub mod aligned;
 mod cpu;
 mod dequant;
+mod low_bit;
 pub mod ops;
 mod probe;
 mod qmat;

@@ -31,6 +31,7 @@
 //! added. This file holds the activation layouts, the portable scalar kernels the SIMD ones are
 //! tested against, and the driver that runs a job over the row split (`split.rs`).
 
+use super::low_bit;
 use super::split::par_row_tasks;
 use super::{DType, MatRef};
 use half::f16;
@@ -253,6 +254,7 @@ pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
         DType::Q3_K => (3, -4),
         DType::Q2_K => (3, 0),
         DType::IQ4_XS => (2, 0),
+        DType::TQ2_0 => (3, -1),
         d => unreachable!("{} is not a K-quant", d.name()),
     };
     for (xb, o) in x.chunks_exact(256).zip(out.iter_mut()) {
@@ -336,6 +338,7 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
             | DType::Q3_K
             | DType::Q2_K
             | DType::IQ4_XS
+            | DType::TQ2_0
             | DType::Q4_0X4
             | DType::Q8_0X4
     )
@@ -695,7 +698,13 @@ impl QActs {
                     }
                 }
             }
-            DType::Q4_K | DType::Q6_K | DType::Q5_K | DType::Q3_K | DType::Q2_K | DType::IQ4_XS => {
+            DType::Q4_K
+            | DType::Q6_K
+            | DType::Q5_K
+            | DType::Q3_K
+            | DType::Q2_K
+            | DType::IQ4_XS
+            | DType::TQ2_0 => {
                 a.k = vec![AK_ZERO; n * nb];
                 quantize_k(x, dtype, &mut a.k);
             }
@@ -794,6 +803,7 @@ impl ScalarJob<'_> {
             DType::Q3_K => dot_q3_k(row, self.a.k(t)),
             DType::Q2_K => dot_q2_k(row, self.a.k(t)),
             DType::IQ4_XS => dot_iq4_xs(row, self.a.k(t)),
+            DType::TQ2_0 => low_bit::dot_tq2_0(row, self.a.k(t)),
             d => unreachable!("{} is not quantized", d.name()),
         }
     }

@@ -90,6 +90,7 @@ fn random_scales(rng: &mut Rng, dtype: DType, blocks: &mut [u8]) {
         DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
         DType::Q2_K => &[80, 82],
         DType::Q3_K => &[108],
+        DType::TQ2_0 => &[64],
         DType::MXFP4 => &[],
         d => panic!("no random blocks for {}", d.name()),
     };
@@ -361,7 +362,7 @@ fn bf16_fast_many_equals_one_by_one() {
 // ---------------------------------------------------------------------------------------------
 // Quantized weights
 
-const QTYPES: [DType; 8] = [
+const QTYPES: [DType; 9] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q4_K,
@@ -370,10 +371,11 @@ const QTYPES: [DType; 8] = [
     DType::Q3_K,
     DType::Q2_K,
     DType::IQ4_XS,
+    DType::TQ2_0,
 ];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 10] = [
+const QTYPES_I8: [DType; 11] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -383,6 +385,7 @@ const QTYPES_I8: [DType; 10] = [
     DType::Q3_K,
     DType::Q2_K,
     DType::IQ4_XS,
+    DType::TQ2_0,
     DType::I8,
 ];
 
@@ -470,6 +473,13 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
                         let s = blk[e / 16];
                         wa[256 * b + e] = d * (s & 15) as f32 * 3.0 + dmin * (s >> 4) as f32;
                     }
+                }
+            }
+            DType::TQ2_0 => {
+                // Levels `q` in `0..4`, the `-1` applied to the block's sum in other lanes.
+                for (b, blk) in w.row_bytes(r).chunks_exact(66).enumerate() {
+                    let d = f16::from_le_bytes([blk[64], blk[65]]).to_f32().abs();
+                    wa[256 * b..256 * (b + 1)].fill(d * 4.0);
                 }
             }
             DType::Q6_K => {

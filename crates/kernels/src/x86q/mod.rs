@@ -26,6 +26,8 @@ mod avx2;
 #[macro_use]
 mod decode;
 #[macro_use]
+mod low_bit;
+#[macro_use]
 mod prefill;
 mod tables;
 #[macro_use]
@@ -39,7 +41,7 @@ use super::x86::{Avx2, Avx512, Avx512Vnni};
 use super::{DType, Isa, MatRef};
 use avx2::Avx2Job;
 use frugal_quant::x4::piece_at;
-use prefill::{K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
+use prefill::{K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, K_TQ, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
 use std::arch::x86_64::*;
 use tables::*;
 
@@ -139,6 +141,7 @@ macro_rules! avx512_quant {
             use super::*;
 
             avx512_decode!($feat, $vnni, $dp, $dpw);
+            avx512_low_bit!($feat, $vnni, $dp, $dpw);
             avx512_x4!($feat, $vnni, $dp, $dpw);
             avx512_prefill!($feat, $vnni, $dp, $dpw);
 
@@ -233,6 +236,7 @@ macro_rules! avx512_quant {
                                     DType::Q3_K => rows_q3_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::Q2_K => rows_q2_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::IQ4_XS => rows_iq4_xs::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    DType::TQ2_0 => rows_tq2_0::<4>(p, nb, self.a.k(0).as_ptr()),
                                     d => unreachable!("{} is not quantized", d.name()),
                                 }
                             };
@@ -258,6 +262,7 @@ macro_rules! avx512_quant {
                                 DType::Q3_K => rows_q3_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::Q2_K => rows_q2_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::IQ4_XS => rows_iq4_xs::<1>([p], nb, self.a.k(0).as_ptr())[0],
+                                DType::TQ2_0 => rows_tq2_0::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 d => unreachable!("{} is not quantized", d.name()),
                             }
                         };

@@ -60,12 +60,14 @@ pub(super) const TK_ZERO: TK = TK {
 /// The ways [`TK`] tiles meet the activations (`tgemm_k`'s `KIND`): sub-blocks of 32 with
 /// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K; Q3_K with its activations in
 /// the order of `q2_pos`), of 16 with mins (Q2_K, that order), of 32 with signed levels
-/// (IQ4_XS).
+/// (IQ4_XS), one scale per super-block with the offset `-1` (TQ2_0, levels in the activations'
+/// order).
 pub(super) const K_Q4: u8 = 0;
 pub(super) const K_Q6: u8 = 1;
 pub(super) const K_Q3: u8 = 2;
 pub(super) const K_Q2: u8 = 3;
 pub(super) const K_IQ4: u8 = 4;
+pub(super) const K_TQ: u8 = 5;
 
 /// 64 zero bytes: the block of the rows past the end of a 16-row tile.
 pub(super) static ZERO_BLOCK: [u8; 64] = [0; 64];
@@ -486,6 +488,10 @@ macro_rules! avx512_prefill {
                             }
                             tk.d[r] = f16_at(b);
                         }
+                        DType::TQ2_0 => {
+                            levels_tq2_0(b, &mut lv[r]);
+                            tk.d[r] = f16_at(b.add(64));
+                        }
                         d => unreachable!("{} has no K tile", d.name()),
                     }
                 }
@@ -524,11 +530,26 @@ macro_rules! avx512_prefill {
                 unsafe {
                     let xb: [&AK; T] = std::array::from_fn(|t| &*x[t].add(k));
                     let mut isum = [_mm512_setzero_si512(); T];
+                    if KIND == K_TQ {
+                        // The ternary types' `-1`: `-sum(x)` of the super-block.
+                        for t in 0..T {
+                            isum[t] = _mm512_set1_epi32(-crate::low_bit::ak_sum(xb[t]));
+                        }
+                    }
                     // Sub-blocks of 32 (Q4_K, Q5_K, IQ4_XS) or pairs of sub-blocks of 16.
                     for (sb, ws) in tk.w.iter().enumerate() {
                         let w: [__m512i; 8] =
                             std::array::from_fn(|v| _mm512_load_si512(ws[v].as_ptr() as *const _));
-                        if KIND == K_Q4 || KIND == K_IQ4 {
+                        if KIND == K_TQ {
+                            // One scale: the levels meet the activations in their order.
+                            for t in 0..T {
+                                let xq = xb[t].qs.as_ptr().add(32 * sb) as *const i32;
+                                for (v, wv) in w.iter().enumerate() {
+                                    let xv = _mm512_set1_epi32(xq.add(v).read_unaligned());
+                                    isum[t] = $dp!(isum[t], *wv, xv);
+                                }
+                            }
+                        } else if KIND == K_Q4 || KIND == K_IQ4 {
                             let sc = _mm512_load_si512(tk.sc[sb].as_ptr() as *const _);
                             // The sub-block's two halves of 16 in the activations.
                             let (o0, o1) = if KIND == K_Q4 {
@@ -623,6 +644,7 @@ macro_rules! avx512_prefill {
                     DType::Q6_K => K_Q6,
                     DType::Q3_K => K_Q3,
                     DType::Q2_K => K_Q2,
+                    DType::TQ2_0 => K_TQ,
                     _ => K_IQ4,
                 };
                 let nrows = outs[0].len();
@@ -658,6 +680,7 @@ macro_rules! avx512_prefill {
                                         K_Q6 => tgemm_k::<K_Q6, $T>(&scratch, x),
                                         K_Q3 => tgemm_k::<K_Q3, $T>(&scratch, x),
                                         K_Q2 => tgemm_k::<K_Q2, $T>(&scratch, x),
+                                        K_TQ => tgemm_k::<K_TQ, $T>(&scratch, x),
                                         _ => tgemm_k::<K_IQ4, $T>(&scratch, x),
                                     }
                                 };

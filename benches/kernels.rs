@@ -93,9 +93,14 @@ fn bench_matmul(c: &mut Criterion) {
 /// 16384x2048 streams the same bytes per row.
 const Q_SHAPES: [(usize, usize); 3] = [(2048, 2048), (16384, 2048), (2048, 16384)];
 
-const QTYPES: [DType; 8] = [
+const QTYPES: [DType; 13] = [
     DType::Q8_0,
     DType::Q4_0,
+    DType::Q5_0,
+    DType::Q4_1,
+    DType::Q5_1,
+    DType::IQ4_NL,
+    DType::MXFP4,
     DType::Q4_K,
     DType::Q6_K,
     DType::Q5_K,
@@ -111,13 +116,15 @@ fn has_avx2(dtype: DType) -> bool {
 }
 
 /// Random blocks of `dtype`, which has no quantizer: every bit pattern is a valid block, the
-/// f16 scale fields set to `[0.001, 0.02)` (as the kernels' tests make them).
+/// f16 scale fields set to `[0.001, 0.02)` (as the kernels' tests make them), MXFP4's E8M0
+/// exponent to 2^-7. The kernels' speed does not depend on the values.
 fn random_blocks(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
     let f16_at: &[usize] = match dtype {
-        DType::Q5_K => &[0, 2],
+        DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
         DType::Q3_K => &[108],
         DType::Q2_K => &[80, 82],
-        DType::IQ4_XS => &[0],
+        DType::MXFP4 => &[],
         d => panic!("no random blocks for {}", d.name()),
     };
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
@@ -133,6 +140,9 @@ fn random_blocks(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
         for &o in f16_at {
             let v = 0.001 + 0.019 * (next() % 1000) as f32 / 1000.0;
             b[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+        if dtype == DType::MXFP4 {
+            b[0] = 120;
         }
     }
     out

@@ -1,8 +1,9 @@
 //! Compute kernels: matrix-vector and matrix-matrix products that read weights in their stored
-//! dtype (bf16, f16, f32, int8 with one scale per row, or the GGUF blocks Q8_0, Q4_0, Q4_K,
-//! Q6_K of `frugal_quant`) straight from the memory map, with f32 activations. Float and int8
-//! weights are converted in registers; quantized blocks meet activations quantized per block to
-//! int8 in integer dot products (`qmat.rs`, `x86q/`). Also the small element-wise ops of the
+//! dtype (bf16, f16, f32, int8 with one scale per row, or the GGUF blocks of `frugal_quant`)
+//! straight from the memory map, with f32 activations. Float and int8 weights are converted in
+//! registers; the blocks Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4, Q4_K and Q6_K meet
+//! activations quantized per block to int8 in integer dot products (`qmat.rs`, `x86q/`), the
+//! other block types go through f32 rows (`dequant.rs`). Also the small element-wise ops of the
 //! forward pass.
 //!
 //! Hand-written because no crate offers products over borrowed bf16/f16 bytes without first
@@ -83,8 +84,10 @@ fn apply_scale(w: &MatRef, y: &mut [f32]) {
 /// `y[t * w.rows + r] = sum_c w[r, c] * x[t * w.cols + c]` for `t < n`: every token's activations
 /// times the weight matrix, in parallel over row blocks on the current rayon pool, with the best
 /// SIMD level of this CPU. Float and int8 weights are converted to f32 exactly and accumulated
-/// in f32. Block-quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) meet activations quantized per
-/// block to int8 in exact integer dot products, scaled per block in f32 (see `qmat.rs`).
+/// in f32. Block-quantized weights with integer kernels (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL,
+/// MXFP4, Q4_K, Q6_K) meet activations quantized per block to int8 in exact integer dot
+/// products, scaled per block in f32 (see `qmat.rs`); the other block types are dequantized
+/// to f32 rows (`dequant.rs`).
 pub fn matmul(w: &MatRef, x: &[f32], n: usize, y: &mut [f32]) {
     matmul_with(isa(), w, x, n, y);
 }

@@ -1,15 +1,21 @@
-//! Products of block-quantized weights (Q8_0, Q4_0, Q5_0, the K-quants Q2_K..Q6_K, IQ4_XS)
-//! with f32 activations, by integer dot products.
+//! Products of block-quantized weights (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4, the
+//! K-quants Q2_K..Q6_K, IQ4_XS) with f32 activations, by integer dot products.
 //!
 //! Once per call the activations are quantized per block to int8 with one f32 scale per block
-//! ([`quantize_b32`]: blocks of 32 for Q8_0/Q4_0 weights; [`quantize_k`]: blocks of 256 with
+//! ([`quantize_b32`]: blocks of 32 for the types in blocks of 32; [`quantize_k`]: blocks of 256 with
 //! per-16 and per-32 sums for the K-quants, like llama.cpp's Q8_K). Every weight block then
 //! meets its activation block in exact integer arithmetic and only the block's result is
 //! scaled in f32:
 //!
 //! - Q8_0: `dw * dx * sum(w * x)`.
 //! - Q4_0: `dw * dx * (sum(q * x) - 8 * sum(x))`: the nibbles `q` are used unsigned (`0..16`),
-//!   the `-8` folded into the activation block's precomputed sum.
+//!   the `-8` folded into the activation block's precomputed sum. Q5_0 alike with `q` in
+//!   `0..32` and `-16`.
+//! - Q4_1, Q5_1 (weights `d * q + m`): `d * dx * sum(q * x) + m * dx * sum(x)`, the min
+//!   through the activation block's sum.
+//! - IQ4_NL, MXFP4: `dw * dx * sum(k[q] * x)` with the levels `k` of the type's int8 table
+//!   (MXFP4's are twice the FP4 values; its scale `dw`, half the E8M0 power of two, makes up
+//!   for it).
 //! - Q4_K: `d * dx * sum_j sc_j * sum(q * x)_j - dmin * dx * sum_j m_j * sum(x)_j` over the
 //!   eight sub-blocks `j` of 32.
 //! - Q6_K: `d * dx * sum_j sc_j * (sum(q * x)_j - 32 * sum(x)_j)` over sixteen sub-blocks of
@@ -34,9 +40,11 @@
 use super::low_bit;
 use super::split::par_row_tasks;
 use super::{DType, MatRef};
+use frugal_quant::fp4::e8m0_to_f32_half;
+use frugal_quant::tables::{KVALUES_FP4, KVALUES_IQ4NL};
 use half::f16;
 
-/// One activation block of 32 for Q8_0 and Q4_0 weights, in natural order.
+/// One activation block of 32 for the weights in blocks of 32, in natural order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct B32 {
@@ -60,11 +68,13 @@ pub(crate) struct A8Pair {
     pub corr: [i32; 16],
 }
 
-/// Four activation blocks laid out for the AVX-512 Q4_0 decode kernel: the first halves
-/// (elements 0..16, which meet the low nibbles) of the four blocks, then their second halves
-/// (high nibbles); per 32-bit lane (4 per block; lane `l` covers bytes `4l..4l + 4` of both
-/// halves) the block's scale and `-8 * sum` of the lane's 8 values, so every lane's integer is
-/// exactly its part of `sum((q - 8) * x)`.
+/// Four activation blocks laid out for the AVX-512 decode kernels of the types in blocks of 32
+/// with nibbles (Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4): the first halves (elements 0..16,
+/// which meet the low nibbles) of the four blocks, then their second halves (high nibbles);
+/// per 32-bit lane (4 per block; lane `l` covers bytes `4l..4l + 4` of both halves) the
+/// block's scale and `corr`, the lane's 8 values' sum times the weights' offset
+/// ([`group_offset`]: `-8` for Q4_0, so every lane's integer is exactly its part of
+/// `sum((q - 8) * x)`; for Q4_1 and Q5_1 the plain sum, the factor of their min).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct A4Group {
@@ -219,7 +229,7 @@ pub(crate) fn pairs_of(b: &[B32]) -> Vec<A8Pair> {
 }
 
 /// The [`A4Group`] layout of natural blocks (missing blocks of the last group are zero), with
-/// the correction `offset * sum` of the weights' offset (`-8` for Q4_0, `-16` for Q5_0).
+/// the correction `offset * sum` ([`group_offset`]).
 pub(crate) fn groups_of(b: &[B32], offset: i32) -> Vec<A4Group> {
     b.chunks(4)
         .map(|g| {
@@ -332,6 +342,10 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
             | DType::Q8_0
             | DType::Q4_0
             | DType::Q5_0
+            | DType::Q4_1
+            | DType::Q5_1
+            | DType::IQ4_NL
+            | DType::MXFP4
             | DType::Q4_K
             | DType::Q6_K
             | DType::Q5_K
@@ -347,8 +361,32 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
 /// Values per activation block for weights of `dtype`: 32, or 256 for the K-quants.
 pub(crate) fn act_block_len(dtype: DType) -> usize {
     match dtype {
-        DType::I8 | DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::Q4_0X4 | DType::Q8_0X4 => 32,
+        DType::I8
+        | DType::Q8_0
+        | DType::Q4_0
+        | DType::Q5_0
+        | DType::Q4_1
+        | DType::Q5_1
+        | DType::IQ4_NL
+        | DType::MXFP4
+        | DType::Q4_0X4
+        | DType::Q8_0X4 => 32,
         d => d.block_len(),
+    }
+}
+
+/// The factor of the lane sums in the [`A4Group`] layout of the AVX-512 decode kernels of
+/// `dtype`, or `None` if they take another layout: the weights' offset (`-8` for Q4_0's
+/// unsigned nibbles, `-16` for Q5_0's levels); `-128` for the int8 tables of IQ4_NL and MXFP4
+/// (with VNNI their levels are made unsigned as `k ^ 0x80 = k + 128`); `1` for Q4_1 and Q5_1,
+/// whose lane sums are the factor of their min.
+pub(crate) fn group_offset(dtype: DType) -> Option<i32> {
+    match dtype {
+        DType::Q4_0 => Some(-8),
+        DType::Q5_0 => Some(-16),
+        DType::Q4_1 | DType::Q5_1 => Some(1),
+        DType::IQ4_NL | DType::MXFP4 => Some(-128),
+        _ => None,
     }
 }
 
@@ -404,31 +442,100 @@ pub(crate) fn dot_q4_0(row: &[u8], a: &[B32]) -> f32 {
     acc
 }
 
-/// The 32 levels of a Q5_0 block (22 bytes: f16 `d`, the fifth bits `qh`, the nibbles),
-/// `q` in `0..32` (the weights are `d * (q - 16)`): values `j` and `j + 16` share byte `j` of
-/// the nibbles and take bits `j` and `j + 16` of `qh`.
+/// The 32 nibbles of 16 bytes `qs`: value `j` is the low nibble of byte `j`, value `j + 16`
+/// its high nibble (Q4_0's order, which Q4_1, IQ4_NL and MXFP4 share).
 #[inline(always)]
-pub(crate) fn q5_0_levels(b: &[u8]) -> [u8; 32] {
-    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+fn nibbles(qs: &[u8]) -> [u8; 32] {
     let mut q = [0u8; 32];
     for j in 0..16 {
-        q[j] = (b[6 + j] & 15) | (((qh >> j) & 1) << 4) as u8;
-        q[j + 16] = (b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
+        q[j] = qs[j] & 15;
+        q[j + 16] = qs[j] >> 4;
     }
     q
+}
+
+/// The 32 levels `q` in `0..32` of a Q5_0 or Q5_1 block from its fifth bits `qh` (4 bytes)
+/// and nibbles `qs` (the 20 bytes at `b`): values `j` and `j + 16` share byte `j` of the
+/// nibbles and take bits `j` and `j + 16` of `qh`.
+#[inline(always)]
+fn q5_levels(b: &[u8]) -> [u8; 32] {
+    let qh = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let mut q = nibbles(&b[4..20]);
+    for (j, v) in q.iter_mut().enumerate() {
+        *v |= (((qh >> j) & 1) << 4) as u8;
+    }
+    q
+}
+
+/// The 32 levels of a Q5_0 block (22 bytes: f16 `d`, the fifth bits `qh`, the nibbles),
+/// `q` in `0..32` (the weights are `d * (q - 16)`).
+#[inline(always)]
+pub(crate) fn q5_0_levels(b: &[u8]) -> [u8; 32] {
+    q5_levels(&b[2..22])
+}
+
+/// `sum(q * x)` of 32 levels with an activation block, exactly.
+#[inline(always)]
+fn isum32<T: Copy + Into<i32>>(q: &[T; 32], x: &B32) -> i32 {
+    q.iter()
+        .zip(&x.qs)
+        .map(|(&w, &a)| w.into() * a as i32)
+        .sum()
 }
 
 /// Q5_0 row (`22 * a.len()` bytes) times activation blocks.
 pub(crate) fn dot_q5_0(row: &[u8], a: &[B32]) -> f32 {
     let mut acc = 0f32;
     for (b, x) in row.chunks_exact(22).zip(a) {
-        let q = q5_0_levels(b);
-        let isum = -16 * x.sum
-            + q.iter()
-                .zip(&x.qs)
-                .map(|(&w, &a)| w as i32 * a as i32)
-                .sum::<i32>();
+        let isum = -16 * x.sum + isum32(&q5_0_levels(b), x);
         acc += (f16_at(b, 0) * x.d) * isum as f32;
+    }
+    acc
+}
+
+/// Q4_1 row (`20 * a.len()` bytes: f16 `d`, f16 `m`, the nibbles) times activation blocks.
+pub(crate) fn dot_q4_1(row: &[u8], a: &[B32]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(20).zip(a) {
+        let isum = isum32(&nibbles(&b[4..20]), x);
+        acc += (f16_at(b, 0) * x.d) * isum as f32 + (f16_at(b, 2) * x.d) * x.sum as f32;
+    }
+    acc
+}
+
+/// Q5_1 row (`24 * a.len()` bytes: f16 `d`, f16 `m`, `qh`, the nibbles) times activation
+/// blocks.
+pub(crate) fn dot_q5_1(row: &[u8], a: &[B32]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(24).zip(a) {
+        let isum = isum32(&q5_levels(&b[4..24]), x);
+        acc += (f16_at(b, 0) * x.d) * isum as f32 + (f16_at(b, 2) * x.d) * x.sum as f32;
+    }
+    acc
+}
+
+/// The int8 levels `table[q]` of 16 bytes of nibbles `qs`.
+#[inline(always)]
+fn table_levels(table: &[i8; 16], qs: &[u8]) -> [i8; 32] {
+    nibbles(qs).map(|q| table[q as usize])
+}
+
+/// IQ4_NL row (`18 * a.len()` bytes: f16 `d`, the nibbles) times activation blocks.
+pub(crate) fn dot_iq4_nl(row: &[u8], a: &[B32]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(18).zip(a) {
+        let isum = isum32(&table_levels(&KVALUES_IQ4NL, &b[2..18]), x);
+        acc += (f16_at(b, 0) * x.d) * isum as f32;
+    }
+    acc
+}
+
+/// MXFP4 row (`17 * a.len()` bytes: the E8M0 exponent, the nibbles) times activation blocks.
+pub(crate) fn dot_mxfp4(row: &[u8], a: &[B32]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(17).zip(a) {
+        let isum = isum32(&table_levels(&KVALUES_FP4, &b[1..17]), x);
+        acc += (e8m0_to_f32_half(b[0]) * x.d) * isum as f32;
     }
     acc
 }
@@ -660,7 +767,7 @@ pub(crate) fn quantize_k_simd(x: &[f32], dtype: DType, out: &mut [AK]) -> bool {
 pub(crate) struct QActs {
     /// Blocks per token (of 32 or 256).
     pub nb: usize,
-    /// Natural blocks of 32 (Q8_0, Q4_0 weights), `n * nb`.
+    /// Natural blocks of 32 (the weights in blocks of 32), `n * nb`.
     pub b32: Vec<B32>,
     /// Blocks of 256 (K-quant weights), `n * nb`.
     pub k: Vec<AK>,
@@ -672,8 +779,8 @@ pub(crate) struct QActs {
 
 impl QActs {
     /// Quantizes `n` tokens of `cols` activations for weights of `dtype`; `lanes` also builds
-    /// the decode layout of the first token ([`A8Pair`] for Q8_0, [`A4Group`] for Q4_0, [`A16`]
-    /// for the x4 layouts).
+    /// the decode layout of the first token ([`A8Pair`] for Q8_0, [`A4Group`] for the nibble
+    /// types ([`group_offset`]), [`A16`] for the x4 layouts).
     pub(crate) fn new(dtype: DType, x: &[f32], n: usize, cols: usize, lanes: bool) -> Self {
         let nb = cols / act_block_len(dtype);
         let mut a = QActs {
@@ -684,31 +791,28 @@ impl QActs {
             groups: Vec::new(),
             pieces: Vec::new(),
         };
-        match dtype {
-            DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::I8 | DType::Q4_0X4 | DType::Q8_0X4 => {
-                a.b32 = vec![B32::default(); n * nb];
-                quantize_b32(x, &mut a.b32);
-                if lanes {
+        assert!(
+            has_int_kernel(dtype),
+            "{} has no integer kernel",
+            dtype.name()
+        );
+        if act_block_len(dtype) == 32 {
+            a.b32 = vec![B32::default(); n * nb];
+            quantize_b32(x, &mut a.b32);
+            if lanes {
+                if let Some(offset) = group_offset(dtype) {
+                    a.groups = groups_of(&a.b32[..nb], offset);
+                } else {
                     match dtype {
-                        DType::Q4_0 => a.groups = groups_of(&a.b32[..nb], -8),
-                        DType::Q5_0 => a.groups = groups_of(&a.b32[..nb], -16),
                         DType::Q4_0X4 => a.pieces = pieces_of(&a.b32[..nb], -8),
                         DType::Q8_0X4 => a.pieces = pieces_of(&a.b32[..nb], -128),
                         _ => a.pairs = pairs_of(&a.b32[..nb]),
                     }
                 }
             }
-            DType::Q4_K
-            | DType::Q6_K
-            | DType::Q5_K
-            | DType::Q3_K
-            | DType::Q2_K
-            | DType::IQ4_XS
-            | DType::TQ2_0 => {
-                a.k = vec![AK_ZERO; n * nb];
-                quantize_k(x, dtype, &mut a.k);
-            }
-            d => unreachable!("{} is not quantized", d.name()),
+        } else {
+            a.k = vec![AK_ZERO; n * nb];
+            quantize_k(x, dtype, &mut a.k);
         }
         a
     }
@@ -797,6 +901,10 @@ impl ScalarJob<'_> {
             DType::I8 => dot_i8(row, self.a.b32(t)),
             DType::Q4_0 => dot_q4_0(row, self.a.b32(t)),
             DType::Q5_0 => dot_q5_0(row, self.a.b32(t)),
+            DType::Q4_1 => dot_q4_1(row, self.a.b32(t)),
+            DType::Q5_1 => dot_q5_1(row, self.a.b32(t)),
+            DType::IQ4_NL => dot_iq4_nl(row, self.a.b32(t)),
+            DType::MXFP4 => dot_mxfp4(row, self.a.b32(t)),
             DType::Q4_K => dot_q4_k(row, self.a.k(t)),
             DType::Q6_K => dot_q6_k(row, self.a.k(t)),
             DType::Q5_K => dot_q5_k(row, self.a.k(t)),

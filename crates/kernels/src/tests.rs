@@ -362,9 +362,15 @@ fn bf16_fast_many_equals_one_by_one() {
 // ---------------------------------------------------------------------------------------------
 // Quantized weights
 
-const QTYPES: [DType; 9] = [
+/// The block formats with integer kernels.
+const QTYPES: [DType; 14] = [
     DType::Q8_0,
     DType::Q4_0,
+    DType::Q5_0,
+    DType::Q4_1,
+    DType::Q5_1,
+    DType::IQ4_NL,
+    DType::MXFP4,
     DType::Q4_K,
     DType::Q6_K,
     DType::Q5_K,
@@ -375,10 +381,14 @@ const QTYPES: [DType; 9] = [
 ];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 11] = [
+const QTYPES_I8: [DType; 15] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
+    DType::Q4_1,
+    DType::Q5_1,
+    DType::IQ4_NL,
+    DType::MXFP4,
     DType::Q4_K,
     DType::Q6_K,
     DType::Q5_K,
@@ -412,10 +422,11 @@ fn block_amax(xt: &[f32], i: usize, bl: usize) -> f32 {
 
 /// Per output, a bound on the magnitude of every partial sum any kernel forms: the sum over
 /// the row of `|weight term| * max |x|` of the element's activation block, where the weight
-/// term is what the kernels multiply before scaling (`w` for Q8_0/Q4_0/IQ4_XS, whose integer
-/// scales and offsets stay inside exact integer sums; `d*sc*q` and `dmin*m` for Q4_K, Q5_K
-/// and Q2_K; `d*|sc|*(q + 32)` for Q6_K and `d*|sc - 32|*(q + 4)` for Q3_K, whose offsets are
-/// applied to sub-block sums in other lanes than the products).
+/// term is what the kernels multiply before scaling (`w` for Q8_0/Q4_0/IQ4_XS and the other
+/// types without a min, whose integer scales and offsets stay inside exact integer sums; `d*q`
+/// and `m` for Q4_1/Q5_1, whose weights `d*q + m` may cancel; `d*sc*q` and `dmin*m` for Q4_K,
+/// Q5_K and Q2_K; `d*|sc|*(q + 32)` for Q6_K and `d*|sc - 32|*(q + 4)` for Q3_K, whose
+/// offsets are applied to sub-block sums in other lanes than the products).
 fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
     let bl = act_block_len(w.dtype);
     let mut wa = vec![0f32; w.cols];
@@ -426,11 +437,31 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
             | DType::Q4_0
             | DType::Q5_0
             | DType::IQ4_XS
+            | DType::IQ4_NL
+            | DType::MXFP4
             | DType::I8
             | DType::Q4_0X4
             | DType::Q8_0X4 => {
                 frugal_quant::row_to_f32(w, r, &mut wa);
                 wa.iter_mut().for_each(|v| *v = v.abs());
+            }
+            DType::Q4_1 | DType::Q5_1 => {
+                // f16 d, f16 m, (Q5_1: the fifth bits qh,) 16 bytes of nibbles.
+                let bb = w.dtype.block_bytes();
+                for (b, blk) in w.row_bytes(r).chunks_exact(bb).enumerate() {
+                    let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32().abs();
+                    let m = f16::from_le_bytes([blk[2], blk[3]]).to_f32().abs();
+                    let qh = match w.dtype {
+                        DType::Q5_1 => u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]),
+                        _ => 0,
+                    };
+                    let qs = &blk[bb - 16..];
+                    for i in 0..32 {
+                        let nib = if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 };
+                        let q = nib as u32 | ((qh >> i) & 1) << 4;
+                        wa[32 * b + i] = d * q as f32 + m;
+                    }
+                }
             }
             DType::Q4_K => {
                 for (b, blk) in w.row_bytes(r).chunks_exact(144).enumerate() {

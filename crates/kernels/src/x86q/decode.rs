@@ -7,6 +7,13 @@
 //!   of the four activation blocks, high nibbles the second halves
 //!   ([`crate::qmat::A4Group`]); the `-8` is the activation lane's precomputed `-8 * sum(x)`,
 //!   the start of the `vpdpbusd` accumulation. Two f32 accumulators alternate between steps.
+//! - Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4 (`rows_g4`): the same 4-block steps in the same
+//!   activation layout, each type's lane correction precomputed there. Q5_0/Q5_1: the fifth
+//!   bits, gathered by a `vpermt2w`, added to the nibbles as byte masks. Q4_1/Q5_1: unsigned
+//!   levels, plus the min times the lane's activation sum. IQ4_NL/MXFP4: levels looked up by
+//!   `vpshufb` in the type's int8 table (VNNI: made unsigned, `k ^ 0x80`, corrected by
+//!   `-128 * sum(x)`; AVX-512BW: `|k|` times `x` with `k`'s sign); MXFP4's 17-byte blocks by
+//!   four 16-byte loads, its E8M0 scales applied by `vscalefps`.
 //! - Q8_0: 4 blocks (136 bytes) per step, two per register; the scales by one `vpermt2w` from
 //!   two 64-byte loads. VNNI: weights made unsigned by `^ 0x80`, corrected by the lane's
 //!   `-128 * sum(x)`; AVX-512BW: `|w|` times `x` with `w`'s sign.
@@ -294,86 +301,342 @@ macro_rules! avx512_decode {
             }
         }
 
-        /// The fifth bits of 4 Q5_0 blocks at `p` as masks over the nibble register's bytes
-        /// (block `k`'s bytes `16k..16k + 16`): bits `0..16` of each block's `qh` for the low
-        /// nibbles (values `0..16`), bits `16..32` for the high ones.
+        /// Adds the fifth bits of 4 Q5_0 or Q5_1 blocks to their nibbles `lo` and `hi`
+        /// (block `k`'s bytes `16k..16k + 16`): `qh` holds the low halves of the blocks' `qh`
+        /// (bits `0..16`, those of the low nibbles) in its first 64 bits, the high halves in
+        /// the next 64, each a byte mask over the nibble registers.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn q5_0_high(p: *const u8) -> (__mmask64, __mmask64) {
-            // SAFETY: the caller guarantees 4 blocks (88 bytes) at p.
-            let qh: [u64; 4] = std::array::from_fn(|k| unsafe {
-                (p.add(22 * k + 2) as *const u32).read_unaligned() as u64
-            });
-            let lo = (0..4).fold(0u64, |m, k| m | (qh[k] & 0xFFFF) << (16 * k));
-            let hi = (0..4).fold(0u64, |m, k| m | (qh[k] >> 16) << (16 * k));
-            (lo, hi)
+        fn add_fifth_bits(lo: __m512i, hi: __m512i, qh: __m128i) -> (__m512i, __m512i) {
+            let b5 = _mm512_set1_epi8(0x10);
+            let mlo = _mm_cvtsi128_si64(qh) as u64;
+            let mhi = _mm_extract_epi64::<1>(qh) as u64;
+            (
+                _mm512_mask_add_epi8(lo, mlo, lo, b5),
+                _mm512_mask_add_epi8(hi, mhi, hi, b5),
+            )
+        }
+
+        /// The low and high nibbles of `nib` as bytes.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn split_nibbles(nib: __m512i) -> (__m512i, __m512i) {
+            let m4 = _mm512_set1_epi8(0x0F);
+            (
+                _mm512_and_si512(nib, m4),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(nib), m4),
+            )
+        }
+
+        /// The first and second halves of the activation blocks of a group.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn group_qs(a: &A4Group) -> (__m512i, __m512i) {
+            // SAFETY: qs is 128 bytes, 64-byte aligned.
+            unsafe {
+                (
+                    _mm512_load_si512(a.qs.as_ptr() as *const _),
+                    _mm512_load_si512(a.qs.as_ptr().add(64) as *const _),
+                )
+            }
         }
 
         /// Q5_0 times one [`A4Group`] (built with the `-16` correction): 4 blocks (88 bytes
-        /// at `p`) into `acc`. As [`step_q4_0`], with the fifth bit ORed into each level.
+        /// at `p`) into `acc`. As [`step_q4_0`], with the fifth bit added to each level.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn step_q5_0(p: *const u8, a: &A4Group, idx: &[__m512i; 2], acc: &mut __m512) {
+        unsafe fn step_q5_0(p: *const u8, a: &A4Group, c: &[__m512i; 4], acc: &mut __m512) {
             // SAFETY: the caller guarantees 88 readable bytes at p.
             unsafe {
                 let w0 = _mm512_loadu_si512(p as *const _);
                 // Bytes 64..88 (words 32..44): a masked load reads only those 24 bytes.
                 let w1 = _mm512_maskz_loadu_epi8((1u64 << 24) - 1, p.add(64) as *const i8);
-                let nib = _mm512_permutex2var_epi16(w0, idx[0], w1);
-                let dh = _mm512_permutex2var_epi16(w0, idx[1], w1);
+                let nib = _mm512_permutex2var_epi16(w0, c[0], w1);
+                // The scales, then the fifth bits (words 16..24).
+                let dh = _mm512_permutex2var_epi16(w0, c[1], w1);
                 let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dh));
-                let (mlo, mhi) = q5_0_high(p);
-                let m4 = _mm512_set1_epi8(0x0F);
-                let b5 = _mm512_set1_epi8(0x10);
-                let lo = _mm512_and_si512(nib, m4);
-                let lo = _mm512_mask_add_epi8(lo, mlo, lo, b5);
-                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(nib), m4);
-                let hi = _mm512_mask_add_epi8(hi, mhi, hi, b5);
+                let (lo, hi) = split_nibbles(nib);
+                let (lo, hi) = add_fifth_bits(lo, hi, _mm512_extracti32x4_epi32::<2>(dh));
                 let corr = _mm512_load_si512(a.corr.as_ptr() as *const _);
-                let xlo = _mm512_load_si512(a.qs.as_ptr() as *const _);
-                let xhi = _mm512_load_si512(a.qs.as_ptr().add(64) as *const _);
+                let (xlo, xhi) = group_qs(a);
                 let i = $dp!($dp!(corr, lo, xlo), hi, xhi);
                 let dx = _mm512_load_ps(a.d.as_ptr());
                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw, dx), *acc);
             }
         }
 
-        /// `R` Q5_0 rows (`nb` blocks each at `p[r]`) times one token in the [`A4Group`]
-        /// layout, each group of activations used for all `R` rows.
+        /// Q4_1 (`Q5`: Q5_1) times one [`A4Group`] (built with the plain lane sums): 4
+        /// blocks (80 bytes, Q5_1 96, at `p`) into `acc`. The unsigned levels' integer
+        /// products, scaled per lane by `d`, plus the lane's activation sum scaled by `m`,
+        /// both by `dx`.
+        #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn rows_q5_0<const R: usize>(
+        unsafe fn step_q4_1<const Q5: bool>(
+            p: *const u8,
+            a: &A4Group,
+            c: &[__m512i; 4],
+            acc: &mut __m512,
+        ) {
+            // SAFETY: the caller guarantees 80 (Q5: 96) readable bytes at p.
+            unsafe {
+                let w0 = _mm512_loadu_si512(p as *const _);
+                let w1 = if Q5 {
+                    _mm512_zextsi256_si512(_mm256_loadu_si256(p.add(64) as *const __m256i))
+                } else {
+                    _mm512_zextsi128_si512(_mm_loadu_si128(p.add(64) as *const __m128i))
+                };
+                let nib = _mm512_permutex2var_epi16(w0, c[0], w1);
+                let dm = _mm512_permutex2var_epi16(w0, c[1], w1);
+                let (mut lo, mut hi) = split_nibbles(nib);
+                if Q5 {
+                    let qh = _mm512_permutex2var_epi16(w0, c[2], w1);
+                    (lo, hi) = add_fifth_bits(lo, hi, _mm512_castsi512_si128(qh));
+                }
+                let (xlo, xhi) = group_qs(a);
+                let i = $dp!($dp!(_mm512_setzero_si512(), lo, xlo), hi, xhi);
+                let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dm));
+                let mw = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dm));
+                let s = _mm512_cvtepi32_ps(_mm512_load_si512(a.corr.as_ptr() as *const _));
+                let f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), dw, _mm512_mul_ps(s, mw));
+                let dx = _mm512_load_ps(a.d.as_ptr());
+                *acc = _mm512_fmadd_ps(f, dx, *acc);
+            }
+        }
+
+        /// The products of 64 levels of a table with 64 activations `x`, added to `i` per
+        /// 32-bit lane: the levels are `tab` (the type's 16 int8 levels in every 128-bit lane)
+        /// looked up by the nibbles `q`. With VNNI `tab` holds the levels made unsigned,
+        /// `k ^ 0x80 = k + 128` (the caller's start `i` holds the `-128 * sum(x)` that
+        /// corrects it); without it `|k|` meets `x` with the sign of `k`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn dot_lut(i: __m512i, q: __m512i, x: __m512i, tab: __m512i) -> __m512i {
+            let k = _mm512_shuffle_epi8(tab, q);
+            if $vnni {
+                $dp!(i, k, x)
+            } else {
+                let neg = _mm512_movepi8_mask(k);
+                let s = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+                $dp!(i, _mm512_abs_epi8(k), s)
+            }
+        }
+
+        /// The integer products of 4 table blocks' nibbles `nib` (16 bytes per block) with
+        /// one [`A4Group`] (built with the `-128` correction, which only VNNI uses), per lane.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn lut_group(nib: __m512i, a: &A4Group, tab: __m512i) -> __m512i {
+            let (lo, hi) = split_nibbles(nib);
+            let (xlo, xhi) = group_qs(a);
+            let i = if $vnni {
+                // SAFETY: corr is 64 bytes, 64-byte aligned.
+                unsafe { _mm512_load_si512(a.corr.as_ptr() as *const _) }
+            } else {
+                _mm512_setzero_si512()
+            };
+            dot_lut(dot_lut(i, lo, xlo, tab), hi, xhi, tab)
+        }
+
+        /// IQ4_NL times one [`A4Group`]: 4 blocks (72 bytes at `p`, Q4_0's layout) into
+        /// `acc`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn step_iq4_nl(p: *const u8, a: &A4Group, c: &[__m512i; 4], acc: &mut __m512) {
+            // SAFETY: the caller guarantees 72 readable bytes at p.
+            unsafe {
+                let w0 = _mm512_loadu_si512(p as *const _);
+                let w1 = _mm512_zextsi128_si512(_mm_loadl_epi64(p.add(64) as *const __m128i));
+                let nib = _mm512_permutex2var_epi16(w0, c[0], w1);
+                let dh = _mm512_permutex2var_epi16(w0, c[1], w1);
+                let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dh));
+                let i = lut_group(nib, a, c[2]);
+                let dx = _mm512_load_ps(a.d.as_ptr());
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw, dx), *acc);
+            }
+        }
+
+        /// `x` times ggml's `GGML_E8M0_TO_FP32_HALF` of the exponent bytes `e` (zero-extended
+        /// dwords), `2^(e - 128)`, rounded once: the same f32 as the product with the exact
+        /// power of two, for every byte.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn scale_e8m0(x: __m512, e: __m512i) -> __m512 {
+            let p = _mm512_cvtepi32_ps(_mm512_sub_epi32(e, _mm512_set1_epi32(128)));
+            _mm512_scalef_ps(x, p)
+        }
+
+        /// ggml's `GGML_E8M0_TO_FP32_HALF` of exponent bytes `e` (zero-extended dwords):
+        /// `2^(e - 128)`, exact for every byte (subnormal for `e < 2`).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        pub(super) fn e8m0_half(e: __m512i) -> __m512 {
+            scale_e8m0(_mm512_set1_ps(1.0), e)
+        }
+
+        /// MXFP4 times one [`A4Group`]: 4 blocks (68 bytes at `p`) into `acc`. The blocks'
+        /// nibbles and their exponents gathered by byte shuffles.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn step_mxfp4(p: *const u8, a: &A4Group, c: &[__m512i; 4], acc: &mut __m512) {
+            // SAFETY: the caller guarantees 68 readable bytes at p.
+            unsafe {
+                let w0 = _mm512_loadu_si512(p as *const _);
+                // Bytes 64..68: a masked load reads only those 4.
+                let w1 = _mm512_maskz_loadu_epi8(0xF, p.add(64) as *const i8);
+                // Block k's nibbles, bytes 17k + 1..17k + 17, start in 128-bit lane k at
+                // byte k + 1 and end in lane k + 1: each part by a byte shuffle, of the group
+                // and of the group moved down by one lane.
+                let next = _mm512_alignr_epi32::<4>(w1, w0);
+                let nib = _mm512_shuffle_epi8(w0, c[1]);
+                let nib = _mm512_mask_shuffle_epi8(nib, MX_NEXT_LANE, next, c[2]);
+                let i = lut_group(nib, a, c[3]);
+                let dx = _mm512_load_ps(a.d.as_ptr());
+                let s = scale_e8m0(dx, _mm512_shuffle_epi8(w0, c[0]));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), s, *acc);
+            }
+        }
+
+        /// The 16 int8 levels `t` in every 128-bit lane, made unsigned (`^ 0x80`) with VNNI
+        /// (see [`dot_lut`]).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn lut(t: &[i8; 16]) -> __m512i {
+            // SAFETY: t is 16 bytes.
+            let v = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr() as *const _) });
+            if $vnni {
+                _mm512_xor_si512(v, _mm512_set1_epi8(-128))
+            } else {
+                v
+            }
+        }
+
+        /// 32 word indices in a register.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn idx_words(t: &[i16; 32]) -> __m512i {
+            // SAFETY: t is 64 bytes.
+            unsafe { _mm512_loadu_si512(t.as_ptr() as *const _) }
+        }
+
+        /// 64 byte-shuffle controls in a register.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn shuf_bytes(t: &[i8; 64]) -> __m512i {
+            // SAFETY: t is 64 bytes.
+            unsafe { _mm512_loadu_si512(t.as_ptr() as *const _) }
+        }
+
+        /// The constants of [`step_g4`] for the type `K`: its permutation indices or shuffle
+        /// controls, and for the table types the table ([`lut`]).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn consts_g4<const K: u8>() -> [__m512i; 4] {
+            let ld = idx_words;
+            let z = _mm512_setzero_si512();
+            let sh = shuf_bytes;
+            match K {
+                G_Q5_0 => [ld(&IDX_Q5_NIB), ld(&IDX_Q5_D), z, z],
+                G_Q4_1 => [ld(&IDX_Q41_NIB), ld(&IDX_Q41_DM), z, z],
+                G_Q5_1 => [ld(&IDX_Q51_NIB), ld(&IDX_Q51_DM), ld(&IDX_Q51_QH), z],
+                G_IQ4_NL => [ld(&IDX_Q4_NIB), ld(&IDX_Q4_D), lut(&KVALUES_IQ4NL), z],
+                _ => [
+                    sh(&SHUF_MX_E),
+                    sh(&SHUF_MX_NIB[0]),
+                    sh(&SHUF_MX_NIB[1]),
+                    lut(&KVALUES_FP4),
+                ],
+            }
+        }
+
+        /// One step of [`rows_g4`]: 4 blocks of the type `K` at `p` times one [`A4Group`]
+        /// into `acc`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn step_g4<const K: u8>(
+            p: *const u8,
+            a: &A4Group,
+            c: &[__m512i; 4],
+            acc: &mut __m512,
+        ) {
+            // SAFETY: the caller guarantees 4 blocks of the type at p.
+            unsafe {
+                match K {
+                    G_Q5_0 => step_q5_0(p, a, c, acc),
+                    G_Q4_1 => step_q4_1::<false>(p, a, c, acc),
+                    G_Q5_1 => step_q4_1::<true>(p, a, c, acc),
+                    G_IQ4_NL => step_iq4_nl(p, a, c, acc),
+                    _ => step_mxfp4(p, a, c, acc),
+                }
+            }
+        }
+
+        /// `R` rows of the block type `K` ([`g4_block_bytes`]; `nb` blocks each at `p[r]`)
+        /// times one token in the [`A4Group`] layout, 4 blocks per step, each group of
+        /// activations used for all `R` rows; two accumulators alternate between steps.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_g4<const K: u8, const R: usize>(
             p: [*const u8; R],
             nb: usize,
             a: &[A4Group],
         ) -> [f32; R] {
+            let bb = g4_block_bytes(K);
             // SAFETY: the caller guarantees every row's `nb` blocks; `a` has a group per 4
             // blocks (checked), and the tail group is copied into a zeroed buffer first.
             unsafe {
                 assert_eq!(a.len(), nb.div_ceil(4), "activation groups");
-                let idx = [
-                    _mm512_loadu_si512(IDX_Q5_NIB.as_ptr() as *const _),
-                    _mm512_loadu_si512(IDX_Q5_D.as_ptr() as *const _),
-                ];
+                let c = consts_g4::<K>();
                 let mut acc = [[_mm512_setzero_ps(); 2]; R];
                 let ng = nb / 4;
-                for (g, ag) in a[..ng].iter().enumerate() {
+                // Pairs of groups, one accumulator each (indexed by constants, so that they
+                // stay in registers).
+                let mut g = 0;
+                while g + 2 <= ng {
                     for r in 0..R {
-                        prefetch_lines(p[r].add(88 * g), 2);
-                        step_q5_0(p[r].add(88 * g), ag, &idx, &mut acc[r][g % 2]);
+                        let pg = p[r].add(4 * bb * g);
+                        prefetch_lines(pg, 3);
+                        step_g4::<K>(pg, &a[g], &c, &mut acc[r][0]);
+                        step_g4::<K>(pg.add(4 * bb), &a[g + 1], &c, &mut acc[r][1]);
+                    }
+                    g += 2;
+                }
+                if g < ng {
+                    for r in 0..R {
+                        step_g4::<K>(p[r].add(4 * bb * g), &a[g], &c, &mut acc[r][0]);
                     }
                 }
                 if nb % 4 != 0 {
                     for r in 0..R {
-                        let mut buf = [0u8; 88];
+                        let mut buf = [0u8; 4 * G4_MAX_BYTES];
                         std::ptr::copy_nonoverlapping(
-                            p[r].add(88 * ng),
+                            p[r].add(4 * bb * ng),
                             buf.as_mut_ptr(),
-                            22 * (nb % 4),
+                            bb * (nb % 4),
                         );
-                        step_q5_0(buf.as_ptr(), &a[ng], &idx, &mut acc[r][1]);
+                        step_g4::<K>(buf.as_ptr(), &a[ng], &c, &mut acc[r][1]);
                     }
                 }
                 acc.map(|a| _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1])))
+            }
+        }
+
+        /// [`rows_g4`] for `dtype`, one of the types it multiplies ([`g4_kind`]).
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_g4_of<const R: usize>(
+            dtype: DType,
+            p: [*const u8; R],
+            nb: usize,
+            a: &[A4Group],
+        ) -> [f32; R] {
+            // SAFETY: the caller's guarantees, passed on.
+            unsafe {
+                match g4_kind(dtype) {
+                    Some(G_Q5_0) => rows_g4::<G_Q5_0, R>(p, nb, a),
+                    Some(G_Q4_1) => rows_g4::<G_Q4_1, R>(p, nb, a),
+                    Some(G_Q5_1) => rows_g4::<G_Q5_1, R>(p, nb, a),
+                    Some(G_IQ4_NL) => rows_g4::<G_IQ4_NL, R>(p, nb, a),
+                    Some(G_MXFP4) => rows_g4::<G_MXFP4, R>(p, nb, a),
+                    _ => unreachable!("{} has no 4-block decode kernel", dtype.name()),
+                }
             }
         }
 

@@ -5,8 +5,11 @@
 //!
 //! Every kernel computes, per 32-bit lane, an exact integer partial sum of `w * x` over a part
 //! of a block (signed weight levels; the unsigned-operand tricks are corrected exactly in the
-//! same lane), converts it to f32 and scales it per block: the scalar twins in `qmat.rs` compute
-//! the same block integers, and the results differ only in the order of the f32 additions.
+//! same lane), converts it to f32 and scales it per block (Q4_1, Q5_1: the sum of `q * x`, and
+//! their min times the activations' exact sum added in f32): the scalar twins in `qmat.rs`
+//! compute the same block integers, and the results differ only in the order and grouping of
+//! the f32 operations. AVX2 has kernels for I8, Q8_0, Q4_0, Q4_K and Q6_K only; the other types
+//! take the portable job there (`quant_product` in lib.rs).
 //!
 //! Layouts are the file's (GGUF) blocks, read in place with unaligned loads; nothing is
 //! repacked in memory. Decode (one token) streams each row once with few operations per byte;
@@ -34,14 +37,15 @@ mod tables;
 mod x4;
 
 use super::qmat::{
-    act_block_len, drive, iq4_pos, k_pos, q2_pos, weight_block_bytes, A4Group, A8Pair, QActs, QJob,
-    A16, AK, B32,
+    act_block_len, drive, group_offset, iq4_pos, k_pos, q2_pos, weight_block_bytes, A4Group,
+    A8Pair, QActs, QJob, A16, AK, B32,
 };
 use super::x86::{Avx2, Avx512, Avx512Vnni};
 use super::{DType, Isa, MatRef};
 use avx2::Avx2Job;
+use frugal_quant::tables::{KVALUES_FP4, KVALUES_IQ4NL};
 use frugal_quant::x4::piece_at;
-use prefill::{K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, K_TQ, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
+use prefill::{K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, K_TQ, M16, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
 use std::arch::x86_64::*;
 use tables::*;
 
@@ -81,6 +85,40 @@ fn check_job(w: &MatRef, a: &QActs, n: usize) {
         assert_eq!(a.k.len(), n * a.nb)
     }
 }
+
+/// The block types of the 4-block decode driver (`rows_g4` in `decode.rs`), as its const
+/// parameter.
+const G_Q5_0: u8 = 0;
+const G_Q4_1: u8 = 1;
+const G_Q5_1: u8 = 2;
+const G_IQ4_NL: u8 = 3;
+const G_MXFP4: u8 = 4;
+
+/// The 4-block decode driver's name for `dtype`, if it multiplies it.
+fn g4_kind(dtype: DType) -> Option<u8> {
+    match dtype {
+        DType::Q5_0 => Some(G_Q5_0),
+        DType::Q4_1 => Some(G_Q4_1),
+        DType::Q5_1 => Some(G_Q5_1),
+        DType::IQ4_NL => Some(G_IQ4_NL),
+        DType::MXFP4 => Some(G_MXFP4),
+        _ => None,
+    }
+}
+
+/// Bytes per block of the 4-block decode driver's type `k`.
+const fn g4_block_bytes(k: u8) -> usize {
+    match k {
+        G_Q5_0 => 22,
+        G_Q4_1 => 20,
+        G_Q5_1 => 24,
+        G_IQ4_NL => 18,
+        _ => 17,
+    }
+}
+
+/// The largest of [`g4_block_bytes`].
+const G4_MAX_BYTES: usize = 24;
 
 /// The eight 6-bit scales (bytes 0..8) and mins (8..16) of a Q4_K block's 12 packed bytes at
 /// `s`, as llama.cpp unpacks them with 32-bit masks.
@@ -161,7 +199,7 @@ macro_rules! avx512_quant {
                             DType::Q8_0 | DType::I8 => {
                                 assert_eq!(a.pairs.len(), 2 * a.nb.div_ceil(4))
                             }
-                            DType::Q4_0 | DType::Q5_0 => {
+                            d if group_offset(d).is_some() => {
                                 assert_eq!(a.groups.len(), a.nb.div_ceil(4))
                             }
                             DType::Q4_0X4 | DType::Q8_0X4 => {
@@ -207,11 +245,12 @@ macro_rules! avx512_quant {
                         }
                         return;
                     }
-                    // Rows whose activation layout outgrows L1 (2 bytes per value for Q4_0, 3
-                    // for Q8_0; past 16 KB) go 4 at a time, sharing each activation load.
-                    // K-quants: 1.25 bytes per value, past 16 KB too.
+                    // Rows whose activation layout outgrows L1 (2 bytes per value for the
+                    // A4Group layout of Q4_0 and the like, 3 for Q8_0; past 16 KB) go 4 at a
+                    // time, sharing each activation load. K-quants: 1.25 bytes per value, past
+                    // 16 KB too.
                     let multi = match self.w.dtype {
-                        DType::Q4_0 | DType::Q5_0 => 2 * self.w.cols > 16 << 10,
+                        d if group_offset(d).is_some() => 2 * self.w.cols > 16 << 10,
                         DType::Q8_0 | DType::I8 => 3 * self.w.cols > 16 << 10,
                         _ => 5 * self.w.cols / 4 > 16 << 10,
                     };
@@ -225,7 +264,9 @@ macro_rules! avx512_quant {
                             let v = unsafe {
                                 match self.w.dtype {
                                     DType::Q4_0 => rows_q4_0::<4>(p, nb, &self.a.groups),
-                                    DType::Q5_0 => rows_q5_0::<4>(p, nb, &self.a.groups),
+                                    d if g4_kind(d).is_some() => {
+                                        rows_g4_of::<4>(d, p, nb, &self.a.groups)
+                                    }
                                     DType::Q8_0 => {
                                         rows_q8_0::<4, false>(p, nb, self.a.pairs.as_ptr())
                                     }
@@ -255,7 +296,9 @@ macro_rules! avx512_quant {
                                     rows_q8_0::<1, true>([p], nb, self.a.pairs.as_ptr())[0]
                                 }
                                 DType::Q4_0 => row_q4_0(p, nb, &self.a.groups),
-                                DType::Q5_0 => rows_q5_0::<1>([p], nb, &self.a.groups)[0],
+                                d if g4_kind(d).is_some() => {
+                                    rows_g4_of::<1>(d, [p], nb, &self.a.groups)[0]
+                                }
                                 DType::Q4_K => rows_q4_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::Q6_K => rows_q6_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::Q5_K => rows_q5_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
@@ -319,6 +362,28 @@ mod tests {
             let (sc, m) = frugal_quant::q4_k::scales_mins(&bytes);
             assert_eq!(&b[..8], &sc);
             assert_eq!(&b[8..], &m);
+        }
+    }
+
+    /// The AVX-512 E8M0 scales equal ggml's conversion bit for bit, for every exponent byte
+    /// (the subnormal `0` and `1` and the largest, 255, included).
+    #[test]
+    fn e8m0_half_matches_ggml() {
+        use std::arch::x86_64::*;
+        if super::Avx512::detect().is_none() {
+            return;
+        }
+        for e0 in (0..256).step_by(16) {
+            let e: [u8; 16] = std::array::from_fn(|i| (e0 + i) as u8);
+            // SAFETY: the CPU has AVX-512F/BW/VL (just detected); e is 16 bytes.
+            let v: [f32; 16] = unsafe {
+                let x = _mm512_cvtepu8_epi32(_mm_loadu_si128(e.as_ptr() as *const _));
+                std::mem::transmute(super::bw::e8m0_half(x))
+            };
+            for (i, &b) in e.iter().enumerate() {
+                let want = frugal_quant::fp4::e8m0_to_f32_half(b);
+                assert_eq!(v[i].to_bits(), want.to_bits(), "e = {b}");
+            }
         }
     }
 }

@@ -7,15 +7,20 @@
 //! block (or sub-block) sum per row in each lane, so the f32 scaling is one fused multiply-add
 //! per 16 rows x 32 columns (K-quants: the sub-block scale by one `vpmulld`, the super-block's
 //! f32 scale once per 256 columns). Tokens go 8 at a time through the scratch. This is a
-//! transient tile of 16 rows, not a copy of the matrix.
+//! transient tile of 16 rows, not a copy of the matrix. Q4_1's and Q5_1's mins, which the
+//! integer sums cannot carry, are kept beside the tile ([`M16`]) and meet each token's block
+//! sums in one more fused multiply-add.
 //!
 //! Here: the scratch layouts ([`TB`], [`TK`]), and `avx512_prefill!`, the unpacking, the tile
 //! products and the job's 16-row drivers, which `avx512_quant!` (mod.rs) expands once per
 //! feature set. The x4 layouts' unpacking is in `x4.rs`.
 
 /// One block of 16 rows unpacked for the prefill kernel: `w[v]` lane `r` holds weights
-/// `4v..4v + 4` of row `r` as bytes (Q4_0: `q` in `0..16`; Q8_0 with VNNI: `w ^ 0x80`; Q8_0
-/// without: `|w|`, with the negative ones marked in `neg[v]`), `d` the 16 rows' scales.
+/// `4v..4v + 4` of row `r` as bytes, `d` the 16 rows' scales. Two encodings: unsigned levels
+/// (Q4_0's `q` in `0..16`, whose `-8` the kernel applies to the activation sums; Q4_1's and
+/// Q5_1's `q`, whose mins are kept apart in an [`M16`]), and the Q8_0 encoding of signed
+/// levels (Q8_0, int8, and the levels of Q5_0, IQ4_NL, MXFP4): with VNNI `w ^ 0x80`, without
+/// it `|w|` with the negative ones marked in `neg[v]`.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub(super) struct TB {
@@ -29,6 +34,11 @@ pub(super) const TB_ZERO: TB = TB {
     d: [0.0; 16],
     neg: [0; 8],
 };
+
+/// The f32 mins of one block of 16 rows (Q4_1, Q5_1), next to its [`TB`].
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(super) struct M16(pub(super) [f32; 16]);
 
 /// One super-block of 256 of 16 rows unpacked for the K-quant prefill kernel. `w[s][v]` lane
 /// `r` holds values `32s + 4v..32s + 4v + 4` of row `r` as bytes (`q`: Q4_K `0..16`, Q5_K
@@ -112,15 +122,59 @@ macro_rules! avx512_prefill {
             }
         }
 
-        /// The f16 scales at `rows[r]` of 16 rows.
+        /// The f16 scales at `rows[r] + off` of 16 rows.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn scales16(rows: &[*const u8; 16]) -> __m512 {
-            // SAFETY: the caller guarantees 2 readable bytes at every rows[r].
-            let dh: [u16; 16] =
-                std::array::from_fn(|r| unsafe { (rows[r] as *const u16).read_unaligned() });
+        unsafe fn scales16(rows: &[*const u8; 16], off: usize) -> __m512 {
+            // SAFETY: the caller guarantees 2 readable bytes at every rows[r] + off.
+            let dh: [u16; 16] = std::array::from_fn(|r| unsafe {
+                (rows[r].add(off) as *const u16).read_unaligned()
+            });
             // SAFETY: dh is 32 bytes.
             _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(dh.as_ptr() as *const __m256i) })
+        }
+
+        /// The MXFP4 scales of 16 rows (the E8M0 byte at `rows[r]`, see [`e8m0_half`]).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn scales16_e8m0(rows: &[*const u8; 16]) -> __m512 {
+            // SAFETY: the caller guarantees a readable byte at every rows[r].
+            let e: [u8; 16] = std::array::from_fn(|r| unsafe { *rows[r] });
+            // SAFETY: e is 16 bytes.
+            let e = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(e.as_ptr() as *const _) });
+            e8m0_half(e)
+        }
+
+        /// Stores the signed levels `s` as `tb.w[h]` in the Q8_0 encoding.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn put_q8(tb: &mut TB, h: usize, s: __m512i) {
+            let u = if $vnni {
+                _mm512_xor_si512(s, _mm512_set1_epi8(-128))
+            } else {
+                tb.neg[h] = _mm512_movepi8_mask(s);
+                _mm512_abs_epi8(s)
+            };
+            // SAFETY: tb.w[h] is 64 bytes, 64-byte aligned.
+            unsafe { _mm512_store_si512(tb.w[h].as_mut_ptr() as *mut _, u) };
+        }
+
+        /// Unpacks the 16 bytes of nibbles at `rows[r] + off` of 16 rows into `tb`'s weights
+        /// as unsigned levels (the scales are the caller's).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_nibbles(rows: &[*const u8; 16], off: usize, idx: __m512i, tb: &mut TB) {
+            // SAFETY: the caller guarantees 16 readable bytes at every rows[r] + off.
+            unsafe {
+                let m4 = _mm512_set1_epi8(0x0F);
+                let v = transpose16x4(load16x16(rows, off), idx);
+                for (j, vj) in v.iter().enumerate() {
+                    let lo = _mm512_and_si512(*vj, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*vj), m4);
+                    _mm512_store_si512(tb.w[j].as_mut_ptr() as *mut _, lo);
+                    _mm512_store_si512(tb.w[j + 4].as_mut_ptr() as *mut _, hi);
+                }
+            }
         }
 
         /// Unpacks one Q4_0 block of 16 rows (`rows[r]` at the block) into `tb`.
@@ -128,15 +182,45 @@ macro_rules! avx512_prefill {
         unsafe fn unpack_q4_0(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
             // SAFETY: the caller guarantees 18 readable bytes at every rows[r].
             unsafe {
+                unpack_nibbles(rows, 2, idx, tb);
+                _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows, 0));
+            }
+        }
+
+        /// Unpacks one Q4_1 block of 16 rows (`rows[r]` at the block) into `tb`, unsigned,
+        /// and its mins into `m`.
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q4_1(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB, m: &mut M16) {
+            // SAFETY: the caller guarantees 20 readable bytes at every rows[r].
+            unsafe {
+                unpack_nibbles(rows, 4, idx, tb);
+                _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows, 0));
+                _mm512_store_ps(m.0.as_mut_ptr(), scales16(rows, 2));
+            }
+        }
+
+        /// Unpacks one IQ4_NL (`!MX`) or MXFP4 block of 16 rows (`rows[r]` at the block)
+        /// into `tb`: the nibbles' levels of the type's table, in the Q8_0 encoding.
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_lut<const MX: bool>(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
+            // SAFETY: the caller guarantees a whole block (18 or 17 bytes) at every rows[r].
+            unsafe {
+                let t = if MX { &KVALUES_FP4 } else { &KVALUES_IQ4NL };
+                let tab = _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr() as *const _));
                 let m4 = _mm512_set1_epi8(0x0F);
-                let v = transpose16x4(load16x16(rows, 2), idx);
+                let v = transpose16x4(load16x16(rows, if MX { 1 } else { 2 }), idx);
                 for (j, vj) in v.iter().enumerate() {
                     let lo = _mm512_and_si512(*vj, m4);
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*vj), m4);
-                    _mm512_store_si512(tb.w[j].as_mut_ptr() as *mut _, lo);
-                    _mm512_store_si512(tb.w[j + 4].as_mut_ptr() as *mut _, hi);
+                    put_q8(tb, j, _mm512_shuffle_epi8(tab, lo));
+                    put_q8(tb, j + 4, _mm512_shuffle_epi8(tab, hi));
                 }
-                _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows));
+                let d = if MX {
+                    scales16_e8m0(rows)
+                } else {
+                    scales16(rows, 0)
+                };
+                _mm512_store_ps(tb.d.as_mut_ptr(), d);
             }
         }
 
@@ -163,39 +247,60 @@ macro_rules! avx512_prefill {
         }
 
         /// Unpacks one Q5_0 block of 16 rows (`rows[r]` at the block) into `tb` in the Q8_0
-        /// encoding (levels `q - 16`): the nibbles as for Q4_0, each row's fifth bits spread
-        /// over its lane's bytes by byte masks.
+        /// encoding (levels `q - 16`); with `MIN` one Q5_1 block, unsigned (`q`), and its
+        /// mins into `m`. The nibbles as for Q4_0, each row's fifth bits spread over its
+        /// lane's bytes by byte masks.
         #[target_feature(enable = $feat)]
-        unsafe fn unpack_q5_0(rows: &[*const u8; 16], idx: __m512i, tb: &mut TB) {
-            // SAFETY: the caller guarantees 22 readable bytes at every rows[r].
+        unsafe fn unpack_q5<const MIN: bool>(
+            rows: &[*const u8; 16],
+            idx: __m512i,
+            tb: &mut TB,
+            m: &mut M16,
+        ) {
+            // Q5_0: f16 d, qh, nibbles; Q5_1: f16 d, f16 m, qh, nibbles.
+            let qh_at = if MIN { 4 } else { 2 };
+            // SAFETY: the caller guarantees 22 (MIN: 24) readable bytes at every rows[r].
             unsafe {
                 let m4 = _mm512_set1_epi8(0x0F);
                 let b5 = _mm512_set1_epi8(0x10);
-                let v = transpose16x4(load16x16(rows, 6), idx);
-                let qh: [u64; 16] =
-                    std::array::from_fn(|r| (rows[r].add(2) as *const u32).read_unaligned() as u64);
+                let v = transpose16x4(load16x16(rows, qh_at + 4), idx);
+                // The 16 rows' fifth bits, row r's in dword r; byte b of every dword spread
+                // over the dword's 4 bytes (bits 8b..8b + 8 of qh).
+                let qh: [u32; 16] =
+                    std::array::from_fn(|r| (rows[r].add(qh_at) as *const u32).read_unaligned());
+                let qh = _mm512_loadu_si512(qh.as_ptr() as *const _);
+                let qb: [__m512i; 4] = std::array::from_fn(|b| {
+                    _mm512_shuffle_epi8(
+                        qh,
+                        _mm512_loadu_si512(SHUF_DW_BYTE[b].as_ptr() as *const _),
+                    )
+                });
+                // Byte k of a dword tests bit k (first nibble) or 4 + k (second) of its byte.
+                let bit = [
+                    _mm512_set1_epi32(0x0804_0201),
+                    _mm512_set1_epi32(0x8040_2010u32 as i32),
+                ];
                 for (j, vj) in v.iter().enumerate() {
                     // Byte `4r + k` of vector j holds value `4j + k` (low nibble) or
-                    // `16 + 4j + k` (high) of row r.
-                    let mask = |shift: usize| {
-                        (0..16).fold(0u64, |m, r| m | ((qh[r] >> shift) & 0xF) << (4 * r))
-                    };
+                    // `16 + 4j + k` (high) of row r: bit `4j + k` or `16 + 4j + k` of qh.
+                    let mlo = _mm512_test_epi8_mask(qb[j / 2], bit[j % 2]);
+                    let mhi = _mm512_test_epi8_mask(qb[2 + j / 2], bit[j % 2]);
                     let lo = _mm512_and_si512(*vj, m4);
-                    let lo = _mm512_mask_add_epi8(lo, mask(4 * j), lo, b5);
+                    let lo = _mm512_mask_add_epi8(lo, mlo, lo, b5);
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*vj), m4);
-                    let hi = _mm512_mask_add_epi8(hi, mask(16 + 4 * j), hi, b5);
+                    let hi = _mm512_mask_add_epi8(hi, mhi, hi, b5);
                     for (h, q) in [(j, lo), (j + 4, hi)] {
-                        let s = _mm512_sub_epi8(q, b5);
-                        let u = if $vnni {
-                            _mm512_xor_si512(s, _mm512_set1_epi8(-128))
+                        if MIN {
+                            _mm512_store_si512(tb.w[h].as_mut_ptr() as *mut _, q);
                         } else {
-                            tb.neg[h] = _mm512_movepi8_mask(s);
-                            _mm512_abs_epi8(s)
-                        };
-                        _mm512_store_si512(tb.w[h].as_mut_ptr() as *mut _, u);
+                            put_q8(tb, h, _mm512_sub_epi8(q, b5));
+                        }
                     }
                 }
-                _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows));
+                _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows, 0));
+                if MIN {
+                    _mm512_store_ps(m.0.as_mut_ptr(), scales16(rows, 2));
+                }
             }
         }
 
@@ -205,7 +310,7 @@ macro_rules! avx512_prefill {
             // SAFETY: the caller guarantees 34 readable bytes at every rows[r].
             unsafe {
                 unpack_int8(rows, 2, idx, tb);
-                _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows));
+                _mm512_store_ps(tb.d.as_mut_ptr(), scales16(rows, 0));
             }
         }
 
@@ -222,12 +327,16 @@ macro_rules! avx512_prefill {
 
         /// 16 unpacked rows (`nb` blocks at `s`) times `T` tokens: lane `r` of result `t`
         /// is row `r` . token `t`. `Q8` selects the Q8_0 encoding of [`TB`] (and its
-        /// correction, `-128 * sum(x)` with VNNI, none without) over Q4_0's (`-8 * sum`).
+        /// correction, `-128 * sum(x)` with VNNI, none without) over the unsigned levels,
+        /// Q4_0's (`-8 * sum`) or, with `MIN`, those of Q4_1 and Q5_1 (no offset; their
+        /// mins `m`, one [`M16`] per block, times `dx * sum(x)`).
         #[target_feature(enable = $feat)]
-        unsafe fn tgemm<const Q8: bool, const T: usize>(
+        unsafe fn tgemm<const Q8: bool, const MIN: bool, const T: usize>(
             s: &[TB],
+            m: &[M16],
             x: [*const B32; T],
         ) -> [__m512; T] {
+            assert!(!MIN || m.len() == s.len(), "one M16 per block");
             let mut acc = [_mm512_setzero_ps(); T];
             for (k, tb) in s.iter().enumerate() {
                 // SAFETY: every token has `s.len()` activation blocks (checked by the
@@ -244,6 +353,8 @@ macro_rules! avx512_prefill {
                             } else {
                                 0
                             }
+                        } else if MIN {
+                            0
                         } else {
                             -8 * xb.sum
                         };
@@ -260,6 +371,11 @@ macro_rules! avx512_prefill {
                         }
                         let sc = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
                         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), sc, acc[t]);
+                        if MIN {
+                            let mw = _mm512_load_ps(m[k].0.as_ptr());
+                            let sx = _mm512_set1_ps(xb.d * xb.sum as f32);
+                            acc[t] = _mm512_fmadd_ps(mw, sx, acc[t]);
+                        }
                     }
                 }
             }
@@ -707,15 +823,25 @@ macro_rules! avx512_prefill {
 
             /// Rows `r0..` of every token, 16 rows at a time through the unpacked scratch.
             fn rows16(&self, r0: usize, outs: &mut [&mut [f32]]) {
-                let (nb, bb) = (self.a.nb, weight_block_bytes(self.w.dtype));
-                let i8 = self.w.dtype == DType::I8;
-                let q5 = self.w.dtype == DType::Q5_0;
-                // Q5_0 is unpacked in the Q8_0 encoding (signed levels).
-                let q8 = self.w.dtype == DType::Q8_0 || i8 || q5;
-                let x4 = self.w.dtype.is_x4();
-                let q8 = q8 || self.w.dtype == DType::Q8_0X4;
+                let dtype = self.w.dtype;
+                let (nb, bb) = (self.a.nb, weight_block_bytes(dtype));
+                let x4 = dtype.is_x4();
+                // The types with signed levels are unpacked in the Q8_0 encoding; Q4_1 and
+                // Q5_1 in unsigned levels with their mins apart, Q4_0 in unsigned levels.
+                let q8 = matches!(
+                    dtype,
+                    DType::Q8_0
+                        | DType::I8
+                        | DType::Q5_0
+                        | DType::IQ4_NL
+                        | DType::MXFP4
+                        | DType::Q8_0X4
+                );
+                let min = matches!(dtype, DType::Q4_1 | DType::Q5_1);
                 let nrows = outs[0].len();
                 let mut scratch = vec![TB_ZERO; nb];
+                let mut mins = vec![M16([0.0; 16]); if min { nb } else { 0 }];
+                let mut no_min = M16([0.0; 16]);
                 // SAFETY: IDX_TR is 64 bytes.
                 let idx = unsafe { _mm512_loadu_si512(IDX_TR.as_ptr() as *const _) };
                 let mut rt = 0;
@@ -745,6 +871,7 @@ macro_rules! avx512_prefill {
                             }
                         });
                         for (k, tb) in scratch.iter_mut().enumerate() {
+                            let m = if min { &mut mins[k] } else { &mut no_min };
                             // Rows past the tile's end stay on the zero block.
                             let rows: [*const u8; 16] = std::array::from_fn(|r| {
                                 if r < nr {
@@ -756,14 +883,16 @@ macro_rules! avx512_prefill {
                             // SAFETY: the token proves the features; each pointer is at a
                             // whole block of its row (or at the 64-byte zero block).
                             unsafe {
-                                if i8 {
-                                    unpack_i8(&rows, idx, tb);
-                                } else if q5 {
-                                    unpack_q5_0(&rows, idx, tb);
-                                } else if q8 {
-                                    unpack_q8_0(&rows, idx, tb);
-                                } else {
-                                    unpack_q4_0(&rows, idx, tb);
+                                match dtype {
+                                    DType::I8 => unpack_i8(&rows, idx, tb),
+                                    DType::Q8_0 => unpack_q8_0(&rows, idx, tb),
+                                    DType::Q4_0 => unpack_q4_0(&rows, idx, tb),
+                                    DType::Q5_0 => unpack_q5::<false>(&rows, idx, tb, m),
+                                    DType::Q4_1 => unpack_q4_1(&rows, idx, tb, m),
+                                    DType::Q5_1 => unpack_q5::<true>(&rows, idx, tb, m),
+                                    DType::IQ4_NL => unpack_lut::<false>(&rows, idx, tb),
+                                    DType::MXFP4 => unpack_lut::<true>(&rows, idx, tb),
+                                    d => unreachable!("{} is not in blocks of 32", d.name()),
                                 }
                             }
                         }
@@ -782,9 +911,11 @@ macro_rules! avx512_prefill {
                                 // `nb` activation blocks (check_job).
                                 let acc = unsafe {
                                     if q8 {
-                                        tgemm::<true, $T>(&scratch, x)
+                                        tgemm::<true, false, $T>(&scratch, &[], x)
+                                    } else if min {
+                                        tgemm::<false, true, $T>(&scratch, &mins, x)
                                     } else {
-                                        tgemm::<false, $T>(&scratch, x)
+                                        tgemm::<false, false, $T>(&scratch, &[], x)
                                     }
                                 };
                                 for (t, a) in acc.iter().enumerate() {

@@ -63,7 +63,8 @@ pub(super) static IDX_Q5_NIB: [i16; 32] = {
     a
 };
 
-/// `vpermt2w` indices of the 4 Q5_0 scales (words `11k`), each repeated 4 times (words 0..16).
+/// `vpermt2w` indices of the 4 Q5_0 scales (words `11k`), each repeated 4 times (words 0..16),
+/// then the blocks' fifth bits ([`qh_words`], words 16..24).
 pub(super) static IDX_Q5_D: [i16; 32] = {
     let mut a = [0i16; 32];
     let mut j = 0;
@@ -71,7 +72,107 @@ pub(super) static IDX_Q5_D: [i16; 32] = {
         a[j] = (11 * (j / 4)) as i16;
         j += 1;
     }
+    let qh = qh_words(22, 2);
+    while j < 24 {
+        a[j] = qh[j - 16];
+        j += 1;
+    }
     a
+};
+
+/// `vpermt2w` indices of the fifth bits of 4 Q5_0 or Q5_1 blocks (`bb` bytes, `qh` at byte
+/// `off`) in words 0..8: the low halves of the 4 blocks' `qh`, then their high halves, so that
+/// the two 64-bit lanes are the masks of the values of the low and of the high nibbles.
+const fn qh_words(bb: usize, off: usize) -> [i16; 32] {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 8 {
+        a[j] = ((bb * (j % 4) + off) / 2 + j / 4) as i16;
+        j += 1;
+    }
+    a
+}
+
+/// [`qh_words`] of Q5_1 (24-byte blocks, `qh` at byte 4).
+pub(super) static IDX_Q51_QH: [i16; 32] = qh_words(24, 4);
+
+/// `vpermt2w` indices gathering the nibble bytes of 4 blocks of `bb` bytes (an even number)
+/// whose nibbles start at byte `off` (even): output words `8k..8k + 8` are block `k`'s words
+/// `(bb * k + off) / 2..` + 8.
+const fn idx_nib(bb: usize, off: usize) -> [i16; 32] {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = ((bb * (j / 8) + off) / 2 + j % 8) as i16;
+        j += 1;
+    }
+    a
+}
+
+/// `vpermt2w` indices of the f16 scale `d` (word 0) and min `m` (word 1) of 4 blocks of `bb`
+/// bytes: `d` of block `k` in words `4k..4k + 4`, `m` in words `16 + 4k..16 + 4k + 4`.
+const fn idx_dm(bb: usize) -> [i16; 32] {
+    let mut a = [0i16; 32];
+    let mut j = 0;
+    while j < 32 {
+        a[j] = (bb / 2 * (j % 16 / 4) + j / 16) as i16;
+        j += 1;
+    }
+    a
+}
+
+/// [`idx_nib`] of Q4_1 (20-byte blocks, nibbles at byte 4).
+pub(super) static IDX_Q41_NIB: [i16; 32] = idx_nib(20, 4);
+/// [`idx_dm`] of Q4_1.
+pub(super) static IDX_Q41_DM: [i16; 32] = idx_dm(20);
+/// [`idx_nib`] of Q5_1 (24-byte blocks, nibbles at byte 8).
+pub(super) static IDX_Q51_NIB: [i16; 32] = idx_nib(24, 8);
+/// [`idx_dm`] of Q5_1.
+pub(super) static IDX_Q51_DM: [i16; 32] = idx_dm(24);
+
+/// `vpshufb` controls taking the E8M0 exponents of 4 MXFP4 blocks (bytes `17k`, so byte `k` of
+/// 128-bit lane `k`) from the group's first 64 bytes into the four dwords of lane `k`,
+/// zero-extended.
+pub(super) static SHUF_MX_E: [i8; 64] = {
+    let mut a = [-128i8; 64];
+    let mut j = 0;
+    while j < 16 {
+        a[4 * j] = (j / 4) as i8;
+        j += 1;
+    }
+    a
+};
+
+/// `vpshufb` controls gathering the nibbles of 4 MXFP4 blocks (bytes `17k + 1..17k + 17`) into
+/// 128-bit lane `k`: `[0]` takes bytes `k + 1..16` of lane `k` of the group into the lane's
+/// first bytes, `[1]` the rest, the first `k + 1` bytes of the next lane (from the group moved
+/// down one lane), into the bytes [`MX_NEXT_LANE`] marks.
+pub(super) static SHUF_MX_NIB: [[i8; 64]; 2] = {
+    let mut a = [[-128i8; 64]; 2];
+    let mut i = 0;
+    while i < 64 {
+        let (k, j) = (i / 16, i % 16);
+        if j + k + 1 < 16 {
+            a[0][i] = (j + k + 1) as i8;
+        } else {
+            a[1][i] = (j + k + 1 - 16) as i8;
+        }
+        i += 1;
+    }
+    a
+};
+
+/// The bytes of [`SHUF_MX_NIB`]`[1]`: bytes `15 - k..16` of lane `k`.
+pub(super) const MX_NEXT_LANE: u64 = {
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < 64 {
+        if i % 16 + i / 16 + 1 >= 16 {
+            m |= 1 << i;
+        }
+        i += 1;
+    }
+    m
 };
 
 /// `vpermt2w` indices of the 4 Q8_0 scales of a 136-byte group (words 0, 17, 34, 51), each
@@ -135,6 +236,21 @@ pub(super) static Q6K_SHIFTS: [[i16; 32]; 2] = {
         a[0][j] = if j < 16 { 0 } else { 2 };
         a[1][j] = if j < 16 { 4 } else { 6 };
         j += 1;
+    }
+    a
+};
+
+/// `vpshufb` controls spreading byte `b` of every dword over the dword's 4 bytes.
+pub(super) static SHUF_DW_BYTE: [[i8; 64]; 4] = {
+    let mut a = [[0i8; 64]; 4];
+    let mut b = 0;
+    while b < 4 {
+        let mut j = 0;
+        while j < 64 {
+            a[b][j] = (j % 16 / 4 * 4 + b) as i8;
+            j += 1;
+        }
+        b += 1;
     }
     a
 };

@@ -93,7 +93,7 @@ fn bench_matmul(c: &mut Criterion) {
 /// 16384x2048 streams the same bytes per row.
 const Q_SHAPES: [(usize, usize); 3] = [(2048, 2048), (16384, 2048), (2048, 16384)];
 
-const QTYPES: [DType; 13] = [
+const QTYPES: [DType; 14] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -107,6 +107,7 @@ const QTYPES: [DType; 13] = [
     DType::Q3_K,
     DType::Q2_K,
     DType::IQ4_XS,
+    DType::TQ2_0,
 ];
 
 /// Whether AVX2 has kernels for `dtype` (the others take the portable job there, not worth
@@ -124,6 +125,7 @@ fn random_blocks(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
         DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
         DType::Q3_K => &[108],
         DType::Q2_K => &[80, 82],
+        DType::TQ2_0 => &[64],
         DType::MXFP4 => &[],
         d => panic!("no random blocks for {}", d.name()),
     };

@@ -86,12 +86,12 @@ const QUANTIZABLE: [DType; 4] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q
 fn random_scales(rng: &mut Rng, dtype: DType, blocks: &mut [u8]) {
     // Byte offsets of the f16 scale fields in one block.
     let f16_at: &[usize] = match dtype {
-        DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS | DType::IQ1_S => &[0],
         DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
         DType::Q2_K => &[80, 82],
         DType::Q3_K => &[108],
         DType::TQ2_0 => &[64],
-        DType::MXFP4 => &[],
+        DType::MXFP4 | DType::IQ1_M => &[],
         d => panic!("no random blocks for {}", d.name()),
     };
     for b in blocks.chunks_exact_mut(dtype.block_bytes()) {
@@ -101,6 +101,14 @@ fn random_scales(rng: &mut Rng, dtype: DType, blocks: &mut [u8]) {
         }
         if dtype == DType::MXFP4 {
             b[0] = 121 + rng.below(5) as u8;
+        }
+        if dtype == DType::IQ1_M {
+            // The f16 scale in the top nibbles of the four scale words (bytes 49, 51, ...).
+            let v = f16::from_f32(0.001 + 0.019 * (rng.f32() + 1.0) / 2.0).to_bits();
+            for k in 0..4 {
+                let n = ((v >> (4 * k)) & 15) as u8;
+                b[49 + 2 * k] = (b[49 + 2 * k] & 15) | n << 4;
+            }
         }
     }
 }
@@ -363,7 +371,7 @@ fn bf16_fast_many_equals_one_by_one() {
 // Quantized weights
 
 /// The block formats with integer kernels.
-const QTYPES: [DType; 14] = [
+const QTYPES: [DType; 16] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -378,10 +386,12 @@ const QTYPES: [DType; 14] = [
     DType::Q2_K,
     DType::IQ4_XS,
     DType::TQ2_0,
+    DType::IQ1_S,
+    DType::IQ1_M,
 ];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 15] = [
+const QTYPES_I8: [DType; 17] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -396,6 +406,8 @@ const QTYPES_I8: [DType; 15] = [
     DType::Q2_K,
     DType::IQ4_XS,
     DType::TQ2_0,
+    DType::IQ1_S,
+    DType::IQ1_M,
     DType::I8,
 ];
 
@@ -511,6 +523,28 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
                 for (b, blk) in w.row_bytes(r).chunks_exact(66).enumerate() {
                     let d = f16::from_le_bytes([blk[64], blk[65]]).to_f32().abs();
                     wa[256 * b..256 * (b + 1)].fill(d * 4.0);
+                }
+            }
+            DType::IQ1_S | DType::IQ1_M => {
+                // Levels `8 * g + 9 + 8 * delta` in `0..=18` over 8, the `-9 / 8` applied to
+                // the sub-block sums in other lanes: `d * ls * 27 / 8`.
+                let bb = w.dtype.block_bytes();
+                for (b, blk) in w.row_bytes(r).chunks_exact(bb).enumerate() {
+                    for m in 0..16 {
+                        let (d, ls) = if w.dtype == DType::IQ1_S {
+                            let qh = u16::from_le_bytes([blk[34 + m / 2 * 2], blk[35 + m / 2 * 2]]);
+                            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                            (d, 2 * ((qh >> 12) & 7) + 1)
+                        } else {
+                            let sc: [u16; 4] = std::array::from_fn(|k| {
+                                u16::from_le_bytes([blk[48 + 2 * k], blk[49 + 2 * k]])
+                            });
+                            let d = frugal_quant::iq1::iq1_m_scale(&sc);
+                            (d, 2 * ((sc[m / 4] >> (3 * (m % 4))) & 7) + 1)
+                        };
+                        let v = d.abs() * ls as f32 * 27.0 / 8.0;
+                        wa[256 * b + 16 * m..256 * b + 16 * m + 16].fill(v);
+                    }
                 }
             }
             DType::Q6_K => {

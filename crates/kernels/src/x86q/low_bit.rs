@@ -6,6 +6,12 @@
 //!   integer accumulator (the activations' `c16`, `-sum(x)` per sub-block of 16). Prefill: the
 //!   levels in the activations' order in a [`super::TK`] tile of kind `K_TQ` (one scale per
 //!   super-block).
+//! - IQ1_S, IQ1_M: the 32 grid points of a super-block by four `vpgatherdq` of 8 (indices
+//!   built in registers from `qs` and `qh`), each group's delta folded into its bytes as the
+//!   unsigned level `8 * g + 9 + 8 * delta` (`0..=18`: `vpmaddubsw` cannot saturate), so a
+//!   piece of 16 is `sum(level * x) - 9 * sum(x)` (the activations' `c16`) times its odd scale,
+//!   Q6_K's decode shape; the `1/8` in the f32 block scale. Prefill: those levels in a
+//!   [`super::TK`] tile of kind `K_Q6`.
 
 /// The AVX-512 kernels of the low-bit types for one feature set (the arguments of
 /// `avx512_quant!`).
@@ -60,6 +66,132 @@ macro_rules! avx512_low_bit {
                 for (k, q) in levels2_k(b).into_iter().enumerate() {
                     _mm512_storeu_si512(out.as_mut_ptr().add(64 * k) as *mut _, q);
                 }
+            }
+        }
+
+        /// The levels `8 * g + 9 + 8 * delta` (`0..=18`) of one IQ1_S (`!M`, 50 bytes) or
+        /// IQ1_M (`M`, 56 bytes) super-block at `b` in natural order (register `c` holds
+        /// values `64c..64c + 64`), the 16 scales of its pieces of 16 (odd, `1..16`) as i16,
+        /// and its f32 scale `d`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn iq1_unpack<const M: bool>(b: *const u8) -> ([__m512i; 4], __m256i, f32) {
+            // SAFETY: the caller guarantees a whole block (50 or 56 bytes) at b.
+            unsafe {
+                let (qs_at, qh_at) = if M { (0, 32) } else { (2, 34) };
+                // Group `l` of a register: its high index bits and the sign bit of its
+                // delta in the 32 bits of `qh` that cover the register's 8 groups.
+                let (sh, sg) = if M {
+                    (
+                        _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28),
+                        _mm256_setr_epi32(
+                            8,
+                            8 << 4,
+                            8 << 8,
+                            8 << 12,
+                            8 << 16,
+                            8 << 20,
+                            8 << 24,
+                            8 << 28,
+                        ),
+                    )
+                } else {
+                    let s = 0x8000;
+                    let t = 0x8000_0000u32 as i32;
+                    (
+                        _mm256_setr_epi32(0, 3, 6, 9, 16, 19, 22, 25),
+                        _mm256_setr_epi32(s, s, s, s, t, t, t, t),
+                    )
+                };
+                let m7 = _mm256_set1_epi32(7);
+                let one = _mm512_set1_epi8(1);
+                let two = _mm512_set1_epi8(2);
+                let grid = IQ1S_GRID.as_ptr() as *const i64;
+                let q: [__m512i; 4] = std::array::from_fn(|c| {
+                    let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        b.add(qs_at + 8 * c) as *const __m128i
+                    ));
+                    let qh =
+                        _mm256_set1_epi32((b.add(qh_at + 4 * c) as *const i32).read_unaligned());
+                    let hi = _mm256_and_si256(_mm256_srlv_epi32(qh, sh), m7);
+                    let idx = _mm256_or_si256(lo, _mm256_slli_epi32::<8>(hi));
+                    let neg = _mm256_test_epi32_mask(qh, sg);
+                    let g = _mm512_i32gather_epi64::<8>(idx, grid);
+                    let u = _mm512_slli_epi16::<3>(_mm512_add_epi8(g, one));
+                    _mm512_add_epi8(u, _mm512_maskz_mov_epi64(!neg, two))
+                });
+                let m7w = _mm256_set1_epi16(7);
+                let (ls, d) = if M {
+                    let w = (b.add(48) as *const [u16; 4]).read_unaligned();
+                    let v = _mm256_set1_epi64x((b.add(48) as *const i64).read_unaligned());
+                    let v = _mm256_permutexvar_epi16(
+                        _mm256_loadu_si256(IDX_IQ1M_SC.as_ptr() as *const __m256i),
+                        v,
+                    );
+                    let v = _mm256_srlv_epi16(
+                        v,
+                        _mm256_loadu_si256(SH_IQ1M_SC.as_ptr() as *const __m256i),
+                    );
+                    let bits = (w[0] >> 12)
+                        | ((w[1] >> 8) & 0x00f0)
+                        | ((w[2] >> 4) & 0x0f00)
+                        | (w[3] & 0xf000);
+                    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
+                    (_mm256_and_si256(v, m7w), d)
+                } else {
+                    let v = _mm_loadu_si128(b.add(34) as *const __m128i);
+                    let v = _mm_and_si128(_mm_srli_epi16::<12>(v), _mm_set1_epi16(7));
+                    let v = _mm256_set_m128i(_mm_unpackhi_epi16(v, v), _mm_unpacklo_epi16(v, v));
+                    (v, f16_at(b))
+                };
+                let ls = _mm256_or_si256(_mm256_slli_epi16::<1>(ls), _mm256_set1_epi16(1));
+                (q, ls, d)
+            }
+        }
+
+        /// `R` IQ1_S (`!M`) or IQ1_M (`M`) rows (`nb` super-blocks each at `p[r]`) times one
+        /// token (activations in natural order, `c16 = -9 * bsums16`), as [`rows_q6_k`].
+        #[target_feature(enable = $feat)]
+        unsafe fn rows_iq1<const R: usize, const M: bool>(
+            p: [*const u8; R],
+            nb: usize,
+            x: *const AK,
+        ) -> [f32; R] {
+            let bb = if M { 56 } else { 50 };
+            // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
+            // blocks.
+            unsafe {
+                let idx: [__m512i; 4] =
+                    std::array::from_fn(|i| _mm512_loadu_si512(IDX_Q6K_SC[i].as_ptr() as *const _));
+                let mut acc = [_mm512_setzero_ps(); R];
+                for k in 0..nb {
+                    let xb = &*x.add(k);
+                    let xv: [__m512i; 4] = std::array::from_fn(|g| {
+                        _mm512_load_si512(xb.qs.as_ptr().add(64 * g) as *const _)
+                    });
+                    let bs = _mm256_loadu_si256(xb.bsums16.as_ptr() as *const __m256i);
+                    for r in 0..R {
+                        let b = p[r].add(bb * k);
+                        prefetch_lines(b, 1);
+                        let (q, sc16, d) = iq1_unpack::<M>(b);
+                        let sc512 = _mm512_castsi256_si512(sc16);
+                        let mut i = _mm512_setzero_si512();
+                        for g in 0..4 {
+                            let sg = _mm512_permutexvar_epi16(idx[g], sc512);
+                            i = $dpw!(i, _mm512_maddubs_epi16(q[g], xv[g]), sg);
+                        }
+                        // `-9 * sum_j ls_j * sum(x)_j`.
+                        let c =
+                            _mm256_mullo_epi32(_mm256_madd_epi16(sc16, bs), _mm256_set1_epi32(9));
+                        i = _mm512_sub_epi32(i, _mm512_zextsi256_si512(c));
+                        acc[r] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(i),
+                            _mm512_set1_ps(d * xb.d * 0.125),
+                            acc[r],
+                        );
+                    }
+                }
+                std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]))
             }
         }
     };

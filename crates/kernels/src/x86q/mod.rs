@@ -43,7 +43,7 @@ use super::qmat::{
 use super::x86::{Avx2, Avx512, Avx512Vnni};
 use super::{DType, Isa, MatRef};
 use avx2::Avx2Job;
-use frugal_quant::tables::{KVALUES_FP4, KVALUES_IQ4NL};
+use frugal_quant::tables::{IQ1S_GRID, KVALUES_FP4, KVALUES_IQ4NL};
 use frugal_quant::x4::piece_at;
 use prefill::{K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, K_TQ, M16, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK};
 use std::arch::x86_64::*;
@@ -278,6 +278,12 @@ macro_rules! avx512_quant {
                                     DType::Q2_K => rows_q2_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::IQ4_XS => rows_iq4_xs::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::TQ2_0 => rows_tq2_0::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    DType::IQ1_S => {
+                                        rows_iq1::<4, false>(p, nb, self.a.k(0).as_ptr())
+                                    }
+                                    DType::IQ1_M => {
+                                        rows_iq1::<4, true>(p, nb, self.a.k(0).as_ptr())
+                                    }
                                     d => unreachable!("{} is not quantized", d.name()),
                                 }
                             };
@@ -306,6 +312,12 @@ macro_rules! avx512_quant {
                                 DType::Q2_K => rows_q2_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::IQ4_XS => rows_iq4_xs::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::TQ2_0 => rows_tq2_0::<1>([p], nb, self.a.k(0).as_ptr())[0],
+                                DType::IQ1_S => {
+                                    rows_iq1::<1, false>([p], nb, self.a.k(0).as_ptr())[0]
+                                }
+                                DType::IQ1_M => {
+                                    rows_iq1::<1, true>([p], nb, self.a.k(0).as_ptr())[0]
+                                }
                                 d => unreachable!("{} is not quantized", d.name()),
                             }
                         };

@@ -42,8 +42,9 @@ pub(super) struct M16(pub(super) [f32; 16]);
 
 /// One super-block of 256 of 16 rows unpacked for the K-quant prefill kernel. `w[s][v]` lane
 /// `r` holds values `32s + 4v..32s + 4v + 4` of row `r` as bytes (`q`: Q4_K `0..16`, Q5_K
-/// `0..32`, Q6_K `0..64`, Q3_K `0..8`, Q2_K `0..4`; IQ4_XS's signed levels in the Q8_0
-/// encoding of [`TB`], the signs in `neg[s][v]` without VNNI). `sc[j]` the integer sub-block
+/// `0..32`, Q6_K `0..64`, Q3_K `0..8`, Q2_K and TQ2_0 `0..4`, IQ1_S and IQ1_M `0..=18`;
+/// IQ4_XS's signed levels in the Q8_0 encoding of [`TB`], the signs in `neg[s][v]` without
+/// VNNI). `sc[j]` the integer sub-block
 /// scales (8 of 32 for Q4_K, Q5_K and IQ4_XS, 16 of 16 for the others), `mp[i]` the mins
 /// `m[2i]`, `m[2i + 1]` as a pair of i16 per lane (Q4_K and Q5_K: 4 pairs, Q2_K: 8), `d` and
 /// `dmin` the f32 scales.
@@ -68,10 +69,10 @@ pub(super) const TK_ZERO: TK = TK {
 };
 
 /// The ways [`TK`] tiles meet the activations (`tgemm_k`'s `KIND`): sub-blocks of 32 with
-/// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K; Q3_K with its activations in
-/// the order of `q2_pos`), of 16 with mins (Q2_K, that order), of 32 with signed levels
-/// (IQ4_XS), one scale per super-block with the offset `-1` (TQ2_0, levels in the activations'
-/// order).
+/// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K, IQ1_S, IQ1_M; Q3_K with its
+/// activations in the order of `q2_pos`), of 16 with mins (Q2_K, that order), of 32 with
+/// signed levels (IQ4_XS), one scale per super-block with the offset `-1` (TQ2_0, levels in
+/// the activations' order).
 pub(super) const K_Q4: u8 = 0;
 pub(super) const K_Q6: u8 = 1;
 pub(super) const K_Q3: u8 = 2;
@@ -608,6 +609,22 @@ macro_rules! avx512_prefill {
                             levels_tq2_0(b, &mut lv[r]);
                             tk.d[r] = f16_at(b.add(64));
                         }
+                        DType::IQ1_S | DType::IQ1_M => {
+                            let (q, sc16, d) = if dtype == DType::IQ1_S {
+                                iq1_unpack::<false>(b)
+                            } else {
+                                iq1_unpack::<true>(b)
+                            };
+                            for (c, v) in q.into_iter().enumerate() {
+                                _mm512_storeu_si512(lv[r].as_mut_ptr().add(64 * c) as *mut _, v);
+                            }
+                            let sc: [i16; 16] = std::mem::transmute(sc16);
+                            for j in 0..16 {
+                                tk.sc[j][r] = sc[j] as i32;
+                            }
+                            // The `1/8` of the levels `8 * g + 9 + 8 * delta`.
+                            tk.d[r] = d * 0.125;
+                        }
                         d => unreachable!("{} has no K tile", d.name()),
                     }
                 }
@@ -757,7 +774,7 @@ macro_rules! avx512_prefill {
                 let (nb, bb, dtype) = (self.a.nb, self.w.dtype.block_bytes(), self.w.dtype);
                 let kind = match dtype {
                     DType::Q4_K | DType::Q5_K => K_Q4,
-                    DType::Q6_K => K_Q6,
+                    DType::Q6_K | DType::IQ1_S | DType::IQ1_M => K_Q6,
                     DType::Q3_K => K_Q3,
                     DType::Q2_K => K_Q2,
                     DType::TQ2_0 => K_TQ,

@@ -381,3 +381,8 @@ pub(super) static Q3K_HBITS: [[u8; 64]; 4] = {
     }
     a
 };
+
+/// The IQ1_M scale word of each piece of 16 (`vpermw` of the four words): piece `m` in word
+/// `m / 4`, at bit `3 * (m % 4)` ([`SH_IQ1M_SC`]).
+pub(super) static IDX_IQ1M_SC: [i16; 16] = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3];
+pub(super) static SH_IQ1M_SC: [i16; 16] = [0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9];

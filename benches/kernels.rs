@@ -93,7 +93,7 @@ fn bench_matmul(c: &mut Criterion) {
 /// 16384x2048 streams the same bytes per row.
 const Q_SHAPES: [(usize, usize); 3] = [(2048, 2048), (16384, 2048), (2048, 16384)];
 
-const QTYPES: [DType; 16] = [
+const QTYPES: [DType; 17] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -108,6 +108,7 @@ const QTYPES: [DType; 16] = [
     DType::Q2_K,
     DType::IQ4_XS,
     DType::TQ2_0,
+    DType::TQ1_0,
     DType::IQ1_S,
     DType::IQ1_M,
 ];
@@ -129,6 +130,7 @@ fn random_blocks(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
         DType::Q3_K => &[108],
         DType::Q2_K => &[80, 82],
         DType::TQ2_0 => &[64],
+        DType::TQ1_0 => &[52],
         DType::MXFP4 | DType::IQ1_M => &[],
         d => panic!("no random blocks for {}", d.name()),
     };

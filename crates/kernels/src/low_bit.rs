@@ -1,10 +1,12 @@
-//! The low-bit block types (ternary TQ2_0, the lattice types IQ1_S and IQ1_M) by integer dot
+//! The low-bit block types (ternary TQ2_0 and TQ1_0, the lattice types IQ1_S and IQ1_M) by integer dot
 //! products: their scalar twins, as `qmat.rs` has them for the others. Every weight block
 //! meets int8 activations in exact integer sums and only the block's result is scaled in f32:
 //!
 //! - TQ2_0: `d * dx * (sum(q * x) - sum(x))` over the super-block, `q` the 2-bit level in
 //!   `0..4` (weight `q - 1`), activations in Q2_K's order ([`q2_pos`]: TQ2_0's levels are laid
 //!   out as Q2_K's), the `-1` through the block's sum.
+//! - TQ1_0: the same with the base-3 digits `t` in `0..3` (weight `t - 1`; digit `n` of a
+//!   byte `q` is `(3 * (q * 3^n mod 256)) >> 8`), activations in natural order.
 //! - IQ1_S, IQ1_M (weights `d * ls * (g + delta)`, `g` in `-1..=1` from the grid, `delta` =
 //!   `±1/8` per group of 8, `ls` odd in `1..16` per 32 (IQ1_S) or 16 (IQ1_M) values):
 //!   `d * dx / 8 * sum_j ls_j * (8 * sum(g * x)_j + sum_l s_l * sum(x)_l)`, `s_l = ±1` the
@@ -42,6 +44,34 @@ pub(crate) fn dot_tq2_0(row: &[u8], a: &[AK]) -> f32 {
             }
         }
         acc += (f16_at(b, 64) * x.d) * isum as f32;
+    }
+    acc
+}
+
+/// Base-3 digit `n` (`0..3`) of a TQ1_0 byte `q`.
+#[inline(always)]
+fn trit(q: u8, n: u32) -> i32 {
+    ((q.wrapping_mul(3u8.pow(n)) as u16 * 3) >> 8) as i32
+}
+
+/// TQ1_0 row (`54 * a.len()` bytes: `qs[48]`, `qh[4]`, f16 `d`) times activation blocks
+/// (natural order): digit `n` of `qs[m]` is value `32n + m` (`m < 32`), of `qs[32 + m]` value
+/// `160 + 16n + m`, of `qh[m]` value `240 + 4n + m`.
+pub(crate) fn dot_tq1_0(row: &[u8], a: &[AK]) -> f32 {
+    let mut acc = 0f32;
+    for (b, x) in row.chunks_exact(54).zip(a) {
+        let mut isum = -ak_sum(x);
+        let mut e = 0;
+        // (bytes, digits per byte), in the order of the values.
+        for (bytes, digits) in [(&b[0..32], 5), (&b[32..48], 5), (&b[48..52], 4)] {
+            for n in 0..digits {
+                for &q in bytes {
+                    isum += trit(q, n) * x.qs[e] as i32;
+                    e += 1;
+                }
+            }
+        }
+        acc += (f16_at(b, 52) * x.d) * isum as f32;
     }
     acc
 }

@@ -116,7 +116,7 @@ pub(crate) struct AK {
     /// Sums of the 8 sub-blocks of 32 (natural order).
     pub bsums32: [i16; 8],
     /// The weights' offset times `bsums16` (`-32 *` for Q6_K, `-4 *` for Q3_K, `-1 *` for
-    /// TQ2_0, `-9 *` for IQ1_S and IQ1_M, else zero), as the kernels start sub-block sums.
+    /// TQ2_0 and TQ1_0, `-9 *` for IQ1_S and IQ1_M, else zero), as the kernels start sub-block sums.
     pub c16: [i32; 16],
     pub d: f32,
 }
@@ -266,6 +266,7 @@ pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
         DType::Q2_K => (3, 0),
         DType::IQ4_XS => (2, 0),
         DType::TQ2_0 => (3, -1),
+        DType::TQ1_0 => (0, -1),
         // The levels `8 * g + 9 + 8 * delta` (`0..=18`) of the SIMD kernels.
         DType::IQ1_S | DType::IQ1_M => (0, -9),
         d => unreachable!("{} is not a K-quant", d.name()),
@@ -356,6 +357,7 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
             | DType::Q2_K
             | DType::IQ4_XS
             | DType::TQ2_0
+            | DType::TQ1_0
             | DType::IQ1_S
             | DType::IQ1_M
             | DType::Q4_0X4
@@ -917,6 +919,7 @@ impl ScalarJob<'_> {
             DType::Q2_K => dot_q2_k(row, self.a.k(t)),
             DType::IQ4_XS => dot_iq4_xs(row, self.a.k(t)),
             DType::TQ2_0 => low_bit::dot_tq2_0(row, self.a.k(t)),
+            DType::TQ1_0 => low_bit::dot_tq1_0(row, self.a.k(t)),
             DType::IQ1_S => low_bit::dot_iq1_s(row, self.a.k(t)),
             DType::IQ1_M => low_bit::dot_iq1_m(row, self.a.k(t)),
             d => unreachable!("{} is not quantized", d.name()),

@@ -91,6 +91,7 @@ fn random_scales(rng: &mut Rng, dtype: DType, blocks: &mut [u8]) {
         DType::Q2_K => &[80, 82],
         DType::Q3_K => &[108],
         DType::TQ2_0 => &[64],
+        DType::TQ1_0 => &[52],
         DType::MXFP4 | DType::IQ1_M => &[],
         d => panic!("no random blocks for {}", d.name()),
     };
@@ -371,7 +372,7 @@ fn bf16_fast_many_equals_one_by_one() {
 // Quantized weights
 
 /// The block formats with integer kernels.
-const QTYPES: [DType; 16] = [
+const QTYPES: [DType; 17] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -386,12 +387,13 @@ const QTYPES: [DType; 16] = [
     DType::Q2_K,
     DType::IQ4_XS,
     DType::TQ2_0,
+    DType::TQ1_0,
     DType::IQ1_S,
     DType::IQ1_M,
 ];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 17] = [
+const QTYPES_I8: [DType; 18] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -406,6 +408,7 @@ const QTYPES_I8: [DType; 17] = [
     DType::Q2_K,
     DType::IQ4_XS,
     DType::TQ2_0,
+    DType::TQ1_0,
     DType::IQ1_S,
     DType::IQ1_M,
     DType::I8,
@@ -518,10 +521,15 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
                     }
                 }
             }
-            DType::TQ2_0 => {
+            DType::TQ2_0 | DType::TQ1_0 => {
                 // Levels `q` in `0..4`, the `-1` applied to the block's sum in other lanes.
-                for (b, blk) in w.row_bytes(r).chunks_exact(66).enumerate() {
-                    let d = f16::from_le_bytes([blk[64], blk[65]]).to_f32().abs();
+                let (bb, at) = if w.dtype == DType::TQ2_0 {
+                    (66, 64)
+                } else {
+                    (54, 52)
+                };
+                for (b, blk) in w.row_bytes(r).chunks_exact(bb).enumerate() {
+                    let d = f16::from_le_bytes([blk[at], blk[at + 1]]).to_f32().abs();
                     wa[256 * b..256 * (b + 1)].fill(d * 4.0);
                 }
             }

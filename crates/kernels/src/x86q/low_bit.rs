@@ -6,6 +6,8 @@
 //!   integer accumulator (the activations' `c16`, `-sum(x)` per sub-block of 16). Prefill: the
 //!   levels in the activations' order in a [`super::TK`] tile of kind `K_TQ` (one scale per
 //!   super-block).
+//! - TQ1_0: the same with the base-3 digits in natural order, each 128-bit lane one digit of
+//!   16 or 32 bytes (a multiply by `3^n` and two unsigned compares, [`levels_tq1`]).
 //! - IQ1_S, IQ1_M: the 32 grid points of a super-block by four `vpgatherdq` of 8 (indices
 //!   built in registers from `qs` and `qh`), each group's delta folded into its bytes as the
 //!   unsigned level `8 * g + 9 + 8 * delta` (`0..=18`: `vpmaddubsw` cannot saturate), so a
@@ -17,14 +19,16 @@
 /// `avx512_quant!`).
 macro_rules! avx512_low_bit {
     ($feat:literal, $vnni:literal, $dp:ident, $dpw:ident) => {
-        /// `R` TQ2_0 rows (`nb` super-blocks each at `p[r]`) times one token (activations in
-        /// the order of [`crate::qmat::q2_pos`], `c16 = -bsums16`).
+        /// `R` TQ2_0 (`!ONE`) or TQ1_0 (`ONE`) rows (`nb` super-blocks each at `p[r]`) times
+        /// one token (activations in the order of [`crate::qmat::q2_pos`] for TQ2_0, natural
+        /// for TQ1_0; `c16 = -bsums16`).
         #[target_feature(enable = $feat)]
-        unsafe fn rows_tq2_0<const R: usize>(
+        unsafe fn rows_tq<const R: usize, const ONE: bool>(
             p: [*const u8; R],
             nb: usize,
             x: *const AK,
         ) -> [f32; R] {
+            let (bb, d_at) = if ONE { (54, 52) } else { (66, 64) };
             // SAFETY: the caller guarantees every row's `nb` blocks and `nb` activation
             // blocks.
             unsafe {
@@ -38,21 +42,67 @@ macro_rules! avx512_low_bit {
                     // block's `-sum(x)`.
                     let c = _mm512_loadu_si512(xb.c16.as_ptr() as *const _);
                     for r in 0..R {
-                        let b = p[r].add(66 * k);
-                        prefetch_lines(b, 2);
-                        let q = levels2_k(b);
+                        let b = p[r].add(bb * k);
+                        prefetch_lines(b, 1);
+                        let q = if ONE { levels_tq1(b) } else { levels2_k(b) };
                         let mut i = c;
                         for g in 0..4 {
                             i = $dp!(i, q[g], xv[g]);
                         }
                         acc[r] = _mm512_fmadd_ps(
                             _mm512_cvtepi32_ps(i),
-                            _mm512_set1_ps(f16_at(b.add(64)) * xb.d),
+                            _mm512_set1_ps(f16_at(b.add(d_at)) * xb.d),
                             acc[r],
                         );
                     }
                 }
                 std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]))
+            }
+        }
+
+        /// The 256 base-3 digits (`0..3`) of one TQ1_0 super-block at `b` in natural order
+        /// (register `c` holds values `64c..64c + 64`). Every 128-bit lane takes one digit
+        /// `n` of 16 or 32 source bytes (`qs[0..32]`, `qs[32..48]`, or `qh` with a digit per
+        /// dword): `p = q * 3^n mod 256` by `vpmullw` on the even and the odd bytes, the digit
+        /// `(3p) >> 8` as `[p >= 86] + [p >= 171]`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn levels_tq1(b: *const u8) -> [__m512i; 4] {
+            // SAFETY: the caller guarantees 54 readable bytes at b; the tables are 64 bytes.
+            unsafe {
+                let a = _mm512_broadcast_i64x4(_mm256_loadu_si256(b as *const __m256i));
+                let s = _mm512_broadcast_i32x4(_mm_loadu_si128(b.add(32) as *const __m128i));
+                let h = _mm512_set1_epi32((b.add(48) as *const i32).read_unaligned());
+                let src = [
+                    a,
+                    a,
+                    _mm512_inserti64x4::<1>(a, _mm512_castsi512_si256(s)),
+                    _mm512_mask_blend_epi32(0xF000, s, h),
+                ];
+                let hi = _mm512_set1_epi16(0xFF00u16 as i16);
+                let one = _mm512_set1_epi8(1);
+                std::array::from_fn(|c| {
+                    let m = _mm512_loadu_si512(MUL_TQ1[c].as_ptr() as *const _);
+                    let lo = _mm512_mullo_epi16(src[c], m);
+                    let odd = _mm512_mullo_epi16(_mm512_and_si512(src[c], hi), m);
+                    let p = _mm512_mask_blend_epi8(0xAAAA_AAAA_AAAA_AAAA, lo, odd);
+                    let t1 = _mm512_cmpge_epu8_mask(p, _mm512_set1_epi8(86));
+                    let t2 = _mm512_cmpge_epu8_mask(p, _mm512_set1_epi8(171u8 as i8));
+                    let t = _mm512_maskz_mov_epi8(t1, one);
+                    _mm512_mask_add_epi8(t, t2, t, one)
+                })
+            }
+        }
+
+        /// The 256 digits of one TQ1_0 super-block at `b` in natural order.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn levels_tq1_0(b: *const u8, out: &mut [u8; 256]) {
+            // SAFETY: the caller guarantees 54 readable bytes at b; out is 256 bytes.
+            unsafe {
+                for (k, q) in levels_tq1(b).into_iter().enumerate() {
+                    _mm512_storeu_si512(out.as_mut_ptr().add(64 * k) as *mut _, q);
+                }
             }
         }
 

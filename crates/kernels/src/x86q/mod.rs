@@ -277,7 +277,10 @@ macro_rules! avx512_quant {
                                     DType::Q3_K => rows_q3_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::Q2_K => rows_q2_k::<4>(p, nb, self.a.k(0).as_ptr()),
                                     DType::IQ4_XS => rows_iq4_xs::<4>(p, nb, self.a.k(0).as_ptr()),
-                                    DType::TQ2_0 => rows_tq2_0::<4>(p, nb, self.a.k(0).as_ptr()),
+                                    DType::TQ2_0 => {
+                                        rows_tq::<4, false>(p, nb, self.a.k(0).as_ptr())
+                                    }
+                                    DType::TQ1_0 => rows_tq::<4, true>(p, nb, self.a.k(0).as_ptr()),
                                     DType::IQ1_S => {
                                         rows_iq1::<4, false>(p, nb, self.a.k(0).as_ptr())
                                     }
@@ -311,7 +314,12 @@ macro_rules! avx512_quant {
                                 DType::Q3_K => rows_q3_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::Q2_K => rows_q2_k::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 DType::IQ4_XS => rows_iq4_xs::<1>([p], nb, self.a.k(0).as_ptr())[0],
-                                DType::TQ2_0 => rows_tq2_0::<1>([p], nb, self.a.k(0).as_ptr())[0],
+                                DType::TQ2_0 => {
+                                    rows_tq::<1, false>([p], nb, self.a.k(0).as_ptr())[0]
+                                }
+                                DType::TQ1_0 => {
+                                    rows_tq::<1, true>([p], nb, self.a.k(0).as_ptr())[0]
+                                }
                                 DType::IQ1_S => {
                                     rows_iq1::<1, false>([p], nb, self.a.k(0).as_ptr())[0]
                                 }

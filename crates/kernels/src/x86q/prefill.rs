@@ -42,7 +42,7 @@ pub(super) struct M16(pub(super) [f32; 16]);
 
 /// One super-block of 256 of 16 rows unpacked for the K-quant prefill kernel. `w[s][v]` lane
 /// `r` holds values `32s + 4v..32s + 4v + 4` of row `r` as bytes (`q`: Q4_K `0..16`, Q5_K
-/// `0..32`, Q6_K `0..64`, Q3_K `0..8`, Q2_K and TQ2_0 `0..4`, IQ1_S and IQ1_M `0..=18`;
+/// `0..32`, Q6_K `0..64`, Q3_K `0..8`, Q2_K and TQ2_0 `0..4`, TQ1_0 `0..3`, IQ1_S and IQ1_M `0..=18`;
 /// IQ4_XS's signed levels in the Q8_0 encoding of [`TB`], the signs in `neg[s][v]` without
 /// VNNI). `sc[j]` the integer sub-block
 /// scales (8 of 32 for Q4_K, Q5_K and IQ4_XS, 16 of 16 for the others), `mp[i]` the mins
@@ -71,8 +71,8 @@ pub(super) const TK_ZERO: TK = TK {
 /// The ways [`TK`] tiles meet the activations (`tgemm_k`'s `KIND`): sub-blocks of 32 with
 /// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K, IQ1_S, IQ1_M; Q3_K with its
 /// activations in the order of `q2_pos`), of 16 with mins (Q2_K, that order), of 32 with
-/// signed levels (IQ4_XS), one scale per super-block with the offset `-1` (TQ2_0, levels in
-/// the activations' order).
+/// signed levels (IQ4_XS), one scale per super-block with the offset `-1` (TQ2_0, TQ1_0;
+/// levels in the activations' order).
 pub(super) const K_Q4: u8 = 0;
 pub(super) const K_Q6: u8 = 1;
 pub(super) const K_Q3: u8 = 2;
@@ -609,6 +609,10 @@ macro_rules! avx512_prefill {
                             levels_tq2_0(b, &mut lv[r]);
                             tk.d[r] = f16_at(b.add(64));
                         }
+                        DType::TQ1_0 => {
+                            levels_tq1_0(b, &mut lv[r]);
+                            tk.d[r] = f16_at(b.add(52));
+                        }
                         DType::IQ1_S | DType::IQ1_M => {
                             let (q, sc16, d) = if dtype == DType::IQ1_S {
                                 iq1_unpack::<false>(b)
@@ -777,7 +781,7 @@ macro_rules! avx512_prefill {
                     DType::Q6_K | DType::IQ1_S | DType::IQ1_M => K_Q6,
                     DType::Q3_K => K_Q3,
                     DType::Q2_K => K_Q2,
-                    DType::TQ2_0 => K_TQ,
+                    DType::TQ2_0 | DType::TQ1_0 => K_TQ,
                     _ => K_IQ4,
                 };
                 let nrows = outs[0].len();

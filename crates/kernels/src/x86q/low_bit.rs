@@ -7,7 +7,7 @@
 //!   levels in the activations' order in a [`super::TK`] tile of kind `K_TQ` (one scale per
 //!   super-block).
 //! - TQ1_0: the same with the base-3 digits in natural order, each 128-bit lane one digit of
-//!   16 or 32 bytes (a multiply by `3^n` and two unsigned compares, [`levels_tq1`]).
+//!   16 or 32 bytes (a multiply by `3^n` and two unsigned compares, `levels_tq1`).
 //! - IQ1_S, IQ1_M: the 32 grid points of a super-block by four `vpgatherdq` of 8 (indices
 //!   built in registers from `qs` and `qh`), each group's delta folded into its bytes as the
 //!   unsigned level `8 * g + 9 + 8 * delta` (`0..=18`: `vpmaddubsw` cannot saturate), so a

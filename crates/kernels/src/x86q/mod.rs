@@ -20,6 +20,8 @@
 //!   kernels of the files below into one module per feature set (`bw`, `vnni`) with the job
 //!   that picks among them.
 //! - `decode.rs`: AVX-512 decode of the plain block rows, one row (or 4 long rows) per pass.
+//! - `low_bit.rs`: AVX-512 decode of TQ2_0, TQ1_0, IQ1_S and IQ1_M and their levels for the
+//!   prefill tiles.
 //! - `x4.rs`: AVX-512 kernels of the x4 layouts (quads of rows interleaved per 16 blocks).
 //! - `prefill.rs`: AVX-512 prefill, 16-row tiles unpacked into scratch for up to 8 tokens.
 //! - `avx2.rs`: the AVX2 kernels, one row x up to 4 tokens.

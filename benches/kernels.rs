@@ -93,7 +93,7 @@ fn bench_matmul(c: &mut Criterion) {
 /// 16384x2048 streams the same bytes per row.
 const Q_SHAPES: [(usize, usize); 3] = [(2048, 2048), (16384, 2048), (2048, 16384)];
 
-const QTYPES: [DType; 18] = [
+const QTYPES: [DType; 22] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -112,6 +112,10 @@ const QTYPES: [DType; 18] = [
     DType::IQ2_S,
     DType::IQ3_XXS,
     DType::IQ3_S,
+    DType::TQ2_0,
+    DType::TQ1_0,
+    DType::IQ1_S,
+    DType::IQ1_M,
 ];
 
 /// Whether AVX2 has kernels for `dtype` (the others take the portable job there, not worth
@@ -122,15 +126,18 @@ fn has_avx2(dtype: DType) -> bool {
 
 /// Random blocks of `dtype`, which has no quantizer: every bit pattern is a valid block, the
 /// f16 scale fields set to `[0.001, 0.02)` (as the kernels' tests make them), MXFP4's E8M0
-/// exponent to 2^-7. The kernels' speed does not depend on the values.
+/// exponent to 2^-7, IQ1_M's scale (top nibbles of its scale words) to 0.01. The kernels'
+/// speed does not depend on the values.
 fn random_blocks(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
     let f16_at: &[usize] = match dtype {
-        DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS | DType::IQ1_S => &[0],
         DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
         DType::Q3_K => &[108],
         DType::Q2_K => &[80, 82],
-        DType::MXFP4 => &[],
         DType::IQ2_XXS | DType::IQ2_XS | DType::IQ2_S | DType::IQ3_XXS | DType::IQ3_S => &[0],
+        DType::TQ2_0 => &[64],
+        DType::TQ1_0 => &[52],
+        DType::MXFP4 | DType::IQ1_M => &[],
         d => panic!("no random blocks for {}", d.name()),
     };
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
@@ -149,6 +156,13 @@ fn random_blocks(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
         }
         if dtype == DType::MXFP4 {
             b[0] = 120;
+        }
+        if dtype == DType::IQ1_M {
+            // The f16 scale in the top nibbles of the four scale words.
+            let v = half::f16::from_f32(0.01).to_bits();
+            for k in 0..4 {
+                b[49 + 2 * k] = (b[49 + 2 * k] & 15) | (((v >> (4 * k)) & 15) as u8) << 4;
+            }
         }
     }
     out

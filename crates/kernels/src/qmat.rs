@@ -1,5 +1,6 @@
 //! Products of block-quantized weights (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4, the
-//! K-quants Q2_K..Q6_K, IQ4_XS, the grid I-quants IQ2_XXS..IQ3_S) with f32 activations, by
+//! K-quants Q2_K..Q6_K, IQ4_XS, the grid I-quants IQ2_XXS..IQ3_S; the low-bit types of
+//! `low_bit.rs`) with f32 activations, by
 //! integer dot products.
 //!
 //! Once per call the activations are quantized per block to int8 with one f32 scale per block
@@ -40,6 +41,7 @@
 //! added. This file holds the activation layouts, the portable scalar kernels the SIMD ones are
 //! tested against, and the driver that runs a job over the row split (`split.rs`).
 
+use super::low_bit;
 use super::split::par_row_tasks;
 use super::{DType, MatRef};
 use frugal_quant::fp4::e8m0_to_f32_half;
@@ -116,8 +118,8 @@ pub(crate) struct AK {
     pub bsums16: [i16; 16],
     /// Sums of the 8 sub-blocks of 32 (natural order).
     pub bsums32: [i16; 8],
-    /// The weights' offset times `bsums16` (`-32 *` for Q6_K, `-4 *` for Q3_K, else zero), as
-    /// the prefill kernel starts each sub-block's sum.
+    /// The weights' offset times `bsums16` (`-32 *` for Q6_K, `-4 *` for Q3_K, `-1 *` for
+    /// TQ2_0 and TQ1_0, `-9 *` for IQ1_S and IQ1_M, else zero), as the kernels start sub-block sums.
     pub c16: [i32; 16],
     pub d: f32,
 }
@@ -267,6 +269,10 @@ pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
         DType::Q2_K => (3, 0),
         DType::IQ4_XS => (2, 0),
         d if super::iq::is_grid(d) => (0, 0),
+        DType::TQ2_0 => (3, -1),
+        DType::TQ1_0 => (0, -1),
+        // The levels `8 * g + 9 + 8 * delta` (`0..=18`) of the SIMD kernels.
+        DType::IQ1_S | DType::IQ1_M => (0, -9),
         d => unreachable!("{} is not a K-quant", d.name()),
     };
     for (xb, o) in x.chunks_exact(256).zip(out.iter_mut()) {
@@ -359,6 +365,10 @@ pub(crate) fn has_int_kernel(dtype: DType) -> bool {
             | DType::IQ2_S
             | DType::IQ3_XXS
             | DType::IQ3_S
+            | DType::TQ2_0
+            | DType::TQ1_0
+            | DType::IQ1_S
+            | DType::IQ1_M
             | DType::Q4_0X4
             | DType::Q8_0X4
     )
@@ -918,6 +928,10 @@ impl ScalarJob<'_> {
             DType::Q2_K => dot_q2_k(row, self.a.k(t)),
             DType::IQ4_XS => dot_iq4_xs(row, self.a.k(t)),
             d if super::iq::is_grid(d) => super::iq::dot_iq(d, row, self.a.k(t)),
+            DType::TQ2_0 => low_bit::dot_tq2_0(row, self.a.k(t)),
+            DType::TQ1_0 => low_bit::dot_tq1_0(row, self.a.k(t)),
+            DType::IQ1_S => low_bit::dot_iq1_s(row, self.a.k(t)),
+            DType::IQ1_M => low_bit::dot_iq1_m(row, self.a.k(t)),
             d => unreachable!("{} is not quantized", d.name()),
         }
     }

@@ -86,12 +86,14 @@ const QUANTIZABLE: [DType; 4] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q
 fn random_scales(rng: &mut Rng, dtype: DType, blocks: &mut [u8]) {
     // Byte offsets of the f16 scale fields in one block.
     let f16_at: &[usize] = match dtype {
-        DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS | DType::IQ1_S => &[0],
         DType::IQ2_XXS | DType::IQ2_XS | DType::IQ2_S | DType::IQ3_XXS | DType::IQ3_S => &[0],
         DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
         DType::Q2_K => &[80, 82],
         DType::Q3_K => &[108],
-        DType::MXFP4 => &[],
+        DType::TQ2_0 => &[64],
+        DType::TQ1_0 => &[52],
+        DType::MXFP4 | DType::IQ1_M => &[],
         d => panic!("no random blocks for {}", d.name()),
     };
     for b in blocks.chunks_exact_mut(dtype.block_bytes()) {
@@ -101,6 +103,14 @@ fn random_scales(rng: &mut Rng, dtype: DType, blocks: &mut [u8]) {
         }
         if dtype == DType::MXFP4 {
             b[0] = 121 + rng.below(5) as u8;
+        }
+        if dtype == DType::IQ1_M {
+            // The f16 scale in the top nibbles of the four scale words (bytes 49, 51, ...).
+            let v = f16::from_f32(0.001 + 0.019 * (rng.f32() + 1.0) / 2.0).to_bits();
+            for k in 0..4 {
+                let n = ((v >> (4 * k)) & 15) as u8;
+                b[49 + 2 * k] = (b[49 + 2 * k] & 15) | n << 4;
+            }
         }
     }
 }
@@ -363,7 +373,7 @@ fn bf16_fast_many_equals_one_by_one() {
 // Quantized weights
 
 /// The block formats with integer kernels.
-const QTYPES: [DType; 18] = [
+const QTYPES: [DType; 22] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -382,10 +392,14 @@ const QTYPES: [DType; 18] = [
     DType::IQ2_S,
     DType::IQ3_XXS,
     DType::IQ3_S,
+    DType::TQ2_0,
+    DType::TQ1_0,
+    DType::IQ1_S,
+    DType::IQ1_M,
 ];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 19] = [
+const QTYPES_I8: [DType; 23] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q5_0,
@@ -404,6 +418,10 @@ const QTYPES_I8: [DType; 19] = [
     DType::IQ2_S,
     DType::IQ3_XXS,
     DType::IQ3_S,
+    DType::TQ2_0,
+    DType::TQ1_0,
+    DType::IQ1_S,
+    DType::IQ1_M,
     DType::I8,
 ];
 
@@ -516,6 +534,40 @@ fn q_abs_scale(w: &MatRef, x: &[f32], n: usize) -> Vec<f32> {
                     for e in 0..256 {
                         let s = blk[e / 16];
                         wa[256 * b + e] = d * (s & 15) as f32 * 3.0 + dmin * (s >> 4) as f32;
+                    }
+                }
+            }
+            DType::TQ2_0 | DType::TQ1_0 => {
+                // Levels `q` in `0..4`, the `-1` applied to the block's sum in other lanes.
+                let (bb, at) = if w.dtype == DType::TQ2_0 {
+                    (66, 64)
+                } else {
+                    (54, 52)
+                };
+                for (b, blk) in w.row_bytes(r).chunks_exact(bb).enumerate() {
+                    let d = f16::from_le_bytes([blk[at], blk[at + 1]]).to_f32().abs();
+                    wa[256 * b..256 * (b + 1)].fill(d * 4.0);
+                }
+            }
+            DType::IQ1_S | DType::IQ1_M => {
+                // Levels `8 * g + 9 + 8 * delta` in `0..=18` over 8, the `-9 / 8` applied to
+                // the sub-block sums in other lanes: `d * ls * 27 / 8`.
+                let bb = w.dtype.block_bytes();
+                for (b, blk) in w.row_bytes(r).chunks_exact(bb).enumerate() {
+                    for m in 0..16 {
+                        let (d, ls) = if w.dtype == DType::IQ1_S {
+                            let qh = u16::from_le_bytes([blk[34 + m / 2 * 2], blk[35 + m / 2 * 2]]);
+                            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                            (d, 2 * ((qh >> 12) & 7) + 1)
+                        } else {
+                            let sc: [u16; 4] = std::array::from_fn(|k| {
+                                u16::from_le_bytes([blk[48 + 2 * k], blk[49 + 2 * k]])
+                            });
+                            let d = frugal_quant::iq1::iq1_m_scale(&sc);
+                            (d, 2 * ((sc[m / 4] >> (3 * (m % 4))) & 7) + 1)
+                        };
+                        let v = d.abs() * ls as f32 * 27.0 / 8.0;
+                        wa[256 * b + 16 * m..256 * b + 16 * m + 16].fill(v);
                     }
                 }
             }

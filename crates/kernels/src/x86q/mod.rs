@@ -20,6 +20,8 @@
 //!   kernels of the files below into one module per feature set (`bw`, `vnni`) with the job
 //!   that picks among them.
 //! - `decode.rs`: AVX-512 decode of the plain block rows, one row (or 4 long rows) per pass.
+//! - `low_bit.rs`: AVX-512 decode of TQ2_0, TQ1_0, IQ1_S and IQ1_M and their levels for the
+//!   prefill tiles.
 //! - `x4.rs`: AVX-512 kernels of the x4 layouts (quads of rows interleaved per 16 blocks).
 //! - `prefill.rs`: AVX-512 prefill, 16-row tiles unpacked into scratch for up to 8 tokens.
 //! - `iq.rs`: AVX-512 kernels of the grid I-quants (IQ2_XXS..IQ3_S): decode and the unpacking
@@ -33,6 +35,8 @@ mod decode;
 #[macro_use]
 mod iq;
 #[macro_use]
+mod low_bit;
+#[macro_use]
 mod prefill;
 mod tables;
 #[macro_use]
@@ -45,11 +49,11 @@ use super::qmat::{
 use super::x86::{Avx2, Avx512, Avx512Vnni};
 use super::{DType, Isa, MatRef};
 use avx2::Avx2Job;
-use frugal_quant::tables::{KVALUES_FP4, KVALUES_IQ4NL};
+use frugal_quant::tables::{IQ1S_GRID, KVALUES_FP4, KVALUES_IQ4NL};
 use frugal_quant::x4::piece_at;
 use iq::*;
 use prefill::{
-    K_IQ16, K_IQ32, K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, M16, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK,
+    K_IQ16, K_IQ32, K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, K_TQ, M16, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK,
 };
 use std::arch::x86_64::*;
 use tables::*;
@@ -185,6 +189,7 @@ macro_rules! avx512_quant {
 
             avx512_decode!($feat, $vnni, $dp, $dpw);
             avx512_iq!($feat, $vnni, $dp, $dpw);
+            avx512_low_bit!($feat, $vnni, $dp, $dpw);
             avx512_x4!($feat, $vnni, $dp, $dpw);
             avx512_prefill!($feat, $vnni, $dp, $dpw);
 
@@ -285,6 +290,16 @@ macro_rules! avx512_quant {
                                     d if iq_kind(d).is_some() => {
                                         rows_iq_of::<4>(d, p, nb, self.a.k(0).as_ptr())
                                     }
+                                    DType::TQ2_0 => {
+                                        rows_tq::<4, false>(p, nb, self.a.k(0).as_ptr())
+                                    }
+                                    DType::TQ1_0 => rows_tq::<4, true>(p, nb, self.a.k(0).as_ptr()),
+                                    DType::IQ1_S => {
+                                        rows_iq1::<4, false>(p, nb, self.a.k(0).as_ptr())
+                                    }
+                                    DType::IQ1_M => {
+                                        rows_iq1::<4, true>(p, nb, self.a.k(0).as_ptr())
+                                    }
                                     d => unreachable!("{} is not quantized", d.name()),
                                 }
                             };
@@ -314,6 +329,18 @@ macro_rules! avx512_quant {
                                 DType::IQ4_XS => rows_iq4_xs::<1>([p], nb, self.a.k(0).as_ptr())[0],
                                 d if iq_kind(d).is_some() => {
                                     rows_iq_of::<1>(d, [p], nb, self.a.k(0).as_ptr())[0]
+                                }
+                                DType::TQ2_0 => {
+                                    rows_tq::<1, false>([p], nb, self.a.k(0).as_ptr())[0]
+                                }
+                                DType::TQ1_0 => {
+                                    rows_tq::<1, true>([p], nb, self.a.k(0).as_ptr())[0]
+                                }
+                                DType::IQ1_S => {
+                                    rows_iq1::<1, false>([p], nb, self.a.k(0).as_ptr())[0]
+                                }
+                                DType::IQ1_M => {
+                                    rows_iq1::<1, true>([p], nb, self.a.k(0).as_ptr())[0]
                                 }
                                 d => unreachable!("{} is not quantized", d.name()),
                             }

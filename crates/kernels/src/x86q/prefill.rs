@@ -42,8 +42,9 @@ pub(super) struct M16(pub(super) [f32; 16]);
 
 /// One super-block of 256 of 16 rows unpacked for the K-quant prefill kernel. `w[s][v]` lane
 /// `r` holds values `32s + 4v..32s + 4v + 4` of row `r` as bytes (`q`: Q4_K `0..16`, Q5_K
-/// `0..32`, Q6_K `0..64`, Q3_K `0..8`, Q2_K `0..4`; IQ4_XS's signed levels in the Q8_0
-/// encoding of [`TB`], the signs in `neg[s][v]` without VNNI). `sc[j]` the integer sub-block
+/// `0..32`, Q6_K `0..64`, Q3_K `0..8`, Q2_K and TQ2_0 `0..4`, TQ1_0 `0..3`, IQ1_S and IQ1_M `0..=18`;
+/// IQ4_XS's signed levels in the Q8_0 encoding of [`TB`], the signs in `neg[s][v]` without
+/// VNNI). `sc[j]` the integer sub-block
 /// scales (8 of 32 for Q4_K, Q5_K and IQ4_XS, 16 of 16 for the others), `mp[i]` the mins
 /// `m[2i]`, `m[2i + 1]` as a pair of i16 per lane (Q4_K and Q5_K: 4 pairs, Q2_K: 8), `d` and
 /// `dmin` the f32 scales.
@@ -68,10 +69,11 @@ pub(super) const TK_ZERO: TK = TK {
 };
 
 /// The ways [`TK`] tiles meet the activations (`tgemm_k`'s `KIND`): sub-blocks of 32 with
-/// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K; Q3_K with its activations in
-/// the order of `q2_pos`), of 16 with mins (Q2_K, that order), of 32 with signed levels
-/// (IQ4_XS, activations in the order of `iq4_pos`; IQ2_XXS, IQ3_XXS, IQ3_S in natural
-/// order), of 16 with signed levels (IQ2_XS, IQ2_S, natural order).
+/// mins (Q4_K, Q5_K), of 16 with the offset `AK::c16` (Q6_K, IQ1_S, IQ1_M; Q3_K with its
+/// activations in the order of `q2_pos`), of 16 with mins (Q2_K, that order), of 32 with
+/// signed levels (IQ4_XS, activations in the order of `iq4_pos`; IQ2_XXS, IQ3_XXS, IQ3_S in
+/// natural order), of 16 with signed levels (IQ2_XS, IQ2_S, natural order), one scale per
+/// super-block with the offset `-1` (TQ2_0, TQ1_0; levels in the activations' order).
 pub(super) const K_Q4: u8 = 0;
 pub(super) const K_Q6: u8 = 1;
 pub(super) const K_Q3: u8 = 2;
@@ -79,6 +81,7 @@ pub(super) const K_Q2: u8 = 3;
 pub(super) const K_IQ4: u8 = 4;
 pub(super) const K_IQ32: u8 = 5;
 pub(super) const K_IQ16: u8 = 6;
+pub(super) const K_TQ: u8 = 7;
 
 /// 64 zero bytes: the block of the rows past the end of a 16-row tile.
 pub(super) static ZERO_BLOCK: [u8; 64] = [0; 64];
@@ -606,6 +609,30 @@ macro_rules! avx512_prefill {
                             }
                             tk.d[r] = f16_at(b);
                         }
+                        DType::TQ2_0 => {
+                            levels_tq2_0(b, &mut lv[r]);
+                            tk.d[r] = f16_at(b.add(64));
+                        }
+                        DType::TQ1_0 => {
+                            levels_tq1_0(b, &mut lv[r]);
+                            tk.d[r] = f16_at(b.add(52));
+                        }
+                        DType::IQ1_S | DType::IQ1_M => {
+                            let (q, sc16, d) = if dtype == DType::IQ1_S {
+                                iq1_unpack::<false>(b)
+                            } else {
+                                iq1_unpack::<true>(b)
+                            };
+                            for (c, v) in q.into_iter().enumerate() {
+                                _mm512_storeu_si512(lv[r].as_mut_ptr().add(64 * c) as *mut _, v);
+                            }
+                            let sc: [i16; 16] = std::mem::transmute(sc16);
+                            for j in 0..16 {
+                                tk.sc[j][r] = sc[j] as i32;
+                            }
+                            // The `1/8` of the levels `8 * g + 9 + 8 * delta`.
+                            tk.d[r] = d * 0.125;
+                        }
                         d => unreachable!("{} has no K tile", d.name()),
                     }
                 }
@@ -644,11 +671,26 @@ macro_rules! avx512_prefill {
                 unsafe {
                     let xb: [&AK; T] = std::array::from_fn(|t| &*x[t].add(k));
                     let mut isum = [_mm512_setzero_si512(); T];
+                    if KIND == K_TQ {
+                        // The ternary types' `-1`: `-sum(x)` of the super-block.
+                        for t in 0..T {
+                            isum[t] = _mm512_set1_epi32(-crate::low_bit::ak_sum(xb[t]));
+                        }
+                    }
                     // Sub-blocks of 32 (Q4_K, Q5_K, IQ4_XS) or pairs of sub-blocks of 16.
                     for (sb, ws) in tk.w.iter().enumerate() {
                         let w: [__m512i; 8] =
                             std::array::from_fn(|v| _mm512_load_si512(ws[v].as_ptr() as *const _));
-                        if KIND == K_Q4 || KIND == K_IQ4 || KIND == K_IQ32 {
+                        if KIND == K_TQ {
+                            // One scale: the levels meet the activations in their order.
+                            for t in 0..T {
+                                let xq = xb[t].qs.as_ptr().add(32 * sb) as *const i32;
+                                for (v, wv) in w.iter().enumerate() {
+                                    let xv = _mm512_set1_epi32(xq.add(v).read_unaligned());
+                                    isum[t] = $dp!(isum[t], *wv, xv);
+                                }
+                            }
+                        } else if KIND == K_Q4 || KIND == K_IQ4 || KIND == K_IQ32 {
                             let sc = _mm512_load_si512(tk.sc[sb].as_ptr() as *const _);
                             // The sub-block's two halves of 16 in the activations.
                             let (o0, o1) = if KIND == K_Q4 {
@@ -764,11 +806,12 @@ macro_rules! avx512_prefill {
                 let (nb, bb, dtype) = (self.a.nb, self.w.dtype.block_bytes(), self.w.dtype);
                 let kind = match dtype {
                     DType::Q4_K | DType::Q5_K => K_Q4,
-                    DType::Q6_K => K_Q6,
+                    DType::Q6_K | DType::IQ1_S | DType::IQ1_M => K_Q6,
                     DType::Q3_K => K_Q3,
                     DType::Q2_K => K_Q2,
                     d if iq_kind(d).is_some_and(iq_sub16) => K_IQ16,
                     d if iq_kind(d).is_some() => K_IQ32,
+                    DType::TQ2_0 | DType::TQ1_0 => K_TQ,
                     _ => K_IQ4,
                 };
                 let nrows = outs[0].len();
@@ -806,6 +849,7 @@ macro_rules! avx512_prefill {
                                         K_Q2 => tgemm_k::<K_Q2, $T>(&scratch, x),
                                         K_IQ32 => tgemm_k::<K_IQ32, $T>(&scratch, x),
                                         K_IQ16 => tgemm_k::<K_IQ16, $T>(&scratch, x),
+                                        K_TQ => tgemm_k::<K_TQ, $T>(&scratch, x),
                                         _ => tgemm_k::<K_IQ4, $T>(&scratch, x),
                                     }
                                 };

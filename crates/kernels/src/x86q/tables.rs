@@ -381,3 +381,31 @@ pub(super) static Q3K_HBITS: [[u8; 64]; 4] = {
     }
     a
 };
+
+/// The IQ1_M scale word of each piece of 16 (`vpermw` of the four words): piece `m` in word
+/// `m / 4`, at bit `3 * (m % 4)` ([`SH_IQ1M_SC`]).
+pub(super) static IDX_IQ1M_SC: [i16; 16] = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3];
+pub(super) static SH_IQ1M_SC: [i16; 16] = [0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9];
+
+/// The words `3^n` by which each 128-bit lane of the four source registers of a TQ1_0 block is
+/// multiplied (`levels_tq1`): `qs[0..32]` by 1, 3 (register 0), 9, 27 (1), 81 (2, low half);
+/// `qs[32..48]` by 1, 3 (2, high half), 9, 27, 81 (3, lanes 0..3); `qh` by 1, 3, 9, 27, one
+/// dword each (3, lane 3).
+pub(super) static MUL_TQ1: [[i16; 32]; 4] = {
+    let lanes: [[i16; 4]; 4] = [[1, 1, 3, 3], [9, 9, 27, 27], [81, 81, 1, 3], [9, 27, 81, 0]];
+    let mut a = [[0i16; 32]; 4];
+    let mut c = 0;
+    while c < 4 {
+        let mut w = 0;
+        while w < 32 {
+            a[c][w] = if c == 3 && w >= 24 {
+                [1, 3, 9, 27][(w - 24) / 2]
+            } else {
+                lanes[c][w / 8]
+            };
+            w += 1;
+        }
+        c += 1;
+    }
+    a
+};

@@ -53,7 +53,8 @@ use frugal_quant::tables::{IQ1S_GRID, KVALUES_FP4, KVALUES_IQ4NL};
 use frugal_quant::x4::piece_at;
 use iq::*;
 use prefill::{
-    K_IQ16, K_IQ32, K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, K_TQ, M16, TB, TB_ZERO, TK, TK_ZERO, ZERO_BLOCK,
+    put_lanes, K_IQ16, K_IQ32, K_IQ4, K_Q2, K_Q3, K_Q4, K_Q6, K_TQ, M16, TB, TB_ZERO, TK, TK_ZERO,
+    ZERO_BLOCK,
 };
 use std::arch::x86_64::*;
 use tables::*;

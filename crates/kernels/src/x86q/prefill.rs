@@ -86,6 +86,19 @@ pub(super) const K_TQ: u8 = 7;
 /// 64 zero bytes: the block of the rows past the end of a 16-row tile.
 pub(super) static ZERO_BLOCK: [u8; 64] = [0; 64];
 
+/// The first `out.len()` (at most 16) of a tile's 16 lanes into `out`: a fixed 64-byte move
+/// for a whole tile, where a `memcpy` call per tile and token costs a few percent of prefill.
+#[inline(always)]
+pub(super) fn put_lanes(out: &mut [f32], lanes: &[f32; 16]) {
+    match <&mut [f32; 16]>::try_from(&mut *out) {
+        Ok(o) => *o = *lanes,
+        Err(_) => {
+            let n = out.len();
+            out.copy_from_slice(&lanes[..n]);
+        }
+    }
+}
+
 /// The AVX-512 prefill kernels of one feature set (the arguments of `avx512_quant!`): the
 /// unpacking of plain rows into [`TB`] and [`TK`] tiles, their products with up to 8 tokens,
 /// and the job's drivers that walk a task's rows 16 at a time.
@@ -538,14 +551,14 @@ macro_rules! avx512_prefill {
         unsafe fn unpack_k(
             rows: &[Option<*const u8>; 16],
             dtype: DType,
-            idx: __m512i,
+            lv: &mut [[u8; 256]; 16],
             tk: &mut TK,
         ) {
             // SAFETY: the caller guarantees a whole super-block at every Some(row).
             unsafe {
-                let mut lv = [[0u8; 256]; 16];
                 for (r, row) in rows.iter().enumerate() {
                     let Some(b) = *row else {
+                        lv[r] = [0; 256];
                         for j in 0..16 {
                             tk.sc[j][r] = 0;
                         }
@@ -637,21 +650,22 @@ macro_rules! avx512_prefill {
                     }
                 }
                 let signed = dtype == DType::IQ4_XS || iq_kind(dtype).is_some();
-                let ptrs: [*const u8; 16] = std::array::from_fn(|r| lv[r].as_ptr());
-                for s in 0..8 {
-                    for h in 0..2 {
-                        let v = transpose16x4(load16x16(&ptrs, 32 * s + 16 * h), idx);
-                        for (j, vj) in v.iter().enumerate() {
-                            let u = if !signed {
-                                *vj
-                            } else if $vnni {
-                                _mm512_xor_si512(*vj, _mm512_set1_epi8(-128))
-                            } else {
-                                tk.neg[s][4 * h + j] = _mm512_movepi8_mask(*vj);
-                                _mm512_abs_epi8(*vj)
-                            };
-                            _mm512_store_si512(tk.w[s][4 * h + j].as_mut_ptr() as *mut _, u);
-                        }
+                // 64 columns (two sub-blocks of 32) of the 16 rows at a time.
+                for c in 0..4 {
+                    let z: [__m512i; 16] = std::array::from_fn(|r| {
+                        _mm512_loadu_si512(lv[r].as_ptr().add(64 * c) as *const _)
+                    });
+                    for (d, vd) in transpose16x16(z).iter().enumerate() {
+                        let (s, v) = (2 * c + d / 8, d % 8);
+                        let u = if !signed {
+                            *vd
+                        } else if $vnni {
+                            _mm512_xor_si512(*vd, _mm512_set1_epi8(-128))
+                        } else {
+                            tk.neg[s][v] = _mm512_movepi8_mask(*vd);
+                            _mm512_abs_epi8(*vd)
+                        };
+                        _mm512_store_si512(tk.w[s][v].as_mut_ptr() as *mut _, u);
                     }
                 }
             }
@@ -816,8 +830,7 @@ macro_rules! avx512_prefill {
                 };
                 let nrows = outs[0].len();
                 let mut scratch = vec![TK_ZERO; nb];
-                // SAFETY: IDX_TR is 64 bytes.
-                let idx = unsafe { _mm512_loadu_si512(IDX_TR.as_ptr() as *const _) };
+                let mut lv = [[0u8; 256]; 16];
                 let mut rt = 0;
                 while rt < nrows {
                     let nr = 16.min(nrows - rt);
@@ -827,7 +840,7 @@ macro_rules! avx512_prefill {
                         });
                         // SAFETY: the token proves the features; every Some pointer is at
                         // a whole super-block of its row.
-                        unsafe { unpack_k(&rows, dtype, idx, tk) };
+                        unsafe { unpack_k(&rows, dtype, &mut lv, tk) };
                     }
                     let mut t0 = 0;
                     while t0 < self.n {
@@ -858,7 +871,7 @@ macro_rules! avx512_prefill {
                                     // the store intrinsic would be a call out of this
                                     // non-AVX-512 function).
                                     let lanes: [f32; 16] = unsafe { std::mem::transmute(*a) };
-                                    outs[t0 + t][rt..rt + nr].copy_from_slice(&lanes[..nr]);
+                                    put_lanes(&mut outs[t0 + t][rt..rt + nr], &lanes);
                                 }
                             }};
                         }
@@ -976,7 +989,7 @@ macro_rules! avx512_prefill {
                                     // the store intrinsic would be a call out of this
                                     // non-AVX-512 function).
                                     let lanes: [f32; 16] = unsafe { std::mem::transmute(*a) };
-                                    outs[t0 + t][rt..rt + nr].copy_from_slice(&lanes[..nr]);
+                                    put_lanes(&mut outs[t0 + t][rt..rt + nr], &lanes);
                                 }
                             }};
                         }

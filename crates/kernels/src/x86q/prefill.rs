@@ -724,7 +724,9 @@ macro_rules! avx512_prefill {
                                 } else {
                                     0
                                 };
-                                let mut i = _mm512_set1_epi32(c);
+                                // Two chains of 4 products (the tokens' 8 chains of 8
+                                // would wait on the product's latency).
+                                let mut ii = [_mm512_set1_epi32(c), _mm512_setzero_si512()];
                                 for (v, wv) in w.iter().enumerate() {
                                     let xp = if v < 4 { x0.add(v) } else { x1.add(v - 4) };
                                     let xv = _mm512_set1_epi32(xp.read_unaligned());
@@ -738,8 +740,9 @@ macro_rules! avx512_prefill {
                                     } else {
                                         xv
                                     };
-                                    i = $dp!(i, *wv, xv);
+                                    ii[v / 4] = $dp!(ii[v / 4], *wv, xv);
                                 }
+                                let i = _mm512_add_epi32(ii[0], ii[1]);
                                 isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(i, sc));
                             }
                         } else {

@@ -10,7 +10,8 @@
 # $TYPES (default "Q8_0 Q8_0+q8 Q4_0 Q4_0+q4 Q4_K_M", llama-quantize's default mixes; TYPE+qN is that
 # file again with frugal's --quant qN, which rearranges its Q8_0 or Q4_0 blocks). For each file, ROUNDS
 # (default 3) alternating rounds, $THREADS (2) threads, each program on the same bytes:
-#   - speed: `frugal bench` (64-token prefill, 32 generated) and `llama-bench -p 64 -n 32`;
+#   - speed: `frugal bench` (64-token prefill, 32 generated; median of $RUNS, default 3) and
+#     `llama-bench -p 64 -n 32 -r $RUNS` (mean of $RUNS after its warm-up run);
 #   - load: wall time to the first token of a 1-token generation (page cache warm);
 #   - memory: a 16-token greedy generation with --ctx 256 under /usr/bin/time -v (peak RSS)
 #     while /proc/PID/status is sampled (peak anonymous memory).
@@ -20,6 +21,7 @@ set -euo pipefail
 MODEL_DIR="${1:-/work/models/gemma-2b}"
 ROUNDS="${2:-3}"
 THREADS="${THREADS:-2}"
+RUNS="${RUNS:-3}"
 TYPES="${TYPES:-Q8_0 Q8_0+q8 Q4_0 Q4_0+q4 Q4_K_M}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -74,8 +76,8 @@ for T in $TYPES; do
     for i in $(seq 1 "$ROUNDS"); do
         echo "$T round $i/$ROUNDS" >&2
         "$FRUGAL" bench -m "$F" "${Q[@]}" --threads "$THREADS" --ctx 256 --prompt-tokens 64 --gen-tokens 32 \
-            --runs 1 --json 2>/dev/null > "$TMP/f-$T-$i.json"
-        "$BIN/llama-bench" -m "$F" -t "$THREADS" -p 64 -n 32 -r 1 -o json 2>/dev/null > "$TMP/l-$T-$i.json"
+            --runs "$RUNS" --json 2>/dev/null > "$TMP/f-$T-$i.json"
+        "$BIN/llama-bench" -m "$F" -t "$THREADS" -p 64 -n 32 -r "$RUNS" -o json 2>/dev/null > "$TMP/l-$T-$i.json"
         # The read ceiling again, right after llama.cpp's run (frugal's bench measured it after its own).
         "$FRUGAL" bench -m "$F" "${Q[@]}" --threads "$THREADS" --ctx 8 --prompt-tokens 1 --gen-tokens 1 \
             --runs 1 --json 2>/dev/null > "$TMP/c-$T-$i.json"

@@ -2,8 +2,9 @@
 //! dtype (bf16, f16, f32, int8 with one scale per row, or the GGUF blocks of `frugal_quant`)
 //! straight from the memory map, with f32 activations. Float and int8 weights are converted in
 //! registers; the blocks Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4, the K-quants Q2_K..Q6_K,
-//! IQ4_XS, TQ2_0, TQ1_0, IQ1_S and IQ1_M meet activations quantized per block to int8 in
-//! integer dot products (`qmat.rs`, `low_bit.rs`, `x86q/`), the other block types go through
+//! IQ4_XS, the grid I-quants IQ2_XXS..IQ3_S, TQ2_0, TQ1_0, IQ1_S and IQ1_M meet activations
+//! quantized per block to int8 in integer dot products (`qmat.rs` with `qmat/iq.rs` and
+//! `qmat/low_bit.rs`, `x86q/`), the other block types (NVFP4, Q1_0, Q2_0) go through
 //! f32 rows (`dequant.rs`). Also the small element-wise ops of the forward pass.
 //!
 //! Hand-written because no crate offers products over borrowed bf16/f16 bytes without first
@@ -39,13 +40,12 @@
 //! Files: this one holds the public entry points (the products and their shape checks); `cpu.rs`
 //! what the CPU can run ([`Isa`]); `probe.rs` the memory read-rate probe ([`read_rate`]);
 //! `split.rs` the row split; `tile.rs` the float register-tile driver; `scalar.rs`, `x86.rs` the
-//! float kernels; `qmat.rs`, `low_bit.rs`, `x86q/` the quantized ones; `ops.rs` the element-wise ops.
+//! float kernels; `qmat.rs` (and `qmat/`), `x86q/` the quantized ones; `ops.rs` the element-wise
+//! ops.
 
 pub mod aligned;
 mod cpu;
 mod dequant;
-mod iq;
-mod low_bit;
 pub mod ops;
 mod probe;
 mod qmat;

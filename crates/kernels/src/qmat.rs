@@ -41,7 +41,9 @@
 //! added. This file holds the activation layouts, the portable scalar kernels the SIMD ones are
 //! tested against, and the driver that runs a job over the row split (`split.rs`).
 
-use super::low_bit;
+pub(crate) mod iq;
+pub(crate) mod low_bit;
+
 use super::split::par_row_tasks;
 use super::{DType, MatRef};
 use frugal_quant::fp4::e8m0_to_f32_half;
@@ -268,7 +270,7 @@ pub(crate) fn quantize_k_impl(x: &[f32], dtype: DType, out: &mut [AK]) {
         DType::Q3_K => (3, -4),
         DType::Q2_K => (3, 0),
         DType::IQ4_XS => (2, 0),
-        d if super::iq::is_grid(d) => (0, 0),
+        d if iq::is_grid(d) => (0, 0),
         DType::TQ2_0 => (3, -1),
         DType::TQ1_0 => (0, -1),
         // The levels `8 * g + 9 + 8 * delta` (`0..=18`) of the SIMD kernels.
@@ -927,7 +929,7 @@ impl ScalarJob<'_> {
             DType::Q3_K => dot_q3_k(row, self.a.k(t)),
             DType::Q2_K => dot_q2_k(row, self.a.k(t)),
             DType::IQ4_XS => dot_iq4_xs(row, self.a.k(t)),
-            d if super::iq::is_grid(d) => super::iq::dot_iq(d, row, self.a.k(t)),
+            d if iq::is_grid(d) => iq::dot_iq(d, row, self.a.k(t)),
             DType::TQ2_0 => low_bit::dot_tq2_0(row, self.a.k(t)),
             DType::TQ1_0 => low_bit::dot_tq1_0(row, self.a.k(t)),
             DType::IQ1_S => low_bit::dot_iq1_s(row, self.a.k(t)),

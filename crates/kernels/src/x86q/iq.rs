@@ -1,5 +1,5 @@
 //! AVX-512 kernels of the I-quant grid types IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S (the
-//! scalar twins are in `crate::iq`).
+//! scalar twins are in `crate::qmat::iq`).
 //!
 //! A block's 256 values are four registers of 64, in natural order against natural
 //! activations ([`crate::qmat::AK`]). Each register is built from the grid: 8 entries of 8
@@ -39,7 +39,7 @@ pub(super) const fn iq_bytes(i: u8) -> usize {
     }
 }
 
-/// The power of two `f` of `db = d * ls * f` ([`crate::iq`]).
+/// The power of two `f` of `db = d * ls * f` ([`crate::qmat::iq`]).
 pub(super) const fn iq_f(i: u8) -> f32 {
     match i {
         I2XXS | I2XS | I2S => 0.125,

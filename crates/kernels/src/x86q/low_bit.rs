@@ -1,4 +1,4 @@
-//! AVX-512 kernels of the low-bit block types (`crate::low_bit` has their formulas and scalar
+//! AVX-512 kernels of the low-bit block types (`crate::qmat::low_bit` has their formulas and scalar
 //! twins), expanded once per feature set by `avx512_quant!` (mod.rs) next to the others:
 //!
 //! - TQ2_0 decode: one super-block (66 bytes) per step, the bit pairs `2k` of its 64 bytes of

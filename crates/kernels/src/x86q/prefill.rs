@@ -688,7 +688,7 @@ macro_rules! avx512_prefill {
                     if KIND == K_TQ {
                         // The ternary types' `-1`: `-sum(x)` of the super-block.
                         for t in 0..T {
-                            isum[t] = _mm512_set1_epi32(-crate::low_bit::ak_sum(xb[t]));
+                            isum[t] = _mm512_set1_epi32(-crate::qmat::low_bit::ak_sum(xb[t]));
                         }
                     }
                     // Sub-blocks of 32 (Q4_K, Q5_K, IQ4_XS) or pairs of sub-blocks of 16.

@@ -15,7 +15,7 @@
 //!
 //! The AVX-512 kernels are in `x86q/low_bit.rs`.
 
-use super::qmat::{q2_pos, AK};
+use super::{q2_pos, AK};
 use frugal_quant::tables::IQ1S_GRID;
 use half::f16;
 

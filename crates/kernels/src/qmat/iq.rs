@@ -15,8 +15,8 @@
 //!
 //! Each type unpacks a block into one [`Grid`] (levels, sign bits, scales); one loop multiplies.
 
-use super::qmat::AK;
-use super::DType;
+use super::AK;
+use crate::DType;
 use frugal_quant::tables::{
     IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS,
 };

@@ -127,3 +127,47 @@ fn gemma4_fast_path_stays_close() {
         assert!(agree >= 0.9 && d <= max_d, "{name}: {d:e} {agree}");
     }
 }
+
+/// The commands on a checkpoint without a tokenizer: `run --prompt-ids` prints transformers'
+/// greedy ids, `inspect` the per-layer geometry, `plan` a cache only for the layers that hold
+/// one.
+#[test]
+fn gemma4_commands() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args(args)
+            .output()
+            .unwrap();
+        let se = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "frugal {args:?} failed:\n{se}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let dir = fixture("gemma4-e-bf16");
+    let d = dir.to_str().unwrap();
+    let r = reference(&dir);
+    let ids: Vec<String> = r.prompt.iter().map(|t| t.to_string()).collect();
+    let n = r.greedy.len().to_string();
+    let so = run(&[
+        "run",
+        "-m",
+        d,
+        "--prompt-ids",
+        &ids.join(","),
+        "-n",
+        &n,
+        "--threads",
+        "2",
+    ]);
+    let got: Vec<u32> = so.split_whitespace().map(|t| t.parse().unwrap()).collect();
+    assert_eq!(got, r.greedy);
+    let so = run(&["inspect", d, "--ctx", "64"]);
+    assert!(so.contains("reads layer 3's cache"), "{so}");
+    assert!(so.contains("per-layer embeddings: 16 per layer"), "{so}");
+    // The cache: sliding layers 0, 1 (window 8) and 3 (the donor: window + a prefill chunk,
+    // capped at the context), full layer 2 (the context); none for layers 4-6. 4 bytes, K and V.
+    let so = run(&["plan", "-m", d, "--ctx", "64", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+    let per_token = |heads: u64, dim: u64| heads * dim * 2 * 4;
+    let want = 2 * 8 * per_token(2, 16) + 64 * per_token(2, 16) + 64 * per_token(2, 32);
+    assert_eq!(v["kv_cache_bytes"].as_u64(), Some(want), "{so}");
+}

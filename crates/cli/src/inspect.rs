@@ -84,6 +84,61 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         "  rope theta {} (global, x1/{}) / {} (local), softcaps attn {:?} final {:?}, query scale 1/sqrt({})",
         cfg.rope_global.theta, cfg.rope_global.factor, cfg.rope_local.theta, cfg.attn_softcap, cfg.final_softcap, cfg.query_pre_attn_scalar
     );
+    if !cfg.layer_shapes.is_empty() {
+        // Layers that differ (Gemma 4): their head size, key/value heads, feed-forward width and
+        // the cache they read, in runs of equal layers.
+        let mut runs: Vec<(usize, usize, String)> = Vec::new();
+        for l in 0..cfg.num_layers {
+            let s = cfg.layer(l);
+            let kind = if cfg.layer_kinds[l] == LayerKind::Local {
+                "sliding"
+            } else {
+                "full"
+            };
+            let reads = if s.kv_layer == l {
+                String::new()
+            } else {
+                format!(", reads layer {}'s cache", s.kv_layer)
+            };
+            let kv = if s.values_from_keys {
+                " (values = keys)"
+            } else {
+                ""
+            };
+            let d = format!(
+                "{kind}: head_dim {}, kv {}{kv}, ffn {}, rotary pairs {}/{}{reads}",
+                s.head_dim,
+                s.kv_heads,
+                s.ffn,
+                s.rotary_pairs,
+                s.head_dim / 2
+            );
+            match runs.last_mut() {
+                Some((_, end, last)) if *last == d => *end = l,
+                _ => runs.push((l, l, d)),
+            }
+        }
+        for (a, b, d) in runs {
+            let which = if a == b {
+                format!("layer {a}")
+            } else {
+                format!("layers {a}-{b}")
+            };
+            println!("  {which:<12} {d}");
+        }
+        if cfg.per_layer_input > 0 {
+            println!(
+                "  per-layer embeddings: {} per layer ({} rows, one read per token)",
+                cfg.per_layer_input, cfg.per_layer_vocab
+            );
+        }
+        if let Some(m) = cfg.moe {
+            println!(
+                "  experts: {} of width {}, {} per token, beside the dense feed-forward",
+                m.experts, m.inter, m.top_k
+            );
+        }
+    }
     println!(
         "  {} tensors, {} parameters, {} in {} file(s)",
         ck.index.tensors.len(),

@@ -12,8 +12,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt.
-    #[arg(short = 'p', long = "prompt")]
-    pub prompt: String,
+    #[arg(short = 'p', long = "prompt", required_unless_present = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// The prompt as token ids (comma-separated, BOS included if wanted), instead of text: no
+    /// tokenizer is read and the new tokens are printed as ids.
+    #[arg(long = "prompt-ids", value_delimiter = ',', conflicts_with_all = ["prompt", "chat"])]
+    pub prompt_ids: Option<Vec<u32>>,
     /// Most tokens to generate.
     #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
     pub n: usize,
@@ -57,19 +61,23 @@ pub fn run(a: RunArgs) -> Result<()> {
     if a.system.is_some() && !a.chat {
         bail!("--system needs --chat: a system message only exists in the chat template");
     }
-    let prompt_bytes = a.prompt.len() + a.system.as_ref().map_or(0, |s| s.len() + 2);
+    if let Some(ids) = &a.prompt_ids {
+        return run_ids(&a, ids, sampler);
+    }
+    let text = a.prompt.clone().unwrap_or_default();
+    let prompt_bytes = text.len() + a.system.as_ref().map_or(0, |s| s.len() + 2);
     let bound = prompt_tokens_bound(prompt_bytes, a.chat);
     let s = Session::open(a.model.settings(), |w| w.with_tokens(bound, a.n))?;
     let tok = s.tokenizer()?;
     let model = s.model()?;
     let prompt = if a.chat {
-        tok.chat_prompt_with_system(a.system.as_deref(), &a.prompt, model.cfg.bos_token_id)?
+        tok.chat_prompt_with_system(a.system.as_deref(), &text, model.cfg.bos_token_id)?
     } else {
-        if a.prompt.is_empty() {
+        if text.is_empty() {
             bail!("the prompt is empty: give some text with -p");
         }
         let mut ids = vec![model.cfg.bos_token_id];
-        ids.extend(tok.encode(&a.prompt)?);
+        ids.extend(tok.encode(&text)?);
         ids
     };
     let mut stop_ids = model.cfg.eos_token_ids.clone();
@@ -82,9 +90,43 @@ pub fn run(a: RunArgs) -> Result<()> {
         sample_limit: generate::sample_limit(&model, tok.vocab_size),
     };
     if !a.chat {
-        print!("{}", a.prompt);
+        print!("{text}");
     }
     let stats = generate::generate_to_stdout(&model, &prompt, &opts, tok)?;
+    eprintln!(
+        "{} prompt tokens at {:.1} tok/s, {} new tokens at {:.2} tok/s",
+        stats.prompt_tokens,
+        stats.prefill_tok_s(),
+        stats.new_tokens,
+        stats.decode_tok_s()
+    );
+    eprintln!("{}", s.report(stats.kv_cache_bytes as u64).text());
+    Ok(())
+}
+
+/// `run --prompt-ids`: generation from token ids, the new ids printed as they come (no
+/// tokenizer is read: for checkpoints without one).
+fn run_ids(a: &RunArgs, ids: &[u32], sampler: SamplerConfig) -> Result<()> {
+    if ids.is_empty() {
+        bail!("--prompt-ids is empty: give at least one token id");
+    }
+    let s = Session::open(a.model.settings(), |w| w.with_tokens(ids.len(), a.n))?;
+    let model = s.model()?;
+    let opts = GenerateOptions {
+        max_new_tokens: a.n,
+        ctx: a.model.ctx,
+        sampler,
+        stop_ids: model.cfg.eos_token_ids.clone(),
+        sample_limit: generate::sample_limit(&model, usize::MAX),
+    };
+    let (_, stats) = generate::generate(&model, ids, &opts, |t| {
+        use std::io::Write;
+        let mut o = std::io::stdout().lock();
+        write!(o, "{t} ")?;
+        o.flush()?;
+        Ok(())
+    })?;
+    println!();
     eprintln!(
         "{} prompt tokens at {:.1} tok/s, {} new tokens at {:.2} tok/s",
         stats.prompt_tokens,

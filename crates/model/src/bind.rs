@@ -394,7 +394,10 @@ pub fn bind<'a>(
             return *m;
         }
         let t = &index.tensors[n];
-        let m = MatRef::new(index.bytes(t), dtype(t), t.shape[0], t.shape[1]);
+        // A 3-D tensor (experts) as `[experts * rows, cols]`: each expert's rows a range.
+        let cols = t.shape[t.shape.len() - 1];
+        let rows = t.shape[..t.shape.len() - 1].iter().product();
+        let m = MatRef::new(index.bytes(t), dtype(t), rows, cols);
         if m.dtype == DType::I8 {
             let s = &index.tensors[&scaler_name(n)];
             m.with_scale(index.bytes(s), dtype(s))

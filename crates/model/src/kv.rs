@@ -4,11 +4,16 @@
 
 use crate::config::{GemmaConfig, LayerKind};
 
+/// Tokens processed per forward chunk when prefilling: bounds the activation memory (and the
+/// ring of a sliding-window layer whose cache later layers read).
+pub const PREFILL_CHUNK: usize = 64;
+
 /// Cached keys and values of one layer.
 pub struct LayerCache {
     pub(crate) k: Vec<f32>,
     pub(crate) v: Vec<f32>,
-    /// Token capacity: `ctx` for global layers, `min(window, ctx)` for local ones.
+    /// Token capacity: `ctx` for global layers, `min(window, ctx)` for local ones (see
+    /// `layer_caps`), 0 for a layer that reads another's cache.
     pub(crate) cap: usize,
     /// Values per token (`kv_heads * head_dim`).
     pub(crate) width: usize,
@@ -58,14 +63,14 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache of `cfg` for up to `ctx` tokens; nothing is allocated until tokens arrive.
     pub fn new(cfg: &GemmaConfig, ctx: usize) -> KvCache {
-        let width = cfg.num_kv_heads * cfg.head_dim;
         let layers = layer_caps(cfg, ctx)
             .into_iter()
-            .map(|cap| LayerCache {
+            .enumerate()
+            .map(|(l, cap)| LayerCache {
                 k: Vec::new(),
                 v: Vec::new(),
                 cap,
-                width,
+                width: width(cfg, l),
             })
             .collect();
         KvCache {
@@ -87,15 +92,15 @@ impl KvCache {
     /// capacity follows the cache's growth steps (a quarter, at least 16 tokens), so it can
     /// exceed the tokens held (by at most a quarter) but never its layer's cap.
     pub fn bytes_after(cfg: &GemmaConfig, ctx: usize, tokens: usize) -> usize {
-        let width = cfg.num_kv_heads * cfg.head_dim;
         layer_caps(cfg, ctx)
             .iter()
-            .map(|&cap| {
+            .enumerate()
+            .map(|(l, &cap)| {
                 let (mut have, held) = (0, tokens.min(cap));
                 while have < held {
                     have = grown_capacity(have, cap);
                 }
-                have * width * 2 * 4
+                have * width(cfg, l) * 2 * 4
             })
             .sum()
     }
@@ -107,12 +112,34 @@ fn grown_capacity(held: usize, cap: usize) -> usize {
     (held + 1).max(held + held / 4).max(held + 16).min(cap)
 }
 
+/// Values per token of layer `l`'s keys (and of its values).
+fn width(cfg: &GemmaConfig, l: usize) -> usize {
+    let s = cfg.layer(l);
+    s.kv_heads * s.head_dim
+}
+
+/// Each layer's token capacity: none for a layer that attends over another's cache (KV
+/// sharing); a sliding window's ring, a prefill chunk longer when later layers read it (they
+/// attend after the whole chunk is stored, so the ring must still hold the window before the
+/// chunk's first token); else the context.
 fn layer_caps(cfg: &GemmaConfig, ctx: usize) -> Vec<usize> {
-    cfg.layer_kinds
-        .iter()
-        .map(|k| match k {
-            LayerKind::Global => ctx,
-            LayerKind::Local => cfg.sliding_window.unwrap_or(ctx).min(ctx),
+    (0..cfg.num_layers)
+        .map(|l| {
+            if cfg.layer(l).kv_layer != l {
+                return 0;
+            }
+            match cfg.layer_kinds[l] {
+                LayerKind::Global => ctx,
+                LayerKind::Local => {
+                    let w = cfg.sliding_window.unwrap_or(ctx);
+                    let extra = if cfg.shares_cache(l) {
+                        PREFILL_CHUNK
+                    } else {
+                        0
+                    };
+                    (w + extra).min(ctx)
+                }
+            }
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 //! the small trait generation works through ([`LanguageModel`]).
 
 use crate::bind::Bound;
-use crate::blocks::Ops;
+use crate::blocks::{Ops, PerLayerEmbedding};
 use crate::config::GemmaConfig;
 use crate::kv::{KvCache, LayerCache};
 use crate::tensors::{key, Role};
@@ -12,14 +12,16 @@ use anyhow::{bail, Result};
 use frugal_kernels::ops;
 use frugal_tensor::MatRef;
 
-/// Tokens processed per forward chunk when prefilling: bounds the activation memory.
-pub const PREFILL_CHUNK: usize = 64;
+pub use crate::kv::PREFILL_CHUNK;
 
 /// One decoder layer as an architecture composes it from [`crate::blocks`].
 pub trait Layer: Sync {
     /// Runs the layer over `n` tokens at positions `p0..p0 + n`: `x` (the residual stream,
     /// `[n, hidden]`) is updated in place, `xn` is scratch of the same size, `cache` is this
-    /// layer's KV cache (the tokens are appended to it).
+    /// layer's KV cache (the tokens are appended to it), or the cache of the layer it reads
+    /// (KV sharing: [`crate::config::LayerShape::kv_layer`]; it appends nothing then);
+    /// `per_layer_input` its per-layer inputs (`[n, width]`) when the model has them.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         mm: &Ops,
@@ -28,6 +30,7 @@ pub trait Layer: Sync {
         cache: &mut LayerCache,
         p0: usize,
         n: usize,
+        per_layer_input: Option<&[f32]>,
     );
 }
 
@@ -89,8 +92,10 @@ pub struct Model<'a> {
     pub embed: MatRef<'a>,
     /// Present only when the output projection is not tied to the embedding.
     pub lm_head: Option<MatRef<'a>>,
-    /// `1 + w`.
+    /// As multiplied (`1 + w` for Gemma 1-3).
     pub final_norm: Vec<f32>,
+    /// Gemma 4's per-layer embeddings, when the model has them.
+    pub per_layer: Option<PerLayerEmbedding<'a>>,
     layers: Vec<Box<dyn Layer + 'a>>,
     /// Every bound matrix by its role and key in the tensor table.
     matrices: Vec<(Role, &'static str, MatRef<'a>)>,
@@ -125,7 +130,21 @@ impl<'a> Model<'a> {
                 cfg.num_layers
             );
         }
+        let per_layer = if cfg.per_layer_input > 0 {
+            Some(PerLayerEmbedding {
+                table: w.matrix(Role::Embedding, key::PER_LAYER_EMBD)?,
+                proj: w.matrix(Role::Embedding, key::PER_LAYER_PROJ)?,
+                norm: w.vector(Role::Embedding, key::PER_LAYER_PROJ_NORM)?,
+                layers: cfg.num_layers,
+                width: cfg.per_layer_input,
+                hidden: cfg.hidden_size,
+                eps: cfg.rms_norm_eps,
+            })
+        } else {
+            None
+        };
         Ok(Model {
+            per_layer,
             embed: w.matrix(Role::Embedding, key::EMBED)?,
             lm_head: if cfg.tie_word_embeddings {
                 None
@@ -217,9 +236,36 @@ impl<'a> Model<'a> {
                 s.pager.evict(self.embed.row_span(tok as usize));
             }
         }
+        let mut ple = self.per_layer.as_ref().map(|p| {
+            p.inputs(&mm, tokens, &x, |row| {
+                if let Some(s) = &self.streaming {
+                    s.pager.evict(row);
+                }
+            })
+        });
         let mut xn = vec![0f32; n * h];
         let p0 = cache.pos;
+        // The tokens still computed: from layers that read another layer's cache on (they
+        // store nothing), only those whose logits are wanted.
+        let (mut q0, mut m) = (0, n);
+        let first_reader = (0..cfg.num_layers)
+            .find(|&l| cfg.layer(l).kv_layer != l)
+            .unwrap_or(cfg.num_layers);
         for l in 0..cfg.num_layers {
+            if l == first_reader && !all {
+                if !last {
+                    break;
+                }
+                (q0, m) = (n - 1, 1);
+                x.drain(..q0 * h);
+                xn.truncate(h);
+                if let (Some(v), Some(p)) = (&mut ple, &self.per_layer) {
+                    let w = p.width;
+                    *v = (0..cfg.num_layers)
+                        .flat_map(|i| v[(i * n + q0) * w..(i * n + n) * w].to_vec())
+                        .collect();
+                }
+            }
             if let Some(s) = &self.streaming {
                 if l == 0 && !s.pinned[0] {
                     self.layer_pages(0, |b| s.pager.prefetch(b));
@@ -228,7 +274,20 @@ impl<'a> Model<'a> {
                     self.layer_pages(l + 1, |b| s.pager.prefetch(b));
                 }
             }
-            self.layers[l].forward(&mm, &mut x, &mut xn, &mut cache.layers[l], p0, n);
+            let pli = ple.as_ref().zip(self.per_layer.as_ref()).map(|(v, p)| {
+                let w = p.width;
+                &v[l * m * w..(l + 1) * m * w]
+            });
+            let src = cfg.layer(l).kv_layer;
+            self.layers[l].forward(
+                &mm,
+                &mut x,
+                &mut xn,
+                &mut cache.layers[src],
+                p0 + q0,
+                m,
+                pli,
+            );
             if let Some(s) = &self.streaming {
                 if !s.pinned[l] {
                     self.layer_pages(l, |b| s.pager.evict(b));
@@ -240,7 +299,7 @@ impl<'a> Model<'a> {
             return Ok(Vec::new());
         }
         // Final norm and output projection for the positions wanted.
-        let rows: Vec<usize> = if all { (0..n).collect() } else { vec![n - 1] };
+        let rows: Vec<usize> = if all { (0..n).collect() } else { vec![m - 1] };
         let mut hsel = Vec::with_capacity(rows.len() * h);
         for &r in &rows {
             let mut v = x[r * h..(r + 1) * h].to_vec();

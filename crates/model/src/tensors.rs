@@ -9,7 +9,9 @@ use std::ops::Range;
 /// Where a tensor belongs in the model: what streaming and budgets group by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
-    /// The token embedding (read one row per token; the output projection too when tied).
+    /// The token embedding (read one row per token; the output projection too when tied), and
+    /// what turns tokens into Gemma 4's per-layer inputs (its table, one row per token, and
+    /// the projection of the embedding).
     Embedding,
     /// Decoder layer `l`.
     Layer(usize),
@@ -51,6 +53,9 @@ pub enum Kind {
     /// files store `w`, GGUF files (llama.cpp's converter) `1 + w`. Read once into f32 as
     /// `1 + w`.
     NormPlusOne,
+    /// A vector used as stored in every format, read once into f32: Gemma 4's RMSNorm weights
+    /// (plain multipliers), its layer scalars and router scales.
+    Vector,
 }
 
 /// A tensor's name in gemma_pytorch checkpoints.
@@ -95,7 +100,8 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
-    /// Whether it is a matrix (2-D, used in place) rather than a vector read into f32.
+    /// Whether it is a matrix (used in place; a 3-D tensor of experts as `[experts * rows,
+    /// cols]`) rather than a vector read into f32.
     pub fn is_matrix(&self) -> bool {
         self.kind == Kind::Matrix
     }
@@ -128,6 +134,11 @@ pub mod key {
     pub const POST_ATTN_NORM: &str = "post_attention_norm";
     pub const FFN_NORM: &str = "ffn_norm";
     pub const POST_FFN_NORM: &str = "post_ffw_norm";
+    /// Gemma 4's per-layer embeddings: the table `[vocab, layers * width]`, the projection of
+    /// the embedding `[layers * width, hidden]` and its norm `[width]`.
+    pub const PER_LAYER_EMBD: &str = "per_layer_token_embd";
+    pub const PER_LAYER_PROJ: &str = "per_layer_model_proj";
+    pub const PER_LAYER_PROJ_NORM: &str = "per_layer_proj_norm";
 
     /// The order of a decoder layer's modules in transformers' Gemma code (its state dict's
     /// order): what `synth` writes in, so a seed always gives the same weights.

@@ -148,7 +148,9 @@ impl QuantPlan {
         let stored: Vec<_> = binding
             .stored
             .iter()
-            .filter(|s| s.matrix && index.tensors.contains_key(&s.name))
+            // 3-D tensors of experts stay in place as stored (quantizing them while loading
+            // is yet to come).
+            .filter(|s| s.matrix && s.shape.len() == 2 && index.tensors.contains_key(&s.name))
             .collect();
         let layers = stored
             .iter()

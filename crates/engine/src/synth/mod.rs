@@ -48,7 +48,7 @@ struct Spec {
 /// after Gemma's `1 + w`), `1 / sqrt(fan_in)` for matrices, 0.03 for the embedding.
 fn std_of(t: &TensorSpec) -> f32 {
     match (t.kind, t.role) {
-        (Kind::NormPlusOne, _) => 0.1,
+        (Kind::NormPlusOne | Kind::Vector, _) => 0.1,
         (Kind::Matrix, Role::Embedding) => 0.03,
         (Kind::Matrix, _) => (1.0 / t.shape[1] as f32).sqrt(),
     }

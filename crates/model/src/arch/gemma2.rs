@@ -225,6 +225,7 @@ impl Layer for SandwichLayer<'_> {
         cache: &mut LayerCache,
         p0: usize,
         n: usize,
+        _per_layer_input: Option<&[f32]>,
     ) {
         blocks::norm_rows(x, xn, &self.input_norm, self.eps);
         let qkv = self.attn.project(mm, xn, p0, n);

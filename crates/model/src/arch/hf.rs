@@ -313,6 +313,10 @@ pub fn resolve(
         bos_token_id,
         eos_token_ids,
         multimodal,
+        layer_shapes: Vec::new(),
+        per_layer_input: 0,
+        per_layer_vocab: 0,
+        moe: None,
     })
 }
 

@@ -14,6 +14,7 @@
 pub mod gemma1;
 pub mod gemma2;
 pub mod gemma3;
+pub mod gemma4;
 pub mod gguf;
 pub mod hf;
 
@@ -32,7 +33,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Every architecture frugal runs, in the order their names are listed to users.
-pub const ALL: [&'static dyn Architecture; 3] = [&gemma1::Gemma1, &gemma2::Gemma2, &gemma3::Gemma3];
+pub const ALL: [&'static dyn Architecture; 4] = [
+    &gemma1::Gemma1,
+    &gemma2::Gemma2,
+    &gemma3::Gemma3,
+    &gemma4::Gemma4,
+];
 
 impl Arch {
     /// The handle of the registered architecture called `name` (see [`Architecture::name`]).
@@ -141,7 +147,7 @@ pub fn widths(cfg: &GemmaConfig) -> Widths {
 /// that the model does not read (an untied output of a tied model), and gemma_pytorch's
 /// buffers.
 pub fn wanted(cfg: &GemmaConfig) -> Wanted {
-    let mut unread = Vec::new();
+    let mut unread = cfg.arch.unread(cfg);
     if cfg.tie_word_embeddings {
         // An untied head stored although the config ties it is harmless: it is ignored.
         let mut untied = cfg.clone();
@@ -264,6 +270,18 @@ pub trait Architecture: Sync + Send + 'static {
 
     /// The decoder layers, composed from the shared blocks over the bound weights.
     fn layers<'a>(&self, cfg: &GemmaConfig, w: &mut Bound<'a>) -> Result<Vec<Box<dyn Layer + 'a>>>;
+
+    /// The embedding multiplier: sqrt(hidden) rounded to bf16, as the reference
+    /// implementations of Gemma 1-3 compute it.
+    fn embed_scale(&self, cfg: &GemmaConfig) -> f32 {
+        half::bf16::from_f32((cfg.hidden_size as f32).sqrt()).to_f32()
+    }
+
+    /// Tensors published checkpoints may hold that the model does not read (ignored when
+    /// present, never required).
+    fn unread(&self, _cfg: &GemmaConfig) -> Vec<TensorSpec> {
+        Vec::new()
+    }
 }
 
 /// A known model shape.

@@ -170,6 +170,18 @@ impl MappedFile {
         let _ = self.map.advise(memmap2::Advice::Random);
     }
 
+    /// Advice for a table read a row per token (`bytes`, a slice of this map): no 2 MiB folios
+    /// and no read-around, so a row brings in its own pages only, not megabytes of rows no
+    /// token asked for. Advice only.
+    pub fn advise_rows(&self, bytes: &[u8]) {
+        if let Some((start, len)) = self.range_of(bytes) {
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::NoHugePage, start, len);
+            let _ = self.map.advise_range(memmap2::Advice::Random, start, len);
+        }
+    }
+
     /// Reads `buf.len()` bytes at `offset` with `pread` (the quantizer's source reads: large
     /// sequential reads keep the disk busier than page faults on the map do).
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {

@@ -137,6 +137,12 @@ pub mod key {
     /// Gemma 4's per-layer embeddings: the table `[vocab, layers * width]`, the projection of
     /// the embedding `[layers * width, hidden]` and its norm `[width]`.
     pub const PER_LAYER_EMBD: &str = "per_layer_token_embd";
+
+    /// Whether the tensor of `key` is read a row per token seen (never whole): only the rows of
+    /// the tokens held become resident.
+    pub fn read_by_token_rows(key: &str) -> bool {
+        key == PER_LAYER_EMBD
+    }
     pub const PER_LAYER_PROJ: &str = "per_layer_model_proj";
     pub const PER_LAYER_PROJ_NORM: &str = "per_layer_proj_norm";
 

@@ -10,6 +10,7 @@ pub mod stream;
 use anyhow::{bail, Result};
 use frugal_formats::{gguf, pytorch, safetensors, StoredDType, TensorIndex};
 use frugal_model::bind::Binding;
+use frugal_model::tensors::key;
 use frugal_model::{arch, GemmaConfig, Model};
 use std::path::{Path, PathBuf};
 
@@ -220,6 +221,17 @@ impl Checkpoint {
         if self.quant.is_none() {
             // The weights are about to be read in place: in 2 MiB folios from here on.
             self.index.files.iter().for_each(|f| f.advise_hugepage());
+        }
+        // Tables read a row per token (Gemma 4's per-layer embeddings) stay out of the folios.
+        for s in &self.binding.stored {
+            if s.keys.iter().any(|k| key::read_by_token_rows(k)) {
+                if let Some(t) = self.index.tensors.get(&s.name) {
+                    let bytes = self.index.bytes(t);
+                    if let Some(f) = self.index.file_of(bytes) {
+                        f.advise_rows(bytes);
+                    }
+                }
+            }
         }
         let model = arch::model(&self.cfg, &self.index, &self.source(), &replaced)?;
         // Reading the small tensors (norms) from the map faults in whole folios around them,

@@ -22,6 +22,7 @@ use crate::memory::human;
 use anyhow::Result;
 use frugal_formats::TensorIndex;
 use frugal_model::bind::{self, Binding};
+use frugal_model::tensors::key;
 use frugal_model::{GemmaConfig, KvCache, PREFILL_CHUNK};
 use serde::Serialize;
 
@@ -118,6 +119,10 @@ pub struct WeightEntry {
     /// True when the bytes become resident while loading, before the first token (norms read
     /// when binding, owned and quantized copies); false when only running reads them.
     pub at_load: bool,
+    /// For a mapped table read a row per token seen (Gemma 4's per-layer embeddings), the
+    /// bytes of one row: only the rows of the tokens held become resident.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_row_bytes: Option<u64>,
 }
 
 /// Every tensor the model reads and how it is held: matrices and int8 scales used in place
@@ -136,6 +141,7 @@ pub fn weight_entries(binding: &Binding, index: &TensorIndex) -> Vec<WeightEntry
                 len: t.len as u64,
             }),
             at_load,
+            token_row_bytes: None,
         }
     };
     let mut out = Vec::new();
@@ -148,7 +154,12 @@ pub fn weight_entries(binding: &Binding, index: &TensorIndex) -> Vec<WeightEntry
         if s.matrix && index.tensors.contains_key(&scales) {
             out.push(mapped(&scales, false));
         }
-        out.push(mapped(&s.name, !s.matrix));
+        let mut e = mapped(&s.name, !s.matrix);
+        if s.keys.iter().any(|k| key::read_by_token_rows(k)) && s.shape.len() == 2 && s.shape[0] > 0
+        {
+            e.token_row_bytes = Some(t.len as u64 / s.shape[0] as u64);
+        }
+        out.push(e);
         if !s.matrix {
             out.push(WeightEntry {
                 name: s.name.clone(),
@@ -156,6 +167,7 @@ pub fn weight_entries(binding: &Binding, index: &TensorIndex) -> Vec<WeightEntry
                 bytes: t.numel() as u64 * 4,
                 span: None,
                 at_load: true,
+                token_row_bytes: None,
             });
         }
     }
@@ -282,6 +294,9 @@ pub struct MemoryPlan {
     /// Weight pages used in place from the map (file-backed; whole pages of the tensors read,
     /// plus the headers read while opening).
     pub mapped_weight_bytes: u64,
+    /// Of those, the pages of tables read a row per token (Gemma 4's per-layer embeddings):
+    /// the rows of the tokens held, at most.
+    pub token_row_bytes: u64,
     /// Weight bytes copied into anonymous memory (norm vectors as f32).
     pub owned_weight_bytes: u64,
     /// Weight bytes quantized while loading (anonymous).
@@ -433,7 +448,8 @@ pub fn predict(
     let mapped_spans = |load_only: bool| -> Vec<Span> {
         entries
             .iter()
-            .filter(|e| e.storage == Storage::Mapped && (e.at_load || !load_only))
+            .filter(|e| e.storage == Storage::Mapped && e.token_row_bytes.is_none())
+            .filter(|e| e.at_load || !load_only)
             .filter_map(|e| e.span)
             .chain(headers.iter().copied())
             .collect()
@@ -445,7 +461,18 @@ pub fn predict(
             .map(|e| e.bytes)
             .sum()
     };
-    let mapped = page_bytes(mapped_spans(false));
+    // Tables read by token rows: the pages of at most one row per token held (a row's pages,
+    // plus one where it straddles a boundary), never more than the table.
+    let row_tables: u64 = entries
+        .iter()
+        .filter(|e| e.storage == Storage::Mapped && !e.at_load)
+        .filter_map(|e| Some((e.token_row_bytes?, e.span?)))
+        .map(|(rb, span)| {
+            let per_row = (rb.div_ceil(4096) + 1) * 4096;
+            page_bytes(vec![span]).min(per_row * w.tokens as u64)
+        })
+        .sum();
+    let mapped = page_bytes(mapped_spans(false)) + row_tables;
     let mapped_at_load = page_bytes(mapped_spans(true));
     let owned = sum(Storage::Owned);
     let quantized = sum(Storage::Quantized);
@@ -478,6 +505,7 @@ pub fn predict(
     MemoryPlan {
         workload: w.clone(),
         mapped_weight_bytes: mapped,
+        token_row_bytes: row_tables,
         owned_weight_bytes: owned,
         quantized_weight_bytes: quantized,
         kv_cache_bytes: kv,
@@ -521,6 +549,9 @@ pub fn text(p: &MemoryPlan, budget: Option<u64>) -> String {
         w.ctx, w.tokens, w.chunk, w.threads
     );
     s += &row("weights, in place from the map", p.mapped_weight_bytes);
+    if p.token_row_bytes > 0 {
+        s += &row("  of which per-layer table rows", p.token_row_bytes);
+    }
     if p.owned_weight_bytes > 0 {
         s += &row("weights, owned copies (norms as f32)", p.owned_weight_bytes);
     }
@@ -579,6 +610,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_table_read_by_token_rows_counts_the_rows_of_the_tokens_held() {
+        let cfg = GemmaConfig::from_json(
+            &frugal_model::arch::Variant::by_name("tiny-gemma")
+                .unwrap()
+                .config_json(),
+            "tiny-gemma",
+        )
+        .unwrap();
+        let table = |row: Option<u64>| WeightEntry {
+            name: "t".into(),
+            storage: Storage::Mapped,
+            bytes: 100 << 20,
+            span: Some(Span {
+                file: 0,
+                offset: 0,
+                len: 100 << 20,
+            }),
+            at_load: false,
+            token_row_bytes: row,
+        };
+        let index = TensorIndex::new();
+        let w = Workload::generate(16, 1);
+        let whole = predict(&cfg, &index, &[table(None)], &w);
+        let rows = predict(&cfg, &index, &[table(Some(10_000))], &w);
+        assert_eq!(whole.mapped_weight_bytes, 100 << 20);
+        assert_eq!(whole.token_row_bytes, 0);
+        // 10,000 bytes span 3 pages, or 4 across a boundary; 16 tokens held.
+        assert_eq!(rows.token_row_bytes, 16 * 4 * 4096);
+        assert_eq!(rows.mapped_weight_bytes, 16 * 4 * 4096);
+        // Never more than the table.
+        let long = predict(
+            &cfg,
+            &index,
+            &[table(Some(10_000))],
+            &Workload::generate(1 << 20, 1),
+        );
+        assert_eq!(long.token_row_bytes, 100 << 20);
+    }
+
+    #[test]
     fn pages_are_counted_once() {
         let s = |file, offset, len| Span { file, offset, len };
         assert_eq!(page_bytes(vec![s(0, 0, 1)]), 4096);
@@ -612,6 +683,7 @@ mod tests {
                 bytes: 1 << 20,
                 span: span(0),
                 at_load: false,
+                token_row_bytes: None,
             },
             WeightEntry {
                 name: "b".into(),
@@ -619,6 +691,7 @@ mod tests {
                 bytes: 1 << 20,
                 span: span(1 << 20),
                 at_load: false,
+                token_row_bytes: None,
             },
         ];
         let index = TensorIndex::new();

@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod convert_gguf;
 mod convert_tokenizer;
+mod gemma4_tokenizer;
 mod gguf_export;
 mod gguf_read;
 mod mix;

@@ -215,3 +215,28 @@ fn thought_channel_is_kept_apart() {
     assert_eq!(all.thought, "thought\nLet me think 🙂");
     assert_eq!(all.answer, "The answer is 42.");
 }
+
+/// `run --think` needs --chat and Gemma 4's markers: a clear error otherwise.
+#[test]
+fn think_needs_gemma4_chat() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gemma1-mqa-bf16");
+    let m = model.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["run", "-m", m, "-p", "hi", "--think"],
+            "--think needs --chat",
+        ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--chat", "--think"],
+            "thinking needs Gemma 4's chat format",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

@@ -309,6 +309,11 @@ impl ChatStream<'_> {
         Ok(out)
     }
 
+    /// True between `<|channel>` and `<channel|>`.
+    pub fn in_thought(&self) -> bool {
+        self.thought.is_some()
+    }
+
     /// Whatever is left at the end.
     pub fn finish(&mut self) -> Result<ChatText> {
         Ok(ChatText {

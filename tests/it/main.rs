@@ -10,6 +10,7 @@ mod common;
 mod convert_gguf;
 mod convert_tokenizer;
 mod gemma4;
+mod gemma4_tokenizer;
 mod gguf_export;
 mod gguf_read;
 mod mix;

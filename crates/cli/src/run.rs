@@ -21,12 +21,24 @@ pub struct RunArgs {
     /// Most tokens to generate.
     #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
     pub n: usize,
-    /// Wrap the prompt in Gemma's chat template and stop at <end_of_turn>.
+    /// Wrap the prompt in the chat format of the tokenizer's turn markers and stop at the end
+    /// of the turn: Gemma 1-3 `<start_of_turn>user\n…<end_of_turn>\n<start_of_turn>model\n`
+    /// (stop at <end_of_turn>), Gemma 4 `<|turn>user\n…<turn|>\n<|turn>model\n` (stop at
+    /// <turn|> or <|tool_response>). The formats are written out in frugal, as the published
+    /// templates render one turn; a checkpoint's own template is not read. Gemma 4's thought
+    /// channel (<|channel>…<channel|>) is never printed to stdout: see --think.
     #[arg(long)]
     pub chat: bool,
-    /// With --chat: a system message, put at the start of the user turn.
+    /// With --chat: a system message (Gemma 4: a system turn; Gemma 1-3, which have none: put
+    /// at the start of the user turn).
     #[arg(long)]
     pub system: Option<String>,
+    /// With --chat, Gemma 4 only: ask the model to think first (<|think|> in the system turn)
+    /// and print its thought to stderr between [thought] and [/thought] lines, the answer to
+    /// stdout. Without it the prompt closes an empty thought block, as Gemma 4's template does
+    /// when thinking is off, and a thought the model writes anyway is not printed.
+    #[arg(long)]
+    pub think: bool,
     /// Sampling temperature (0 = greedy).
     #[arg(long = "temp", default_value_t = 0.0)]
     pub temp: f32,
@@ -61,6 +73,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     if a.system.is_some() && !a.chat {
         bail!("--system needs --chat: a system message only exists in the chat template");
     }
+    if a.think && !a.chat {
+        bail!("--think needs --chat: thinking is part of Gemma 4's chat format");
+    }
     if let Some(ids) = &a.prompt_ids {
         return run_ids(&a, ids, sampler);
     }
@@ -71,7 +86,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let tok = s.tokenizer()?;
     let model = s.model()?;
     let prompt = if a.chat {
-        tok.chat_prompt_with_system(a.system.as_deref(), &text, model.cfg.bos_token_id)?
+        tok.chat(a.system.as_deref(), &text, model.cfg.bos_token_id, a.think)?
     } else {
         if text.is_empty() {
             bail!("the prompt is empty: give some text with -p");
@@ -81,7 +96,11 @@ pub fn run(a: RunArgs) -> Result<()> {
         ids
     };
     let mut stop_ids = model.cfg.eos_token_ids.clone();
-    stop_ids.extend(tok.end_of_turn);
+    if a.chat {
+        stop_ids.extend(tok.chat_stop_ids());
+    } else {
+        stop_ids.extend(tok.end_of_turn);
+    }
     let opts = GenerateOptions {
         max_new_tokens: a.n,
         ctx: a.model.ctx,
@@ -92,7 +111,11 @@ pub fn run(a: RunArgs) -> Result<()> {
     if !a.chat {
         print!("{text}");
     }
-    let stats = generate::generate_to_stdout(&model, &prompt, &opts, tok)?;
+    let stats = if a.chat {
+        generate::generate_chat_to_stdout(&model, &prompt, &opts, tok, a.think)?
+    } else {
+        generate::generate_to_stdout(&model, &prompt, &opts, tok)?
+    };
     eprintln!(
         "{} prompt tokens at {:.1} tok/s, {} new tokens at {:.2} tok/s",
         stats.prompt_tokens,

@@ -108,6 +108,55 @@ pub fn generate_to_stdout(
     Ok(stats)
 }
 
+/// Generates a chat answer as [`generate_to_stdout`] does, Gemma 4's thought channel
+/// (`<|channel>…<channel|>`) kept apart ([`frugal_tokenizer::ChatStream`]): the answer goes to
+/// stdout; the thought, when `show_thought`, to stderr between `[thought]` and `[/thought]`
+/// lines, else nowhere.
+pub fn generate_chat_to_stdout(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    tok: &GemmaTokenizer,
+    show_thought: bool,
+) -> Result<GenerateStats> {
+    let mut stream = tok.chat_stream();
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    let mut in_thought = false;
+    let mut emit = |t: frugal_tokenizer::ChatText, thinking: bool| -> Result<()> {
+        if show_thought {
+            let mut e = stderr.lock();
+            if thinking && !in_thought {
+                e.write_all(b"[thought]\n")?;
+            }
+            e.write_all(t.thought.as_bytes())?;
+            if !thinking && in_thought {
+                e.write_all(b"\n[/thought]\n")?;
+            }
+            e.flush()?;
+        }
+        in_thought = thinking;
+        let mut o = stdout.lock();
+        o.write_all(t.answer.as_bytes())?;
+        o.flush()?;
+        Ok(())
+    };
+    crate::trace::mark(crate::trace::phase::PREFILL);
+    let mut first = true;
+    let (_, stats) = generate(model, prompt, opts, |t| {
+        if std::mem::take(&mut first) {
+            crate::trace::mark(crate::trace::phase::FIRST_TOKEN);
+        }
+        if !opts.stop_ids.contains(&t) {
+            let text = stream.push(t)?;
+            emit(text, stream.in_thought())?;
+        }
+        Ok(())
+    })?;
+    emit(stream.finish()?, false)?;
+    println!();
+    Ok(stats)
+}
+
 /// Generates from `prompt`, calling `on_token` with each new token as soon as it is chosen.
 pub fn generate(
     model: &dyn LanguageModel,

@@ -280,10 +280,7 @@ impl Checkpoint {
     pub fn tokenizer(&self) -> Result<Option<frugal_tokenizer::GemmaTokenizer>> {
         use frugal_tokenizer::GemmaTokenizer;
         if let Some(g) = &self.gguf {
-            return Ok(
-                frugal_tokenizer::gguf::sentencepiece(g, &self.index.files[0].map)?
-                    .map(GemmaTokenizer::from_sentencepiece),
-            );
+            return frugal_tokenizer::gguf::tokenizer(g, &self.index.files[0].map);
         }
         self.tokenizer_path()
             .map(|p| GemmaTokenizer::from_file(&p))

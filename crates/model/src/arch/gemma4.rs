@@ -141,12 +141,37 @@ impl Architecture for Gemma4 {
         131072
     }
 
+    /// The released shapes (gemma4.md §1.1); what only Gemma 4 has is in [`variant_extra`].
+    #[rustfmt::skip]
     fn variants(&self) -> Vec<Variant> {
-        Vec::new()
+        let g4 = |mut v: Variant, w: usize| {
+            v.window = Some(w);
+            v.softcaps = Some((0.0, 30.0));
+            v
+        };
+        // variant(name, model_type, vocab, hidden, intermediate, layers, heads, kv heads (sliding), head_dim (sliding), qpas)
+        vec![
+            g4(super::variant("gemma4-e2b", "gemma4_text", 262144, 1536, 6144, 35, 8, 1, 256, 1), 512),
+            g4(super::variant("gemma4-e4b", "gemma4_text", 262144, 2560, 10240, 42, 8, 2, 256, 1), 512),
+            g4(super::variant("gemma4-12b", "gemma4_text", 262144, 3840, 15360, 48, 16, 8, 256, 1), 1024),
+            g4(super::variant("gemma4-26b-a4b", "gemma4_text", 262144, 2816, 2112, 30, 16, 8, 256, 1), 1024),
+            g4(super::variant("gemma4-31b", "gemma4_text", 262144, 5376, 21504, 60, 32, 16, 256, 1), 1024),
+        ]
     }
 
     fn variant_json(&self, v: &Variant) -> Value {
-        base_json(HF.class, v)
+        let mut c = base_json(HF.class, v);
+        let o = c.as_object_mut().expect("object");
+        o.remove("rope_theta");
+        o.insert("sliding_window".into(), json!(v.window));
+        o.insert(
+            "final_logit_softcapping".into(),
+            json!(v.softcaps.map(|s| s.1)),
+        );
+        for (k, x) in variant_extra(v) {
+            o.insert(k.into(), x);
+        }
+        c
     }
 
     fn tensors(&self, cfg: &GemmaConfig) -> Vec<TensorSpec> {
@@ -260,6 +285,60 @@ impl Architecture for Gemma4 {
     fn embed_scale(&self, cfg: &GemmaConfig) -> f32 {
         (cfg.hidden_size as f64).sqrt() as f32
     }
+}
+
+/// The keys of a released shape (gemma4.md §1.1) beyond [`Variant`]'s: layer types (the E
+/// models 4 or 5 sliding to 1 full, the others 5 to 1), full layers' head size 512 and, with
+/// keys as values, their KV heads; per-layer embeddings, KV sharing and the double-wide MLP of
+/// the E models; the 26B's experts.
+fn variant_extra(v: &Variant) -> Vec<(&'static str, Value)> {
+    let period = if v.name == "gemma4-e2b" { 5 } else { 6 };
+    let types: Vec<&str> = (0..v.layers)
+        .map(|l| {
+            if l % period == period - 1 {
+                "full_attention"
+            } else {
+                "sliding_attention"
+            }
+        })
+        .collect();
+    // (PLE width, shared layers, double-wide, global KV heads with k_eq_v, experts)
+    let (ple, shared, double, global_kv, moe) = match v.name {
+        "gemma4-e2b" => (256, 20, true, None, None),
+        "gemma4-e4b" => (256, 18, false, None, None),
+        "gemma4-12b" => (0, 0, false, Some(1), None),
+        "gemma4-26b-a4b" => (0, 0, false, Some(2), Some((128, 8, 704))),
+        _ => (0, 0, false, Some(4), None),
+    };
+    let mut x = vec![
+        ("layer_types", json!(types)),
+        ("global_head_dim", json!(GLOBAL_HEAD_DIM)),
+        ("hidden_size_per_layer_input", json!(ple)),
+        ("vocab_size_per_layer_input", json!(PER_LAYER_VOCAB)),
+        ("num_kv_shared_layers", json!(shared)),
+        ("use_double_wide_mlp", json!(double)),
+        ("attention_k_eq_v", json!(global_kv.is_some())),
+        ("num_global_key_value_heads", json!(global_kv)),
+        (
+            "max_position_embeddings",
+            json!(if ple > 0 { 131072 } else { 262144 }),
+        ),
+        (
+            "rope_parameters",
+            json!({
+                "sliding_attention": {"rope_type": "default", "rope_theta": HF.local_theta},
+                "full_attention": {"rope_type": "proportional", "partial_rotary_factor": FULL_ROTARY_FRACTION,
+                    "rope_theta": HF.rope_theta},
+            }),
+        ),
+        ("enable_moe_block", json!(moe.is_some())),
+    ];
+    if let Some((e, k, i)) = moe {
+        x.push(("num_experts", json!(e)));
+        x.push(("top_k_experts", json!(k)));
+        x.push(("moe_intermediate_size", json!(i)));
+    }
+    x
 }
 
 /// The `gemma4_text` config.json a GGUF file's metadata and tensors describe (see
@@ -1256,6 +1335,37 @@ mod tests {
         b["rope_parameters"] = json!({"full_attention": {"rope_type": "yarn"}});
         let e = GemmaConfig::from_json(&b, "t").unwrap_err();
         assert!(e.to_string().contains("yarn"), "{e}");
+    }
+
+    /// The released shapes' text parameters as transformers counts them (gemma4.md §1.3,
+    /// `layer_scalar` included), and their geometry (§1.2).
+    #[test]
+    fn variant_parameter_counts() {
+        for (name, billions, full_q, full_kv, ffn_last) in [
+            ("gemma4-e2b", 4.6286, 4096, 512, 12288),
+            ("gemma4-e4b", 7.4630, 4096, 1024, 10240),
+            ("gemma4-12b", 11.9074, 8192, 512, 15360),
+            ("gemma4-26b-a4b", 25.2331, 8192, 1024, 2112),
+            ("gemma4-31b", 30.6973, 16384, 2048, 21504),
+        ] {
+            let cfg = Variant::by_name(name).unwrap().config();
+            let p = cfg.num_params() as f64 / 1e9;
+            assert!(
+                (p - billions).abs() < 6e-5,
+                "{name}: {p} B, expected {billions} B"
+            );
+            let l = cfg.num_layers - 1;
+            assert_eq!(cfg.layer_kinds[l], LayerKind::Global, "{name}");
+            let s = cfg.layer(l);
+            assert_eq!(
+                (cfg.num_heads * s.head_dim, s.kv_heads * s.head_dim, s.ffn),
+                (full_q, full_kv, ffn_last),
+                "{name}"
+            );
+            assert_eq!(s.rotary_pairs, 64, "{name}");
+        }
+        let e2b = Variant::by_name("gemma4-e2b").unwrap().config();
+        assert_eq!((e2b.layer(34).kv_layer, e2b.layer(33).kv_layer), (14, 13));
     }
 
     /// Every tensor's names agree with its role; GGUF names follow llama.cpp's.

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct SynthArgs {
     /// Shape to imitate (gemma-2b, gemma-7b, gemma2-2b, gemma2-9b, gemma2-27b, gemma3-1b,
-    /// gemma3-4b, gemma3-12b, gemma3-27b, or the small test shapes tiny-gemma, tiny-gemma2,
+    /// gemma3-4b, gemma3-12b, gemma3-27b, gemma4-e2b, gemma4-e4b, gemma4-12b, gemma4-26b-a4b,
+    /// gemma4-31b, or the small test shapes tiny-gemma, tiny-gemma2,
     /// tiny-gemma3, small-gemma).
     #[arg(long)]
     pub shape: String,

@@ -55,6 +55,9 @@ pub struct Settings {
     pub command: String,
 }
 
+/// The tokenizer, or why the checkpoint's vocabulary could not be built.
+type TokenizerOrError = (Option<GemmaTokenizer>, Option<String>);
+
 /// A model opened for a run: its checkpoint (quantized if asked), tokenizer, memory plan and
 /// budget, with the memory monitor that started before anything was loaded.
 pub struct Session {
@@ -62,6 +65,9 @@ pub struct Session {
     pub monitor: Monitor,
     pub ck: Checkpoint,
     pub tok: Option<GemmaTokenizer>,
+    /// Why the checkpoint's vocabulary could not be built (a kind frugal does not read yet),
+    /// told when a tokenizer is needed: runs from token ids do not need one.
+    pub tok_error: Option<String>,
     /// The run's memory, predicted from the headers before anything was loaded.
     pub plan: plan::MemoryPlan,
     /// The `--max-memory` budget and how it is kept.
@@ -83,11 +89,12 @@ impl Session {
         }
         let monitor = Monitor::start();
         match Self::load(&settings, workload) {
-            Ok((ck, tok, plan, budget)) => Ok(Session {
+            Ok((ck, (tok, tok_error), plan, budget)) => Ok(Session {
                 settings,
                 monitor,
                 ck,
                 tok,
+                tok_error,
                 plan,
                 budget,
             }),
@@ -103,7 +110,7 @@ impl Session {
         workload: impl FnOnce(plan::Workload) -> plan::Workload,
     ) -> Result<(
         Checkpoint,
-        Option<GemmaTokenizer>,
+        TokenizerOrError,
         plan::MemoryPlan,
         Option<budget::Budget>,
     )> {
@@ -176,7 +183,10 @@ impl Session {
                 human(q)
             );
         }
-        let tok = ck.tokenizer()?;
+        let tok = match ck.tokenizer() {
+            Ok(t) => (t, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
         Ok((ck, tok, p, budget))
     }
 
@@ -201,6 +211,11 @@ impl Session {
 
     /// The tokenizer, or an error saying where it was looked for.
     pub fn tokenizer(&self) -> Result<&GemmaTokenizer> {
+        if let (None, Some(e)) = (&self.tok, &self.tok_error) {
+            anyhow::bail!(
+                "{e} (runs from token ids need no tokenizer: --prompt-ids, logits --tokens)"
+            );
+        }
         self.tok.as_ref().with_context(|| {
             format!(
                 "{}: no tokenizer (no tokenizer.json or tokenizer.model beside the weights; a GGUF file without a vocabulary in its metadata)",

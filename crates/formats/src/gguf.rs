@@ -565,6 +565,48 @@ impl Gguf {
         }
     }
 
+    /// A per-item unsigned integer key: one integer for all `n` items, or an array of `n`
+    /// integers (any integer element type), as llama.cpp writes per-layer values; None when
+    /// absent.
+    pub fn uints(&self, map: &[u8], key: &str, n: usize) -> Result<Option<Vec<u64>>> {
+        if !matches!(self.get(key), Some(Meta::Array { .. })) {
+            return Ok(self.uint(key)?.map(|x| vec![x; n]));
+        }
+        let a = self.array(map, key)?.expect("an array");
+        let size = match a.elem {
+            vt::U8 | vt::I8 => 1,
+            vt::U16 | vt::I16 => 2,
+            vt::U32 | vt::I32 => 4,
+            vt::U64 | vt::I64 => 8,
+            _ => bail!(
+                "{}: metadata `{key}` is not an array of integers",
+                self.path()
+            ),
+        };
+        if a.len != n {
+            bail!(
+                "{}: metadata `{key}` has {} values, expected {n} (one per layer)",
+                self.path(),
+                a.len
+            );
+        }
+        let signed = matches!(a.elem, vt::I8 | vt::I16 | vt::I32 | vt::I64);
+        a.bytes
+            .chunks_exact(size)
+            .map(|b| {
+                let mut w = [0u8; 8];
+                w[..size].copy_from_slice(b);
+                let x = u64::from_le_bytes(w);
+                let neg = signed && b[size - 1] & 0x80 != 0;
+                if neg {
+                    bail!("{}: metadata `{key}` holds a negative value", self.path());
+                }
+                Ok(x)
+            })
+            .collect::<Result<Vec<u64>>>()
+            .map(Some)
+    }
+
     /// Bytes of the arrays `keys` name in the header (absent ones count 0).
     pub fn array_bytes(&self, keys: &[&str]) -> u64 {
         keys.iter()

@@ -54,6 +54,8 @@ const PER_LAYER_INPUT: usize = 256;
 const PER_LAYER_VOCAB: usize = 262144;
 /// Full layers' default rotary: proportional, a quarter of the head, base 1e6.
 const FULL_ROTARY_FRACTION: f64 = 0.25;
+/// The key of llama.cpp's `rope_freqs.weight`.
+const ROPE_FREQS: &str = "rope_freqs";
 
 /// Keys of the tensors only Gemma 4 has (layer tensors; the per-layer embedding's global ones
 /// are in [`key`], the model reads them).
@@ -116,11 +118,14 @@ impl Architecture for Gemma4 {
         to_json(cfg)
     }
 
-    fn config_from_gguf(&self, g: &Gguf, _index: &TensorIndex) -> Result<GemmaConfig> {
-        bail!(
-            "{}: Gemma 4 GGUF files are not supported yet: run the model's Hugging Face folder",
-            g.path
-        )
+    /// As llama.cpp's converter writes Gemma 4 and its `gemma4` loader reads it: per-layer
+    /// `head_count_kv` and `feed_forward_length` (scalar or array), `sliding_window_pattern`
+    /// (true = sliding), `key_length` for full layers and `key_length_swa` for sliding ones,
+    /// `rope_freqs.weight` (full layers' proportional RoPE as frequency factors), no `attn_v` on
+    /// full layers when keys are the values. Resolved through the config.json rules.
+    fn config_from_gguf(&self, g: &Gguf, index: &TensorIndex) -> Result<GemmaConfig> {
+        let json = gguf_config_json(g, index)?;
+        GemmaConfig::from_json(&json, &g.path)
     }
 
     fn gguf_hparams(
@@ -136,12 +141,37 @@ impl Architecture for Gemma4 {
         131072
     }
 
+    /// The released shapes (gemma4.md §1.1); what only Gemma 4 has is in [`variant_extra`].
+    #[rustfmt::skip]
     fn variants(&self) -> Vec<Variant> {
-        Vec::new()
+        let g4 = |mut v: Variant, w: usize| {
+            v.window = Some(w);
+            v.softcaps = Some((0.0, 30.0));
+            v
+        };
+        // variant(name, model_type, vocab, hidden, intermediate, layers, heads, kv heads (sliding), head_dim (sliding), qpas)
+        vec![
+            g4(super::variant("gemma4-e2b", "gemma4_text", 262144, 1536, 6144, 35, 8, 1, 256, 1), 512),
+            g4(super::variant("gemma4-e4b", "gemma4_text", 262144, 2560, 10240, 42, 8, 2, 256, 1), 512),
+            g4(super::variant("gemma4-12b", "gemma4_text", 262144, 3840, 15360, 48, 16, 8, 256, 1), 1024),
+            g4(super::variant("gemma4-26b-a4b", "gemma4_text", 262144, 2816, 2112, 30, 16, 8, 256, 1), 1024),
+            g4(super::variant("gemma4-31b", "gemma4_text", 262144, 5376, 21504, 60, 32, 16, 256, 1), 1024),
+        ]
     }
 
     fn variant_json(&self, v: &Variant) -> Value {
-        base_json(HF.class, v)
+        let mut c = base_json(HF.class, v);
+        let o = c.as_object_mut().expect("object");
+        o.remove("rope_theta");
+        o.insert("sliding_window".into(), json!(v.window));
+        o.insert(
+            "final_logit_softcapping".into(),
+            json!(v.softcaps.map(|s| s.1)),
+        );
+        for (k, x) in variant_extra(v) {
+            o.insert(k.into(), x);
+        }
+        c
     }
 
     fn tensors(&self, cfg: &GemmaConfig) -> Vec<TensorSpec> {
@@ -188,38 +218,55 @@ impl Architecture for Gemma4 {
 
     /// Google's original E2B/E4B files carry keys, values and key norms for the layers that
     /// read another layer's cache; nothing uses them (transformers ignores them too).
+    /// llama.cpp's converter adds `rope_freqs.weight` (the full layers' proportional RoPE as
+    /// frequency factors), read with the metadata.
     fn unread(&self, cfg: &GemmaConfig) -> Vec<TensorSpec> {
         let h = cfg.hidden_size;
-        (0..cfg.num_layers)
-            .filter(|&l| cfg.layer(l).kv_layer != l)
-            .flat_map(|l| {
-                let s = cfg.layer(l);
-                let kv = s.kv_heads * s.head_dim;
-                let m = |key, name: &str, gguf: &str| {
-                    layer(
-                        l,
-                        key,
-                        Part::Attention,
-                        Kind::Matrix,
-                        name,
-                        gguf,
-                        vec![kv, h],
-                    )
-                };
-                [
-                    m(key::ATTN_K, "self_attn.k_proj.weight", "attn_k.weight"),
-                    m(key::ATTN_V, "self_attn.v_proj.weight", "attn_v.weight"),
-                    layer(
-                        l,
-                        key::ATTN_K_NORM,
-                        Part::Norm,
-                        Kind::Vector,
-                        "self_attn.k_norm.weight",
-                        "attn_k_norm.weight",
-                        vec![s.head_dim],
-                    ),
-                ]
-            })
+        let full = (0..cfg.num_layers).find(|&l| cfg.layer_kinds[l] == LayerKind::Global);
+        let rope_freqs = full.map(|l| {
+            global(
+                ROPE_FREQS,
+                Part::Norm,
+                Kind::Vector,
+                "rope_freqs",
+                "rope_freqs.weight",
+                vec![cfg.layer(l).head_dim / 2],
+            )
+        });
+        rope_freqs
+            .into_iter()
+            .chain(
+                (0..cfg.num_layers)
+                    .filter(|&l| cfg.layer(l).kv_layer != l)
+                    .flat_map(|l| {
+                        let s = cfg.layer(l);
+                        let kv = s.kv_heads * s.head_dim;
+                        let m = |key, name: &str, gguf: &str| {
+                            layer(
+                                l,
+                                key,
+                                Part::Attention,
+                                Kind::Matrix,
+                                name,
+                                gguf,
+                                vec![kv, h],
+                            )
+                        };
+                        [
+                            m(key::ATTN_K, "self_attn.k_proj.weight", "attn_k.weight"),
+                            m(key::ATTN_V, "self_attn.v_proj.weight", "attn_v.weight"),
+                            layer(
+                                l,
+                                key::ATTN_K_NORM,
+                                Part::Norm,
+                                Kind::Vector,
+                                "self_attn.k_norm.weight",
+                                "attn_k_norm.weight",
+                                vec![s.head_dim],
+                            ),
+                        ]
+                    }),
+            )
             .collect()
     }
 
@@ -238,6 +285,270 @@ impl Architecture for Gemma4 {
     fn embed_scale(&self, cfg: &GemmaConfig) -> f32 {
         (cfg.hidden_size as f64).sqrt() as f32
     }
+}
+
+/// The keys of a released shape (gemma4.md §1.1) beyond [`Variant`]'s: layer types (the E
+/// models 4 or 5 sliding to 1 full, the others 5 to 1), full layers' head size 512 and, with
+/// keys as values, their KV heads; per-layer embeddings, KV sharing and the double-wide MLP of
+/// the E models; the 26B's experts.
+fn variant_extra(v: &Variant) -> Vec<(&'static str, Value)> {
+    let period = if v.name == "gemma4-e2b" { 5 } else { 6 };
+    let types: Vec<&str> = (0..v.layers)
+        .map(|l| {
+            if l % period == period - 1 {
+                "full_attention"
+            } else {
+                "sliding_attention"
+            }
+        })
+        .collect();
+    // (PLE width, shared layers, double-wide, global KV heads with k_eq_v, experts)
+    let (ple, shared, double, global_kv, moe) = match v.name {
+        "gemma4-e2b" => (256, 20, true, None, None),
+        "gemma4-e4b" => (256, 18, false, None, None),
+        "gemma4-12b" => (0, 0, false, Some(1), None),
+        "gemma4-26b-a4b" => (0, 0, false, Some(2), Some((128, 8, 704))),
+        _ => (0, 0, false, Some(4), None),
+    };
+    let mut x = vec![
+        ("layer_types", json!(types)),
+        ("global_head_dim", json!(GLOBAL_HEAD_DIM)),
+        ("hidden_size_per_layer_input", json!(ple)),
+        ("vocab_size_per_layer_input", json!(PER_LAYER_VOCAB)),
+        ("num_kv_shared_layers", json!(shared)),
+        ("use_double_wide_mlp", json!(double)),
+        ("attention_k_eq_v", json!(global_kv.is_some())),
+        ("num_global_key_value_heads", json!(global_kv)),
+        (
+            "max_position_embeddings",
+            json!(if ple > 0 { 131072 } else { 262144 }),
+        ),
+        (
+            "rope_parameters",
+            json!({
+                "sliding_attention": {"rope_type": "default", "rope_theta": HF.local_theta},
+                "full_attention": {"rope_type": "proportional", "partial_rotary_factor": FULL_ROTARY_FRACTION,
+                    "rope_theta": HF.rope_theta},
+            }),
+        ),
+        ("enable_moe_block", json!(moe.is_some())),
+    ];
+    if let Some((e, k, i)) = moe {
+        x.push(("num_experts", json!(e)));
+        x.push(("top_k_experts", json!(k)));
+        x.push(("moe_intermediate_size", json!(i)));
+    }
+    x
+}
+
+/// The `gemma4_text` config.json a GGUF file's metadata and tensors describe (see
+/// [`Gemma4::config_from_gguf`]).
+fn gguf_config_json(g: &Gguf, index: &TensorIndex) -> Result<Value> {
+    let path = &g.path;
+    let a = "gemma4";
+    let k = |s: &str| format!("{a}.{s}");
+    let map = &index.files[0].map;
+    let n = |s: &str| -> Result<usize> {
+        let v = g.uint_req(&k(s))?;
+        if v == 0 || v > 1 << 24 {
+            bail!("{path}: metadata `{}` is {v}", k(s));
+        }
+        Ok(v as usize)
+    };
+    let nl = n("block_count")?;
+    let hidden = n("embedding_length")?;
+    let heads = n("attention.head_count")?;
+    let per_layer = |s: &str| -> Result<Vec<usize>> {
+        let v = g
+            .uints(map, &k(s), nl)?
+            .with_context(|| format!("{path}: missing metadata `{}`", k(s)))?;
+        if let Some(x) = v.iter().find(|&&x| x == 0 || x > 1 << 24) {
+            bail!("{path}: metadata `{}` holds {x}", k(s));
+        }
+        Ok(v.into_iter().map(|x| x as usize).collect())
+    };
+    let ffn = per_layer("feed_forward_length")?;
+    let kv_heads = match g.get(&k("attention.head_count_kv")) {
+        None => vec![heads; nl],
+        Some(_) => per_layer("attention.head_count_kv")?,
+    };
+    let pattern = k("attention.sliding_window_pattern");
+    let window = g
+        .uint(&k("attention.sliding_window"))?
+        .filter(|&w| w > 0)
+        .map(|w| w as usize);
+    let sliding: Vec<bool> = match (window, g.array(map, &pattern)?) {
+        (None, _) => vec![false; nl],
+        (Some(_), Some(arr)) if arr.len == nl => arr.bools()?,
+        (Some(_), _) => {
+            bail!("{path}: metadata `{pattern}` must be {nl} bools (true: the layer slides)")
+        }
+    };
+    let full_dim = n("attention.key_length")?;
+    let swa_dim = match g.uint(&k("attention.key_length_swa"))? {
+        None => full_dim,
+        Some(_) => n("attention.key_length_swa")?,
+    };
+    for (key, want) in [
+        ("attention.value_length", full_dim),
+        ("attention.value_length_swa", swa_dim),
+    ] {
+        if let Some(v) = g.uint(&k(key))? {
+            if v as usize != want {
+                bail!("{path}: metadata `{}` ({v}) differs from the key length ({want}); Gemma 4's keys and values have one head size per layer type", k(key));
+            }
+        }
+    }
+    let eps = g
+        .float(&k("attention.layer_norm_rms_epsilon"))?
+        .with_context(|| {
+            format!(
+                "{path}: missing metadata `{}`",
+                k("attention.layer_norm_rms_epsilon")
+            )
+        })?;
+    let rows = |name: &str| index.tensors.get(name).map(|t| t.shape[0]);
+    let vocab = rows("token_embd.weight")
+        .with_context(|| format!("{path}: no tensor `token_embd.weight` (the token embedding)"))?;
+    let shared = g.uint(&k("attention.shared_kv_layers"))?.unwrap_or(0) as usize;
+    if shared >= nl && shared > 0 {
+        bail!(
+            "{path}: metadata `{}` ({shared}) leaves no layer to hold a cache ({nl} layers)",
+            k("attention.shared_kv_layers")
+        );
+    }
+    let first_shared = nl - shared;
+    // The dense width: one for every layer, or twice it on the KV-sharing layers
+    // (`use_double_wide_mlp`).
+    let base = ffn[0];
+    let double_wide = shared > 0 && ffn[first_shared..].iter().all(|&f| f == 2 * base);
+    if !(0..nl).all(|l| ffn[l] == base || (double_wide && l >= first_shared)) {
+        bail!("{path}: metadata `{}` is {ffn:?}: Gemma 4 has one width, or twice it on the last `shared_kv_layers` layers", k("feed_forward_length"));
+    }
+    // Keys as values: full layers holding a cache without `attn_v`.
+    let owning_full: Vec<usize> = (0..nl)
+        .filter(|&l| !sliding[l] && l < first_shared)
+        .collect();
+    let no_v: Vec<bool> = owning_full
+        .iter()
+        .map(|l| {
+            !index
+                .tensors
+                .contains_key(&format!("blk.{l}.attn_v.weight"))
+        })
+        .collect();
+    let k_eq_v = no_v.iter().any(|&b| b);
+    if k_eq_v && !no_v.iter().all(|&b| b) {
+        bail!("{path}: some full-attention layers have `attn_v` and others not (Gemma 4 uses keys as values on all of them or none)");
+    }
+    // RoPE: sliding layers rotate the whole head; full layers as `rope_freqs.weight` says
+    // (the converter's proportional RoPE: factor 1 for the pairs that rotate, 1e30 for the
+    // rest, frequencies over the whole head), else the whole head too.
+    if let Some(d) = g.uint(&k("rope.dimension_count_swa"))? {
+        if d as usize != swa_dim {
+            bail!("{path}: metadata `{}` is {d}, expected the sliding head size {swa_dim} (Gemma 4 rotates whole sliding heads)", k("rope.dimension_count_swa"));
+        }
+    }
+    let rope_dims = g
+        .uint(&k("rope.dimension_count"))?
+        .map_or(full_dim, |d| d as usize);
+    if rope_dims != full_dim {
+        bail!("{path}: metadata `{}` is {rope_dims}, expected the full-layer head size {full_dim} (a partial rotation is given by `rope_freqs.weight`)", k("rope.dimension_count"));
+    }
+    let fraction = match index.tensors.get("rope_freqs.weight") {
+        None => 1.0,
+        Some(t) => {
+            let name = "rope_freqs.weight";
+            if t.dtype != frugal_formats::StoredDType::Known(frugal_tensor::DType::F32)
+                || t.shape != [full_dim / 2]
+            {
+                bail!(
+                    "{path}: tensor `{name}` is {} {:?}, expected f32 [{}] (one factor per rotary pair of a full layer)",
+                    t.dtype,
+                    t.shape,
+                    full_dim / 2
+                );
+            }
+            let f: Vec<f32> = index
+                .bytes(t)
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let rot = f.iter().take_while(|&&x| x == 1.0).count();
+            if rot == 0 || f[rot..].iter().any(|&x| x < 1e20) {
+                bail!("{path}: tensor `{name}` holds frequency factors frugal does not honour (it reads the converter's proportional RoPE: 1 for the pairs that rotate, then 1e30)");
+            }
+            2.0 * rot as f64 / full_dim as f64
+        }
+    };
+    let theta = g.float(&k("rope.freq_base"))?.unwrap_or(HF.rope_theta);
+    let theta_swa = g.float(&k("rope.freq_base_swa"))?.unwrap_or(HF.local_theta);
+    for key in ["rope.scaling.type", "rope.scaling.factor"] {
+        if g.get(&k(key)).is_some() && g.float(&k("rope.scaling.factor"))?.unwrap_or(1.0) != 1.0 {
+            bail!("{path}: metadata `{}`: Gemma 4 has no rope scaling", k(key));
+        }
+    }
+    let (sw_kv, full_kv) = (
+        (0..nl)
+            .find(|&l| sliding[l])
+            .map_or(kv_heads[0], |l| kv_heads[l]),
+        (0..nl)
+            .find(|&l| !sliding[l])
+            .map_or(kv_heads[0], |l| kv_heads[l]),
+    );
+    let mut plc = Map::new();
+    for l in 0..nl {
+        let d = if sliding[l] { swa_dim } else { full_dim };
+        plc.insert(
+            l.to_string(),
+            json!({"head_dim": d, "num_key_value_heads": kv_heads[l]}),
+        );
+    }
+    let ple = g.uint(&k("embedding_length_per_layer_input"))?.unwrap_or(0) as usize;
+    let moe = match g.uint(&k("expert_count"))?.filter(|&e| e > 0) {
+        None => json!({"enable_moe_block": false}),
+        Some(e) => json!({"enable_moe_block": true, "num_experts": e,
+            "top_k_experts": g.uint_req(&k("expert_used_count"))?,
+            "moe_intermediate_size": g.uint_req(&k("expert_feed_forward_length"))?}),
+    };
+    let id = |key: &str| -> Result<Option<u64>> { g.uint(&format!("tokenizer.ggml.{key}")) };
+    let mut v = json!({
+        "model_type": "gemma4_text",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": base,
+        "num_hidden_layers": nl,
+        "num_attention_heads": heads,
+        "num_key_value_heads": sw_kv,
+        "num_global_key_value_heads": full_kv,
+        "head_dim": swa_dim,
+        "global_head_dim": full_dim,
+        "rms_norm_eps": eps,
+        "sliding_window": window,
+        "layer_types": sliding.iter().map(|&s| if s { "sliding_attention" } else { "full_attention" }).collect::<Vec<_>>(),
+        "rope_parameters": {
+            "sliding_attention": {"rope_type": "default", "rope_theta": theta_swa},
+            "full_attention": {"rope_type": "proportional", "rope_theta": theta, "partial_rotary_factor": fraction},
+        },
+        "per_layer_config": plc,
+        "num_kv_shared_layers": shared,
+        "use_double_wide_mlp": double_wide,
+        "attention_k_eq_v": k_eq_v,
+        "hidden_size_per_layer_input": ple,
+        "vocab_size_per_layer_input": rows("per_layer_token_embd.weight").unwrap_or(vocab),
+        "final_logit_softcapping": g.float(&k("final_logit_softcapping"))?.filter(|&c| c > 0.0),
+        "tie_word_embeddings": !index.tensors.contains_key("output.weight"),
+        "bos_token_id": id("bos_token_id")?.unwrap_or(2),
+        "eos_token_id": id("eos_token_id")?.unwrap_or(1),
+    });
+    let o = v.as_object_mut().expect("object");
+    for (key, val) in moe.as_object().expect("object") {
+        o.insert(key.clone(), val.clone());
+    }
+    if let Some(c) = g.uint(&k("context_length"))? {
+        o.insert("max_position_embeddings".into(), json!(c));
+    }
+    Ok(v)
 }
 
 /// Resolves Gemma 4's text keys `obj` (named by `prefix` in errors) of the config `top`.
@@ -1024,6 +1335,37 @@ mod tests {
         b["rope_parameters"] = json!({"full_attention": {"rope_type": "yarn"}});
         let e = GemmaConfig::from_json(&b, "t").unwrap_err();
         assert!(e.to_string().contains("yarn"), "{e}");
+    }
+
+    /// The released shapes' text parameters as transformers counts them (gemma4.md §1.3,
+    /// `layer_scalar` included), and their geometry (§1.2).
+    #[test]
+    fn variant_parameter_counts() {
+        for (name, billions, full_q, full_kv, ffn_last) in [
+            ("gemma4-e2b", 4.6286, 4096, 512, 12288),
+            ("gemma4-e4b", 7.4630, 4096, 1024, 10240),
+            ("gemma4-12b", 11.9074, 8192, 512, 15360),
+            ("gemma4-26b-a4b", 25.2331, 8192, 1024, 2112),
+            ("gemma4-31b", 30.6973, 16384, 2048, 21504),
+        ] {
+            let cfg = Variant::by_name(name).unwrap().config();
+            let p = cfg.num_params() as f64 / 1e9;
+            assert!(
+                (p - billions).abs() < 6e-5,
+                "{name}: {p} B, expected {billions} B"
+            );
+            let l = cfg.num_layers - 1;
+            assert_eq!(cfg.layer_kinds[l], LayerKind::Global, "{name}");
+            let s = cfg.layer(l);
+            assert_eq!(
+                (cfg.num_heads * s.head_dim, s.kv_heads * s.head_dim, s.ffn),
+                (full_q, full_kv, ffn_last),
+                "{name}"
+            );
+            assert_eq!(s.rotary_pairs, 64, "{name}");
+        }
+        let e2b = Variant::by_name("gemma4-e2b").unwrap().config();
+        assert_eq!((e2b.layer(34).kv_layer, e2b.layer(33).kv_layer), (14, 13));
     }
 
     /// Every tensor's names agree with its role; GGUF names follow llama.cpp's.

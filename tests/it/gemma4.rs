@@ -212,8 +212,8 @@ fn gemma4_gguf_matches_transformers() {
     }
 }
 
-/// `run --prompt-ids` on the GGUF prints transformers' greedy ids; a text prompt names the
-/// vocabulary frugal cannot read yet.
+/// `run --prompt-ids` on the GGUF prints transformers' greedy ids, and `run -p` with the same
+/// prompt as text prints its text and theirs.
 #[test]
 fn gemma4_gguf_commands() {
     let dir = fixture("gemma4-dense-f32");
@@ -237,8 +237,21 @@ fn gemma4_gguf_commands() {
     let so = String::from_utf8_lossy(&out.stdout);
     let got: Vec<u32> = so.split_whitespace().map(|t| t.parse().unwrap()).collect();
     assert_eq!(got, r.greedy);
-    let out = frugal(&["run", "-m", g, "-p", "hello", "-n", "2"]);
-    let se = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(se.contains("model.gguf") && se.contains("gemma4"), "{se}");
+    // The same through text: the fixture's vocabulary (`gemma4`, built from the file's tokens
+    // and merges) spells token `i >= 7` as the character U+4E00 + i.
+    let spell = |ids: &[u32]| -> String {
+        ids.iter()
+            .map(|&i| char::from_u32(0x4E00 + i).unwrap())
+            .collect()
+    };
+    assert!(r.prompt[1..].iter().chain(&r.greedy).all(|&i| i >= 7));
+    let text = spell(&r.prompt[1..]);
+    let out = frugal(&["run", "-m", g, "-p", &text, "-n", &n]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(so.trim_end(), format!("{text}{}", spell(&r.greedy)));
 }

@@ -129,17 +129,9 @@ fn has_avx2(dtype: DType) -> bool {
 /// exponent to 2^-7, IQ1_M's scale (top nibbles of its scale words) to 0.01. The kernels'
 /// speed does not depend on the values.
 fn random_blocks(rows: usize, cols: usize, dtype: DType) -> Vec<u8> {
-    let f16_at: &[usize] = match dtype {
-        DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS | DType::IQ1_S => &[0],
-        DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
-        DType::Q3_K => &[108],
-        DType::Q2_K => &[80, 82],
-        DType::IQ2_XXS | DType::IQ2_XS | DType::IQ2_S | DType::IQ3_XXS | DType::IQ3_S => &[0],
-        DType::TQ2_0 => &[64],
-        DType::TQ1_0 => &[52],
-        DType::MXFP4 | DType::IQ1_M => &[],
-        d => panic!("no random blocks for {}", d.name()),
-    };
+    let f16_at = dtype
+        .f16_scale_offsets()
+        .unwrap_or_else(|| panic!("no random blocks for {}", dtype.name()));
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         s = s

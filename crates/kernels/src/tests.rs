@@ -84,18 +84,9 @@ const QUANTIZABLE: [DType; 4] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q
 /// random f16 scales in `[0.001, 0.02)` (E8M0 exponents near 2^-4 for MXFP4), so random
 /// blocks hold weights of the size trained ones have.
 fn random_scales(rng: &mut Rng, dtype: DType, blocks: &mut [u8]) {
-    // Byte offsets of the f16 scale fields in one block.
-    let f16_at: &[usize] = match dtype {
-        DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS | DType::IQ1_S => &[0],
-        DType::IQ2_XXS | DType::IQ2_XS | DType::IQ2_S | DType::IQ3_XXS | DType::IQ3_S => &[0],
-        DType::Q4_1 | DType::Q5_1 | DType::Q5_K => &[0, 2],
-        DType::Q2_K => &[80, 82],
-        DType::Q3_K => &[108],
-        DType::TQ2_0 => &[64],
-        DType::TQ1_0 => &[52],
-        DType::MXFP4 | DType::IQ1_M => &[],
-        d => panic!("no random blocks for {}", d.name()),
-    };
+    let f16_at = dtype
+        .f16_scale_offsets()
+        .unwrap_or_else(|| panic!("no random blocks for {}", dtype.name()));
     for b in blocks.chunks_exact_mut(dtype.block_bytes()) {
         for &o in f16_at {
             let v = f16::from_f32(0.001 + 0.019 * (rng.f32() + 1.0) / 2.0);
@@ -399,31 +390,9 @@ const QTYPES: [DType; 22] = [
 ];
 /// The block formats and int8 with per-row scales, which the fast path runs through the same
 /// integer kernels ([`matmul_fast_with`]).
-const QTYPES_I8: [DType; 23] = [
-    DType::Q8_0,
-    DType::Q4_0,
-    DType::Q5_0,
-    DType::Q4_1,
-    DType::Q5_1,
-    DType::IQ4_NL,
-    DType::MXFP4,
-    DType::Q4_K,
-    DType::Q6_K,
-    DType::Q5_K,
-    DType::Q3_K,
-    DType::Q2_K,
-    DType::IQ4_XS,
-    DType::IQ2_XXS,
-    DType::IQ2_XS,
-    DType::IQ2_S,
-    DType::IQ3_XXS,
-    DType::IQ3_S,
-    DType::TQ2_0,
-    DType::TQ1_0,
-    DType::IQ1_S,
-    DType::IQ1_M,
-    DType::I8,
-];
+fn qtypes_i8() -> impl Iterator<Item = DType> {
+    QTYPES.into_iter().chain([DType::I8])
+}
 
 /// Activations with the shapes real ones have: mostly small, a few large outliers, some
 /// all-zero blocks.
@@ -694,7 +663,7 @@ fn check_quant(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n: usize) 
 #[test]
 fn quant_simd_matches_scalar_small_ragged() {
     let mut rng = Rng(11);
-    for dtype in QTYPES_I8 {
+    for dtype in qtypes_i8() {
         let bl = act_block_len(dtype);
         let maxb = if bl == 32 { 20 } else { 3 };
         for nb in 1..=maxb {
@@ -714,7 +683,7 @@ fn quant_simd_matches_scalar_small_ragged() {
 #[test]
 fn quant_simd_matches_scalar_large() {
     let mut rng = Rng(12);
-    for dtype in QTYPES_I8 {
+    for dtype in qtypes_i8() {
         for &(rows, cols, n) in &[
             (300, 2048, 1),
             (129, 1024, 13),

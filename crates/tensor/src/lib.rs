@@ -158,6 +158,26 @@ impl DType {
         layout(self).3
     }
 
+    /// Byte offsets of a block's plain f16 scale fields (`d`, and `dmin` where the type has
+    /// one), for the block types with integer kernels; empty where the scale is stored
+    /// otherwise (MXFP4's E8M0 byte, IQ1_M's nibbles across its scale words), `None` for the
+    /// other dtypes.
+    pub fn f16_scale_offsets(self) -> Option<&'static [usize]> {
+        Some(match self {
+            DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+            DType::IQ1_S | DType::IQ2_XXS | DType::IQ2_XS | DType::IQ2_S => &[0],
+            DType::IQ3_XXS | DType::IQ3_S => &[0],
+            DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+            DType::Q2_K => &[80, 82],
+            DType::Q3_K => &[108],
+            DType::Q6_K => &[208],
+            DType::TQ2_0 => &[64],
+            DType::TQ1_0 => &[52],
+            DType::MXFP4 | DType::IQ1_M => &[],
+            _ => return None,
+        })
+    }
+
     /// Whether this is a block-quantized dtype.
     pub fn is_quantized(self) -> bool {
         self.block_len() > 1

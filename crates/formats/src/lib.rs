@@ -244,6 +244,13 @@ impl TensorIndex {
         }
     }
 
+    /// Advises `bytes` as a table read a row per token ([`MappedFile::advise_rows`]).
+    pub fn advise_rows(&self, bytes: &[u8]) {
+        if let Some(f) = self.file_of(bytes) {
+            f.advise_rows(bytes);
+        }
+    }
+
     /// Drops the clean page cache of `bytes` ([`MappedFile::drop_cache`]).
     pub fn drop_cache(&self, bytes: &[u8]) {
         if let Some(f) = self.file_of(bytes) {

@@ -226,10 +226,7 @@ impl Checkpoint {
         for s in &self.binding.stored {
             if s.keys.iter().any(|k| key::read_by_token_rows(k)) {
                 if let Some(t) = self.index.tensors.get(&s.name) {
-                    let bytes = self.index.bytes(t);
-                    if let Some(f) = self.index.file_of(bytes) {
-                        f.advise_rows(bytes);
-                    }
+                    self.index.advise_rows(self.index.bytes(t));
                 }
             }
         }
